@@ -1,0 +1,1 @@
+"""The executor agent: runs commands from the server extension inside Docker containers."""

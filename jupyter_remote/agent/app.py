@@ -1,0 +1,269 @@
+"""`jupyter-remote agent`: configuration, start-up checks, daemon mode and `agent stop`."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+
+from tornado.httpserver import HTTPServer
+from traitlets import Bool, Float, Int, Unicode, default
+from traitlets.config import Application
+
+from jupyter_remote import __version__
+from jupyter_remote.agent import daemon
+from jupyter_remote.agent.specs import Limits, parse_memory
+from jupyter_remote.errors import RemoteError
+
+ENV = "JUPYTER_REMOTE_AGENT_"
+
+
+def _env(name: str, fallback: str) -> str:
+    return os.environ.get(ENV + name, fallback)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: the only binds allowed without a token."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class UsageFailure(Exception):
+    """A mistake in how the agent was started: one line to the user, exit status 2."""
+
+
+class AgentStopApp(Application):
+    name = "jupyter-remote agent stop"
+    description = "Stop an agent that runs as a daemon (SIGTERM, then wait)."
+    pid_file = Unicode(help="The daemon's pid file (default: DATA_DIR/agent.pid).",
+                       config=True)
+    data_dir = Unicode(help="The agent's data directory.", config=True)
+    aliases = {"pid-file": "AgentStopApp.pid_file", "data-dir": "AgentStopApp.data_dir"}
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return _env("DATA_DIR", os.path.expanduser("~/.local/share/jupyter-remote/agent"))
+
+    @default("pid_file")
+    def _default_pid_file(self) -> str:
+        return _env("PID_FILE", os.path.join(self.data_dir, "agent.pid"))
+
+    def start(self) -> None:
+        try:
+            print(daemon.stop(self.pid_file))
+        except (LookupError, TimeoutError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            self.exit(1)
+
+
+class AgentApp(Application):
+    name = "jupyter-remote agent"
+    version = __version__
+    description = ("Run commands from jupyter-remote in Docker containers on this host. "
+                   "Every option also reads JUPYTER_REMOTE_AGENT_<OPTION> from the "
+                   "environment, e.g. JUPYTER_REMOTE_AGENT_LISTEN.")
+    examples = """
+    jupyter-remote agent                                  # 127.0.0.1:9527, no token
+    jupyter-remote agent --listen 0.0.0.0:9527 --token-file /etc/jupyter-remote/token
+    jupyter-remote agent --daemon --log-file /var/log/jupyter-remote-agent.log
+    jupyter-remote agent stop
+    """
+
+    listen = Unicode(help="HOST:PORT to listen on; a non-loopback host needs a token.",
+                     config=True)
+    token = Unicode(help="Bearer token clients must send (Authorization: Bearer TOKEN).",
+                    config=True)
+    token_file = Unicode("", help="File holding the bearer token (first line).", config=True)
+    data_dir = Unicode(help="Where execution logs, job logs and records live.", config=True)
+    node_id = Unicode(help="This node's name in the pool and in container labels "
+                      "(default: the host name, plus -PORT when the port is not 9527).",
+                      config=True)
+    daemon = Bool(False, help="Detach and run in the background, logging to --log-file.",
+                  config=True)
+    log_file = Unicode(help="Log file in daemon mode (default: DATA_DIR/agent.log).",
+                       config=True)
+    pid_file = Unicode(help="Pid file in daemon mode (default: DATA_DIR/agent.pid).",
+                       config=True)
+    default_image = Unicode(help="Image used when a request names none.", config=True)
+    default_timeout = Float(help="Seconds before a command is killed when the request "
+                            "gives no timeout; 0 means no limit.", config=True)
+    idle_timeout = Float(help="Seconds a session container may sit idle before it is "
+                         "removed; 0 keeps it until deleted.", config=True)
+    memory = Unicode(help="Default memory limit per container (e.g. 2g).", config=True)
+    cpus = Float(help="Default CPU limit per container.", config=True)
+    pids_limit = Int(help="Default process limit per container.", config=True)
+    max_memory = Unicode("", help="Largest memory limit a request may ask for (empty: none).",
+                         config=True)
+    max_cpus = Float(0.0, help="Largest CPU limit a request may ask for (0: none).",
+                     config=True)
+    allow_network = Bool(False, help="Let requests ask for network host or bridge instead "
+                         "of none.", config=True)
+    max_request_bytes = Int(1 << 20, help="Largest request body accepted.", config=True)
+    kill_grace = Float(1.0, help="Seconds between SIGTERM and SIGKILL on cancel and "
+                       "timeout.", config=True)
+    sample_interval = Float(2.0, help="Seconds between resource samples.", config=True)
+    cpu_max = Float(95.0, help="CPU percent above which the node reports unhealthy.",
+                    config=True)
+    memory_max = Float(95.0, help="Memory percent above which the node is unhealthy.",
+                       config=True)
+    disk_max = Float(90.0, help="Disk percent above which the node is unhealthy.",
+                     config=True)
+
+    aliases = {
+        "listen": "AgentApp.listen", "token": "AgentApp.token",
+        "token-file": "AgentApp.token_file", "data-dir": "AgentApp.data_dir",
+        "node-id": "AgentApp.node_id", "log-file": "AgentApp.log_file",
+        "pid-file": "AgentApp.pid_file", "default-image": "AgentApp.default_image",
+        "default-timeout": "AgentApp.default_timeout", "idle-timeout": "AgentApp.idle_timeout",
+        "memory": "AgentApp.memory", "cpus": "AgentApp.cpus", "pids-limit": "AgentApp.pids_limit",
+        "max-memory": "AgentApp.max_memory", "max-cpus": "AgentApp.max_cpus",
+        "max-request-bytes": "AgentApp.max_request_bytes",
+        "kill-grace": "AgentApp.kill_grace", "sample-interval": "AgentApp.sample_interval",
+        "log-level": "Application.log_level",
+    }
+    flags = {
+        "daemon": ({"AgentApp": {"daemon": True}}, daemon.__doc__.splitlines()[0]),
+        "allow-network": ({"AgentApp": {"allow_network": True}},
+                          "Let requests ask for a network other than none."),
+    }
+    subcommands = {"stop": (AgentStopApp, AgentStopApp.description)}
+
+    @default("listen")
+    def _d_listen(self): return _env("LISTEN", "127.0.0.1:9527")  # noqa: E704
+
+    @default("token")
+    def _d_token(self): return _env("TOKEN", "")  # noqa: E704
+
+    @default("data_dir")
+    def _d_data_dir(self):  # noqa: E704
+        return _env("DATA_DIR", os.path.expanduser("~/.local/share/jupyter-remote/agent"))
+
+    @default("node_id")
+    def _d_node_id(self):
+        host, port = self.host_port()
+        name = socket.gethostname()
+        return _env("NODE_ID", name if port == 9527 else f"{name}-{port}")
+
+    @default("log_file")
+    def _d_log_file(self): return _env("LOG_FILE", os.path.join(self.data_dir, "agent.log"))  # noqa: E704,E501
+
+    @default("pid_file")
+    def _d_pid_file(self): return _env("PID_FILE", os.path.join(self.data_dir, "agent.pid"))  # noqa: E704,E501
+
+    @default("default_image")
+    def _d_image(self): return _env("DEFAULT_IMAGE", "jupyter-remote/python:local")  # noqa: E704
+
+    @default("default_timeout")
+    def _d_timeout(self): return float(_env("DEFAULT_TIMEOUT", "1800"))  # noqa: E704
+
+    @default("idle_timeout")
+    def _d_idle(self): return float(_env("IDLE_TIMEOUT", "3600"))  # noqa: E704
+
+    @default("memory")
+    def _d_memory(self): return _env("MEMORY", "2g")  # noqa: E704
+
+    @default("cpus")
+    def _d_cpus(self): return float(_env("CPUS", "1"))  # noqa: E704
+
+    @default("pids_limit")
+    def _d_pids(self): return int(_env("PIDS_LIMIT", "1024"))  # noqa: E704
+
+    def host_port(self) -> tuple[str, int]:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageFailure(f"--listen must be HOST:PORT; got {self.listen!r}")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    def read_token(self) -> str:
+        if self.token_file:
+            try:
+                with open(self.token_file) as fh:
+                    return fh.readline().strip()
+            except OSError as exc:
+                raise UsageFailure(f"cannot read --token-file: {exc}") from None
+        return self.token or _env("TOKEN", "")
+
+    def limits(self) -> Limits:
+        try:
+            return Limits(memory=parse_memory(self.memory), cpus=self.cpus,
+                          pids_limit=self.pids_limit,
+                          max_memory=parse_memory(self.max_memory) if self.max_memory else 0,
+                          max_cpus=self.max_cpus, allow_network=self.allow_network)
+        except RemoteError as exc:
+            raise UsageFailure(exc.message) from None
+
+    def start(self) -> None:
+        if self.subapp is not None:
+            return self.subapp.start()
+        try:
+            self._run()
+        except UsageFailure as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            self.exit(2)
+
+    def _run(self) -> None:
+        host, port = self.host_port()
+        token = self.read_token()
+        if not is_loopback(host) and not token:
+            raise UsageFailure(f"refusing to listen on {host}:{port} without a token: give "
+                               "--token or --token-file (only loopback binds may go without)")
+        limits = self.limits()
+        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        if self.daemon:
+            daemon.daemonize(self.log_file, self.pid_file, host, port)
+        logging.basicConfig(level=self.log_level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        asyncio.run(self._serve(host, port, token, limits))
+
+    async def _serve(self, host: str, port: int, token: str, limits: Limits) -> None:
+        from jupyter_remote.agent.core import Agent
+        from jupyter_remote.agent.handlers import make_app
+
+        try:
+            agent = Agent(node_id=self.node_id, data_dir=self.data_dir, limits=limits,
+                          default_image=self.default_image,
+                          default_timeout=self.default_timeout or None,
+                          idle_timeout=self.idle_timeout, kill_grace=self.kill_grace,
+                          stop_grace=max(self.kill_grace, 1.0),
+                          sample_interval=self.sample_interval,
+                          thresholds={"cpu_max": self.cpu_max, "memory_max": self.memory_max,
+                                      "disk_max": self.disk_max})
+        except RemoteError as exc:
+            raise UsageFailure(exc.message) from None
+        await agent.blocking(agent.start)
+        server = HTTPServer(make_app(agent, token or None, self.max_request_bytes),
+                            max_body_size=self.max_request_bytes + 1,
+                            idle_connection_timeout=300)
+        try:
+            server.listen(port, address=host)
+        except OSError as exc:
+            raise UsageFailure(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        reaper = asyncio.get_running_loop().create_task(self._reap(agent))
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        logging.getLogger("jupyter_remote.agent").info(
+            "agent %s (node %s) listening on http://%s:%d, data in %s%s", __version__,
+            self.node_id, host, port, self.data_dir, "" if token else " (no token)")
+        await stopping.wait()
+        logging.getLogger("jupyter_remote.agent").info("stopping")
+        server.stop()
+        reaper.cancel()
+        await agent.blocking(agent.stop)
+        if self.daemon and daemon.read_pid(self.pid_file) == os.getpid():
+            os.unlink(self.pid_file)
+
+    async def _reap(self, agent) -> None:
+        interval = max(1.0, min(30.0, (self.idle_timeout or 60) / 4))
+        while True:
+            await asyncio.sleep(interval)
+            await agent.blocking(agent.sessions.reap_idle)

@@ -1,0 +1,331 @@
+"""Executions: one command, run once, its output on disk before anyone reads it."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from docker.errors import DockerException
+
+from jupyter_remote.agent.containers import ContainerFactory, OomWatcher
+from jupyter_remote.agent.eventlog import EventLog, encode
+from jupyter_remote.agent.processes import kill_tree
+from jupyter_remote.agent.specs import (
+    ContainerSpec, check_id, parse_argv, parse_container_spec, parse_env, parse_timeout,
+    safe_name,
+)
+from jupyter_remote.agent.state import read_json, write_json
+from jupyter_remote.errors import BadRequest, Conflict, NotFound
+
+log = logging.getLogger("jupyter_remote.agent")
+
+FINAL = ("completed", "failed", "timed_out", "cancelled", "lost")
+
+
+@dataclass
+class Execution:
+    """The record of one execution; `to_json` is its API model and its file on disk."""
+
+    execution_id: str
+    node_id: str
+    argv: list[str]
+    mode: str  # "session" or "fresh"
+    image: str
+    session_id: str | None = None
+    container_id: str | None = None
+    timeout: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    status: str = "running"
+    returncode: int | None = None
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    duration: float | None = None
+    timed_out: bool = False
+    cancelled: bool = False
+    oom_killed: bool = False
+    message: str | None = None
+    spec: ContainerSpec | None = None
+    kill_reason: str | None = None
+    exec_id: str | None = None
+    log: EventLog | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def to_json(self) -> dict:
+        return {
+            "execution_id": self.execution_id, "node_id": self.node_id, "argv": self.argv,
+            "mode": self.mode, "image": self.image, "session_id": self.session_id,
+            "container_id": self.container_id, "timeout": self.timeout,
+            "status": self.status, "returncode": self.returncode,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "duration": self.duration, "timed_out": self.timed_out,
+            "cancelled": self.cancelled, "oom_killed": self.oom_killed,
+            "message": self.message,
+            "log_size": self.log.size if self.log else None,
+        }
+
+
+class ExecutionManager:
+    """Runs executions in session or fresh containers and keeps their records and logs."""
+
+    def __init__(self, *, data_dir: str, node_id: str, factory: ContainerFactory,
+                 oom: OomWatcher, sessions, limits, default_image: str,
+                 default_timeout: float | None, kill_grace: float) -> None:
+        self.root = os.path.join(data_dir, "executions")
+        os.makedirs(self.root, exist_ok=True)
+        self.node_id = node_id
+        self.factory = factory
+        self.api = factory.api
+        self.oom = oom
+        self.sessions = sessions
+        self.limits = limits
+        self.default_image = default_image
+        self.default_timeout = default_timeout
+        self.kill_grace = kill_grace
+        self.running: dict[str, Execution] = {}
+        self._claim_lock = threading.Lock()
+
+    # -- paths and records -------------------------------------------------------------
+    def _dir(self, execution_id: str) -> str:
+        return os.path.join(self.root, execution_id)
+
+    def log_path(self, execution_id: str) -> str:
+        return os.path.join(self._dir(execution_id), "events.ndjson")
+
+    def _save(self, ex: Execution) -> None:
+        write_json(os.path.join(self._dir(ex.execution_id), "meta.json"), ex.to_json())
+
+    def get(self, execution_id: str) -> dict:
+        """The model of a running or finished execution, from memory or from disk."""
+        check_id(execution_id, "execution_id")
+        if execution_id in self.running:
+            return self.running[execution_id].to_json()
+        meta = read_json(os.path.join(self._dir(execution_id), "meta.json"))
+        if meta is None:
+            raise NotFound(f"no execution {execution_id!r} on node {self.node_id!r}",
+                           reason="execution_not_found")
+        return meta
+
+    def list(self, limit: int = 100) -> list[dict]:
+        """The most recent executions, newest first."""
+        names = sorted(os.listdir(self.root),
+                       key=lambda n: os.path.getmtime(self._dir(n)), reverse=True)[:limit]
+        return [m for n in names if (m := self.get_or_none(n))]
+
+    def get_or_none(self, execution_id: str) -> dict | None:
+        try:
+            return self.get(execution_id)
+        except (NotFound, BadRequest):
+            return None
+
+    def running_count(self) -> int:
+        return len(self.running)
+
+    # -- starting ----------------------------------------------------------------------
+    def parse(self, body: dict, *, require_id: bool = True) -> Execution:
+        """Check a request completely; nothing is created or run here."""
+        if require_id or body.get("execution_id") is not None:
+            execution_id = check_id(body.get("execution_id"), "execution_id")
+        else:
+            execution_id = f"x-{os.urandom(8).hex()}"
+        argv = parse_argv(body)
+        timeout = parse_timeout(body, self.default_timeout)
+        env = parse_env(body.get("env"))
+        workdir = body.get("workdir")
+        if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")):
+            raise BadRequest(f"workdir must be an absolute path; got {workdir!r}",
+                             reason="bad_workdir")
+        session_id = body.get("session_id")
+        if session_id is not None:
+            session = self.sessions.get(check_id(session_id, "session_id"))
+            return Execution(execution_id, self.node_id, argv, "session", session.spec.image,
+                             session_id=session_id, container_id=session.container_id,
+                             timeout=timeout, env=env, workdir=workdir)
+        spec = parse_container_spec(body, self.limits, self.default_image)
+        return Execution(execution_id, self.node_id, argv, "fresh", spec.image, timeout=timeout,
+                         env=env, workdir=workdir, spec=spec)
+
+    def claim(self, ex: Execution) -> None:
+        """Reserve the id on disk; a second request with the same id gets 409, ever."""
+        with self._claim_lock:
+            try:
+                os.mkdir(self._dir(ex.execution_id))
+            except FileExistsError:
+                first = self.get_or_none(ex.execution_id) or {"status": "starting"}
+                raise Conflict(
+                    f"execution {ex.execution_id!r} was already received by node "
+                    f"{self.node_id!r} (status {first['status']}); it is never run twice",
+                    reason="duplicate_execution", execution=first) from None
+            self.running[ex.execution_id] = ex
+
+    def start(self, ex: Execution, loop: asyncio.AbstractEventLoop) -> Execution:
+        """Open its log, record it, and run it on a thread of its own."""
+        ex.log = EventLog(self.log_path(ex.execution_id), loop)
+        self._save(ex)
+        if ex.session_id:
+            self.sessions.begin(ex.session_id)
+        threading.Thread(target=self._run, args=(ex,), daemon=True,
+                         name=f"exec-{ex.execution_id}").start()
+        return ex
+
+    # -- running -----------------------------------------------------------------------
+    def _run(self, ex: Execution) -> None:
+        t0 = time.monotonic()
+        timer = None
+        try:
+            if ex.mode == "fresh":
+                ex.container_id = self.factory.create_keeper(
+                    ex.spec, name=f"jr-{safe_name(self.node_id)}-x-{safe_name(ex.execution_id)}",
+                    kind="fresh", label_extra={"execution": ex.execution_id})
+            ex.log.append({"event": "started", "execution_id": ex.execution_id,
+                           "node_id": self.node_id, "mode": ex.mode, "image": ex.image,
+                           "session_id": ex.session_id, "container_id": ex.container_id,
+                           "started_at": ex.started_at})
+            oom_before = self.oom.count(ex.container_id)
+            with ex.lock:
+                if ex.kill_reason:
+                    raise _Killed()
+                ex.exec_id = self.api.exec_create(
+                    ex.container_id, ex.argv, environment=ex.env or None,
+                    workdir=ex.workdir)["Id"]
+            if ex.timeout:
+                timer = threading.Timer(ex.timeout, self.kill, (ex, "timeout"))
+                timer.daemon = True
+                timer.start()
+            self._pump(ex, self.api.exec_start(ex.exec_id, stream=True, demux=True))
+            ex.returncode = self.api.exec_inspect(ex.exec_id)["ExitCode"]
+            self._classify(ex, oom_before)
+        except _Killed:
+            ex.returncode = -1
+            self._classify(ex, 0)
+        except DockerException as exc:
+            ex.returncode, ex.status = -1, "failed"
+            ex.message = self._docker_failure(ex, exc)
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the client gets an exit event
+            log.exception("execution %s failed inside the agent", ex.execution_id)
+            ex.returncode, ex.status = -1, "failed"
+            ex.message = f"agent error on node {self.node_id!r}: {exc}"
+        finally:
+            if timer:
+                timer.cancel()
+            self._finish(ex, time.monotonic() - t0)
+
+    def _pump(self, ex: Execution, stream) -> None:
+        """Copy the exec stream into the log, one event per chunk, decoding UTF-8 safely."""
+        decoders = {"stdout": codecs.getincrementaldecoder("utf-8")("replace"),
+                    "stderr": codecs.getincrementaldecoder("utf-8")("replace")}
+        append = ex.log.append
+        for out, err in stream:
+            if out:
+                text = decoders["stdout"].decode(out)
+                if text:
+                    append({"event": "stdout", "data": text})
+            if err:
+                text = decoders["stderr"].decode(err)
+                if text:
+                    append({"event": "stderr", "data": text})
+        for name, dec in decoders.items():
+            if text := dec.decode(b"", final=True):
+                append({"event": name, "data": text})
+
+    def _classify(self, ex: Execution, oom_before: int) -> None:
+        rc = ex.returncode
+        if ex.kill_reason == "timeout":
+            ex.status, ex.timed_out = "timed_out", True
+            ex.message = f"timed out after {ex.timeout:g} s; the command was killed"
+        elif ex.kill_reason:
+            ex.status, ex.cancelled = "cancelled", True
+            ex.message = f"cancelled ({ex.kill_reason}); the command was killed"
+        elif rc == 137 and self.oom.wait_for_more(ex.container_id, oom_before, 1.0):
+            ex.status, ex.oom_killed = "failed", True
+            ex.message = "killed by the kernel: out of memory (the container's memory limit)"
+        else:
+            ex.status = "completed" if rc == 0 else "failed"
+
+    def _docker_failure(self, ex: Execution, exc: DockerException) -> str:
+        if ex.kill_reason:
+            return f"cancelled ({ex.kill_reason})"
+        return f"Docker error on node {self.node_id!r}: {exc}"
+
+    def _finish(self, ex: Execution, elapsed: float) -> None:
+        if ex.mode == "fresh" and ex.container_id:
+            try:
+                self.factory.remove(ex.container_id)
+            except DockerException as exc:
+                log.warning("could not remove container %s: %s", ex.container_id, exc)
+        ex.duration = round(elapsed, 6)
+        ex.finished_at = time.time()
+        with ex.lock:
+            ex.done.set()
+        ex.log.append({"event": "exit", "returncode": ex.returncode, "status": ex.status,
+                       "duration": ex.duration, "timed_out": ex.timed_out,
+                       "cancelled": ex.cancelled, "oom_killed": ex.oom_killed,
+                       "message": ex.message})
+        ex.log.close()
+        self._save(ex)
+        self.running.pop(ex.execution_id, None)
+        if ex.session_id:
+            self.sessions.end(ex.session_id)
+
+    # -- stopping ----------------------------------------------------------------------
+    def cancel(self, execution_id: str, reason: str = "cancel requested") -> dict:
+        """Kill a running execution; finished ones are left as they are (409)."""
+        ex = self.running.get(execution_id)
+        if ex is None:
+            model = self.get(execution_id)
+            raise Conflict(f"execution {execution_id!r} is not running (status "
+                           f"{model['status']})", reason="not_running", execution=model)
+        self.kill(ex, reason)
+        ex.done.wait(self.kill_grace * 2 + 5)
+        return ex.to_json()
+
+    def kill(self, ex: Execution, reason: str) -> None:
+        """Stop the command's processes; the run thread then records why it ended."""
+        with ex.lock:
+            if ex.done.is_set():
+                return
+            ex.kill_reason = ex.kill_reason or reason
+            exec_id = ex.exec_id
+        if exec_id is None:
+            return  # the run thread sees kill_reason before it execs
+        try:
+            pid = self.api.exec_inspect(exec_id).get("Pid")
+        except DockerException:
+            pid = None
+        if not pid or not kill_tree(pid, self.kill_grace):
+            if ex.mode == "fresh" and ex.container_id:
+                self.factory.remove(ex.container_id)
+
+    def kill_session(self, session_id: str, reason: str) -> None:
+        for ex in list(self.running.values()):
+            if ex.session_id == session_id:
+                self.kill(ex, reason)
+                ex.done.wait(self.kill_grace * 2 + 5)
+
+    # -- after a restart ---------------------------------------------------------------
+    def recover(self) -> int:
+        """Close the records of executions the agent was running when it died."""
+        lost = 0
+        for name in os.listdir(self.root):
+            meta = read_json(os.path.join(self._dir(name), "meta.json"))
+            if not meta or meta.get("status") in FINAL:
+                continue
+            meta.update(status="lost", returncode=-1, finished_at=time.time(),
+                        message=f"the agent on node {self.node_id!r} stopped while this "
+                                "execution ran; its output up to then is in the log")
+            with open(self.log_path(name), "ab") as fh:
+                fh.write(encode({"event": "exit", "returncode": -1, "status": "lost",
+                                 "message": meta["message"]}))
+            write_json(os.path.join(self._dir(name), "meta.json"), meta)
+            lost += 1
+        return lost
+
+
+class _Killed(Exception):
+    """Cancelled before the command was started."""

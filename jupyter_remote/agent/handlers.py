@@ -1,0 +1,272 @@
+"""Thin tornado handlers for the agent's versioned JSON API (docs/agent-api.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from jupyter_remote.agent.core import Agent
+from jupyter_remote.agent.eventlog import read_file
+from jupyter_remote.errors import BadRequest, NotFound, PayloadTooLarge, RemoteError, Unauthorized
+
+log = logging.getLogger("jupyter_remote.agent")
+NDJSON = "application/x-ndjson"
+
+
+@web.stream_request_body
+class AgentHandler(web.RequestHandler):
+    """Bearer-token auth, a size cap on bodies, JSON in and out, JSON errors."""
+
+    agent: Agent
+
+    def initialize(self, agent: Agent, token: str | None, max_body: int) -> None:
+        self.agent = agent
+        self._token = token
+        self._max_body = max_body
+        self._body = bytearray()
+
+    def prepare(self) -> None:
+        if self._token:
+            given = self.request.headers.get("Authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(),
+                                                                     self._token):
+                raise Unauthorized("missing or wrong bearer token",
+                                   reason="bad_token" if given else "no_token")
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > self._max_body:
+            raise PayloadTooLarge(f"request body of {length} bytes is over the "
+                                  f"{self._max_body}-byte limit")
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body += chunk
+        if len(self._body) > self._max_body:
+            raise PayloadTooLarge(f"request body is over the {self._max_body}-byte limit")
+
+    def json_body(self) -> dict:
+        try:
+            body = json.loads(self._body or b"{}")
+        except ValueError as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc}",
+                             reason="bad_json") from None
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object", reason="bad_json")
+        return body
+
+    def send_json(self, data, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def flag(self, name: str) -> bool:
+        return self.get_query_argument(name, "0").lower() in ("1", "true", "yes")
+
+    def int_arg(self, name: str, default: int = 0) -> int:
+        raw = self.get_query_argument(name, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequest(f"{name} must be an integer; got {raw!r}",
+                             reason=f"bad_{name}") from None
+        if value < 0:
+            raise BadRequest(f"{name} must be >= 0; got {value}", reason=f"bad_{name}")
+        return value
+
+    async def stream(self, chunks, content_type: str = NDJSON) -> None:
+        """Send chunks as they come; a client that leaves only stops this copy."""
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        try:
+            async for chunk in chunks:
+                self.write(chunk)
+                await self.flush()
+            self.finish()
+        except StreamClosedError:
+            log.info("client left %s %s; the command goes on", self.request.method,
+                     self.request.path)
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, RemoteError):
+            if self._finished:
+                return
+            if self._headers_written:  # mid-stream: nothing left to do but close
+                self.finish()
+                return
+            self.clear()
+            self.send_json(e.to_json(), e.status)
+            return
+        super()._handle_request_exception(e)
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": self._reason, "reason": "http_error"}))
+
+
+class InfoHandler(AgentHandler):
+    def get(self) -> None:
+        self.send_json(self.agent.info())
+
+
+class HealthHandler(AgentHandler):
+    def get(self) -> None:
+        self.send_json(self.agent.health())
+
+
+class ResourcesHandler(AgentHandler):
+    def get(self) -> None:
+        self.send_json(self.agent.resources())
+
+
+class SessionsHandler(AgentHandler):
+    def get(self) -> None:
+        self.send_json({"sessions": self.agent.sessions.list()})
+
+    async def post(self) -> None:
+        sid, spec, idle = self.agent.sessions.parse(self.json_body())
+        session = await self.agent.blocking(self.agent.sessions.create, sid, spec, idle)
+        self.send_json(session.to_json(), 201)
+
+
+class SessionHandler(AgentHandler):
+    def get(self, sid: str) -> None:
+        self.send_json(self.agent.sessions.get(sid).to_json())
+
+    async def delete(self, sid: str) -> None:
+        self.agent.sessions.get(sid)
+        self.send_json(await self.agent.blocking(self.agent.sessions.delete, sid))
+
+
+class ExecutionsHandler(AgentHandler):
+    def get(self) -> None:
+        self.send_json({"executions": self.agent.executions.list(self.int_arg("limit", 100))})
+
+    async def post(self) -> None:
+        ex = self.agent.executions.parse(self.json_body())
+        if ex.mode == "fresh":
+            await self.agent.blocking(self.agent.factory.check_image, ex.image)
+        self.agent.executions.claim(ex)
+        self.agent.executions.start(ex, asyncio.get_running_loop())
+        await self.stream(ex.log.read(0, follow=True))
+
+
+class ExecutionHandler(AgentHandler):
+    def get(self, execution_id: str) -> None:
+        self.send_json(self.agent.executions.get(execution_id))
+
+
+class ExecutionEventsHandler(AgentHandler):
+    async def get(self, execution_id: str) -> None:
+        executions = self.agent.executions
+        executions.get(execution_id)
+        offset = self.int_arg("offset")
+        ex = executions.running.get(execution_id)
+        if ex is not None:
+            await self.stream(ex.log.read(offset, follow=self.flag("follow")))
+        else:
+            await self.stream(read_file(executions.log_path(execution_id), offset))
+
+
+class ExecutionCancelHandler(AgentHandler):
+    async def post(self, execution_id: str) -> None:
+        self.agent.executions.get(execution_id)
+        self.send_json(await self.agent.blocking(self.agent.executions.cancel, execution_id))
+
+
+class JobsHandler(AgentHandler):
+    def get(self) -> None:
+        self.send_json({"jobs": self.agent.jobs.list()})
+
+    async def post(self) -> None:
+        job = self.agent.jobs.parse(self.json_body())
+        self.send_json(await self.agent.blocking(self.agent.jobs.submit, job), 201)
+
+
+class JobHandler(AgentHandler):
+    def get(self, job_id: str) -> None:
+        self.send_json(self.agent.jobs.get(job_id))
+
+
+class JobLogsHandler(AgentHandler):
+    async def get(self, job_id: str) -> None:
+        jobs = self.agent.jobs
+        jobs.get(job_id)
+        task, offset = self.int_arg("task"), self.int_arg("offset")
+        jobs.log_path(job_id, task)
+        await self.stream(jobs.read_log(job_id, task, offset, self.flag("follow")),
+                          "text/plain; charset=utf-8")
+
+
+class JobStopHandler(AgentHandler):
+    async def post(self, job_id: str) -> None:
+        self.agent.jobs.get(job_id)
+        self.send_json(await self.agent.blocking(self.agent.jobs.stop, job_id))
+
+
+class ExecuteHandler(AgentHandler):
+    """Seed 000's plain endpoint: {"command", "timeout"} in, {"output", "returncode"} out."""
+
+    async def post(self) -> None:
+        agent = self.agent
+        body = self.json_body()
+        if not isinstance(body.get("command"), str):
+            raise BadRequest("command must be a string", reason="bad_command")
+        body = {k: v for k, v in body.items() if k not in ("python", "argv")}
+        if body.get("cwd") and not body.get("workdir"):
+            body["workdir"] = body.pop("cwd")
+        if body.get("session_id") is None:
+            image = body.get("image")
+            if image is not None:
+                await agent.blocking(agent.factory.check_image, image)
+            body["session_id"] = await agent.blocking(agent.default_session, image)
+        ex = agent.executions.parse(body, require_id=False)
+        agent.executions.claim(ex)
+        agent.executions.start(ex, asyncio.get_running_loop())
+        output = []
+        async for chunk in ex.log.read(0, follow=True):
+            for line in chunk.splitlines():
+                event = json.loads(line)
+                if event["event"] in ("stdout", "stderr"):
+                    output.append(event["data"])
+        if ex.message and ex.status != "completed":
+            output.append(f"\n{ex.message}\n")
+        self.send_json({"output": "".join(output), "returncode": ex.returncode,
+                        "status": ex.status, "timed_out": ex.timed_out,
+                        "duration": ex.duration, "execution_id": ex.execution_id,
+                        "node_id": agent.node_id})
+
+
+class NotFoundHandler(AgentHandler):
+    def prepare(self) -> None:
+        super().prepare()
+        raise NotFound(f"no such endpoint: {self.request.method} {self.request.path} "
+                       "(see docs/agent-api.md)", reason="no_endpoint")
+
+
+def make_app(agent: Agent, token: str | None, max_body: int) -> web.Application:
+    """The tornado application serving one agent."""
+    kw = {"agent": agent, "token": token, "max_body": max_body}
+    ident = r"([^/]+)"
+    routes = [
+        (r"/v1/?", InfoHandler),
+        (r"/v1/health", HealthHandler),
+        (r"/v1/resources", ResourcesHandler),
+        (r"/v1/sessions", SessionsHandler),
+        (rf"/v1/sessions/{ident}", SessionHandler),
+        (r"/v1/executions", ExecutionsHandler),
+        (rf"/v1/executions/{ident}", ExecutionHandler),
+        (rf"/v1/executions/{ident}/events", ExecutionEventsHandler),
+        (rf"/v1/executions/{ident}/cancel", ExecutionCancelHandler),
+        (r"/v1/jobs", JobsHandler),
+        (rf"/v1/jobs/{ident}", JobHandler),
+        (rf"/v1/jobs/{ident}/logs", JobLogsHandler),
+        (rf"/v1/jobs/{ident}/stop", JobStopHandler),
+        (r"/execute", ExecuteHandler),
+    ]
+    return web.Application([(p, h, kw) for p, h in routes],
+                           default_handler_class=NotFoundHandler, default_handler_args=kw)

@@ -1,0 +1,327 @@
+"""Detached jobs: tasks in containers of their own that outlive the agent's process.
+
+Each task's container writes its output straight into a log file on the agent's disk
+(a bind mount), and keeps its exit code until the agent has recorded it; so an agent that
+was killed finds its tasks again by name and label and reports real exit codes and logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+
+from docker.errors import DockerException, NotFound
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import ReadTimeout
+
+from jupyter_remote.agent.containers import ContainerFactory
+from jupyter_remote.agent.specs import (
+    ContainerSpec, Limits, check_id, parse_argv, parse_container_spec, parse_timeout, safe_name,
+)
+from jupyter_remote.agent.state import read_json, write_json
+from jupyter_remote.errors import BadRequest, Conflict
+from jupyter_remote.errors import NotFound as RemoteNotFound
+
+log = logging.getLogger("jupyter_remote.agent")
+
+TASK_FINAL = ("completed", "failed", "timed_out", "stopped", "lost")
+LOG_MOUNT = "/.jupyter-remote"
+# The command's stdout and stderr go to the bind-mounted log file, not through the agent.
+WRAPPER = ["sh", "-c", f'exec "$@" >>{LOG_MOUNT}/output.log 2>&1', "jupyter-remote-task"]
+MAX_TASKS = 1000
+
+
+def job_status(job: dict) -> str:
+    """One word for the whole job, derived from its tasks."""
+    states = [t["status"] for t in job["tasks"]]
+    if any(s == "running" for s in states):
+        return "running"
+    if any(s == "pending" for s in states) and not job["stop_requested"]:
+        return "pending" if all(s == "pending" for s in states) else "running"
+    if job["stop_requested"]:
+        return "stopped"
+    return "completed" if all(s == "completed" for s in states) else "failed"
+
+
+class JobManager:
+    """Starts, watches, stops and recovers this node's jobs."""
+
+    def __init__(self, *, data_dir: str, node_id: str, factory: ContainerFactory,
+                 limits: Limits, default_image: str, stop_grace: float) -> None:
+        self.root = os.path.abspath(os.path.join(data_dir, "jobs"))
+        os.makedirs(self.root, exist_ok=True)
+        self.node_id = node_id
+        self.factory = factory
+        self.api = factory.api
+        self.limits = limits
+        self.default_image = default_image
+        self.stop_grace = stop_grace
+        self.jobs: dict[str, dict] = {}
+        self._locks: dict[str, threading.RLock] = {}
+        self._create_lock = threading.Lock()
+
+    # -- records -----------------------------------------------------------------------
+    def _path(self, job_id: str, *parts: str) -> str:
+        return os.path.join(self.root, job_id, *parts)
+
+    def _save(self, job: dict) -> None:
+        write_json(self._path(job["job_id"], "job.json"), job)
+
+    def model(self, job: dict) -> dict:
+        tasks = job["tasks"]
+        done = sum(t["status"] in TASK_FINAL for t in tasks)
+        return {**job, "status": job_status(job), "tasks_total": len(tasks),
+                "tasks_done": done, "node_id": self.node_id}
+
+    def get(self, job_id: str) -> dict:
+        check_id(job_id, "job_id")
+        try:
+            return self.model(self.jobs[job_id])
+        except KeyError:
+            raise RemoteNotFound(f"no job {job_id!r} on node {self.node_id!r}",
+                                 reason="job_not_found") from None
+
+    def list(self) -> list[dict]:
+        return [self.model(j) for j in sorted(self.jobs.values(), key=lambda j: j["created_at"])]
+
+    def running_count(self) -> int:
+        return sum(t["status"] == "running" for j in self.jobs.values() for t in j["tasks"])
+
+    # -- submitting --------------------------------------------------------------------
+    def parse(self, body: dict) -> dict:
+        """A complete job record from a request, checked before anything starts."""
+        job_id = body.get("job_id")
+        job_id = check_id(job_id, "job_id") if job_id is not None else f"j-{os.urandom(6).hex()}"
+        raw_tasks = body.get("tasks")
+        if raw_tasks is None:
+            raw_tasks = [{k: v for k, v in body.items() if k not in ("job_id", "name", "tasks")}]
+        if not isinstance(raw_tasks, list) or not raw_tasks or len(raw_tasks) > MAX_TASKS:
+            raise BadRequest(f"tasks must be a list of 1-{MAX_TASKS} task objects",
+                             reason="bad_tasks")
+        parallelism = body.get("parallelism", 0)
+        if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 0:
+            raise BadRequest("parallelism must be an integer >= 0 (0: all at once)",
+                             reason="bad_parallelism")
+        tasks = []
+        for index, raw in enumerate(raw_tasks):
+            if not isinstance(raw, dict):
+                raise BadRequest(f"task {index} must be an object", reason="bad_tasks")
+            merged = {k: v for k, v in body.items()
+                      if k in ("image", "memory", "cpus", "pids_limit", "env", "workdir",
+                               "network", "timeout")}
+            merged.update(raw)
+            try:
+                spec = parse_container_spec(merged, self.limits, self.default_image)
+                tasks.append({"index": index, "name": raw.get("name") or f"task-{index}",
+                              "argv": parse_argv(merged), "timeout": parse_timeout(merged),
+                              "spec": {**spec.to_json(), "env": spec.env}, "status": "pending",
+                              "returncode": None, "container_id": None, "started_at": None,
+                              "finished_at": None, "oom_killed": False, "message": None})
+            except BadRequest as exc:
+                raise BadRequest(f"task {index}: {exc.message}", reason=exc.reason) from None
+        name = body.get("name") or job_id
+        if not isinstance(name, str):
+            raise BadRequest("name must be a string", reason="bad_name")
+        return {"job_id": job_id, "name": name, "created_at": time.time(),
+                "finished_at": None, "stop_requested": False, "parallelism": parallelism,
+                "tasks": tasks}
+
+    def submit(self, job: dict) -> dict:
+        """Record the job and start its first tasks (blocking: call off the event loop)."""
+        for image in {t["spec"]["image"] for t in job["tasks"]}:
+            self.factory.check_image(image)
+        with self._create_lock:
+            try:
+                os.mkdir(self._path(job["job_id"]))
+            except FileExistsError:
+                raise Conflict(f"job {job['job_id']!r} already exists on node "
+                               f"{self.node_id!r}", reason="duplicate_job") from None
+            for task in job["tasks"]:
+                task_dir = self._path(job["job_id"], f"task-{task['index']}")
+                os.mkdir(task_dir)
+                os.chmod(task_dir, 0o777)  # images that run as a non-root user can log too
+                open(os.path.join(task_dir, "output.log"), "ab").close()
+            self.jobs[job["job_id"]] = job
+            self._locks[job["job_id"]] = threading.RLock()
+            self._save(job)
+        self._schedule(job)
+        return self.model(job)
+
+    def _schedule(self, job: dict) -> None:
+        """Start pending tasks up to the job's parallelism."""
+        with self._locks[job["job_id"]]:
+            if job["stop_requested"]:
+                return
+            running = sum(t["status"] == "running" for t in job["tasks"])
+            for task in job["tasks"]:
+                if job["parallelism"] and running >= job["parallelism"]:
+                    break
+                if task["status"] == "pending":
+                    self._start_task(job, task)
+                    running += 1
+
+    def _container_name(self, job: dict, task: dict) -> str:
+        return f"jr-{safe_name(self.node_id)}-j-{safe_name(job['job_id'])}-{task['index']}"
+
+    def _start_task(self, job: dict, task: dict) -> None:
+        spec = task["spec"]
+        spec = ContainerSpec(image=spec["image"], memory=spec["memory"], cpus=spec["cpus"],
+                             pids_limit=spec["pids_limit"], env=spec["env"],
+                             workdir=spec["workdir"], network=spec["network"])
+        task_dir = self._path(job["job_id"], f"task-{task['index']}")
+        task.update(status="running", started_at=time.time())
+        self._save(job)  # "running" first: after a crash we look for the container by name
+        try:
+            task["container_id"] = self.factory.create(
+                spec, name=self._container_name(job, task), kind="job",
+                command=WRAPPER + task["argv"],
+                label_extra={"job": job["job_id"], "task": str(task["index"])},
+                binds={task_dir: {"bind": LOG_MOUNT, "mode": "rw"}})
+        except DockerException as exc:
+            task.update(status="failed", returncode=-1, finished_at=time.time(),
+                        message=f"could not start the task's container: {exc}")
+            self._save(job)
+            return
+        self._save(job)
+        self._watch(job, task)
+
+    def _watch(self, job: dict, task: dict) -> None:
+        threading.Thread(target=self._wait_task, args=(job, task), daemon=True,
+                         name=f"job-{job['job_id']}-{task['index']}").start()
+
+    def _wait_task(self, job: dict, task: dict) -> None:
+        cid = task["container_id"]
+        timed_out = False
+        try:
+            left = None
+            if task["timeout"]:
+                left = max(0.1, task["started_at"] + task["timeout"] - time.time())
+            try:
+                self.api.wait(cid, timeout=left)
+            except (ReadTimeout, RequestsConnectionError):
+                timed_out = True
+                self.api.stop(cid, timeout=self.stop_grace)
+                self.api.wait(cid)
+            self._record_exit(job, task, timed_out=timed_out)
+        except NotFound:
+            self._mark_lost(job, task, "the task's container vanished")
+        except DockerException as exc:
+            self._mark_lost(job, task, f"lost track of the task's container: {exc}")
+        self._schedule(job)
+
+    def _record_exit(self, job: dict, task: dict, *, timed_out: bool = False) -> None:
+        state = self.api.inspect_container(task["container_id"])["State"]
+        rc = state["ExitCode"]
+        with self._locks[job["job_id"]]:
+            task.update(returncode=rc, oom_killed=bool(state.get("OOMKilled")),
+                        finished_at=time.time())
+            if timed_out:
+                task.update(status="timed_out", message=f"timed out after {task['timeout']:g} s")
+            elif job["stop_requested"]:
+                task.update(status="stopped", message="stopped on request")
+            elif task["oom_killed"]:
+                task.update(status="failed", message="killed by the kernel: out of memory")
+            else:
+                task["status"] = "completed" if rc == 0 else "failed"
+            self._finish_if_done(job)
+            self._save(job)  # recorded first, removed second: a crash between loses nothing
+        self.factory.remove(task["container_id"])
+
+    def _mark_lost(self, job: dict, task: dict, why: str) -> None:
+        with self._locks[job["job_id"]]:
+            task.update(status="lost", returncode=-1, finished_at=time.time(), message=why)
+            self._finish_if_done(job)
+            self._save(job)
+
+    def _finish_if_done(self, job: dict) -> None:
+        if job_status(job) in ("completed", "failed", "stopped") and not job["finished_at"]:
+            job["finished_at"] = time.time()
+
+    # -- stopping ----------------------------------------------------------------------
+    def stop(self, job_id: str) -> dict:
+        """Stop every running task and drop the pending ones (blocking)."""
+        self.get(job_id)
+        job = self.jobs[job_id]
+        with self._locks[job_id]:
+            job["stop_requested"] = True
+            for task in job["tasks"]:
+                if task["status"] == "pending":
+                    task.update(status="stopped", message="stopped before it started")
+            self._finish_if_done(job)
+            self._save(job)
+            running = [t for t in job["tasks"] if t["status"] == "running"]
+        for task in running:
+            try:
+                self.api.stop(task["container_id"], timeout=self.stop_grace)
+            except NotFound:
+                pass
+        deadline = time.time() + self.stop_grace + 10
+        while any(t["status"] == "running" for t in job["tasks"]) and time.time() < deadline:
+            time.sleep(0.05)
+        return self.model(job)
+
+    # -- logs --------------------------------------------------------------------------
+    def log_path(self, job_id: str, task: int) -> str:
+        job = self.jobs.get(job_id)
+        if job is None:
+            self.get(job_id)
+        if not 0 <= task < len(job["tasks"]):
+            raise BadRequest(f"job {job_id!r} has tasks 0..{len(job['tasks']) - 1}; "
+                             f"no task {task}", reason="bad_task")
+        return self._path(job_id, f"task-{task}", "output.log")
+
+    async def read_log(self, job_id: str, task: int, offset: int,
+                       follow: bool) -> AsyncIterator[bytes]:
+        """Raw output bytes from `offset`; with `follow`, until the task has ended."""
+        path = self.log_path(job_id, task)
+        state = self.jobs[job_id]["tasks"][task]
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            while True:
+                ended = state["status"] in TASK_FINAL
+                chunk = fh.read(1 << 20)
+                if chunk:
+                    yield chunk
+                    continue
+                if ended or not follow:
+                    return
+                await asyncio.sleep(0.1)
+
+    # -- after a restart ---------------------------------------------------------------
+    def recover(self) -> int:
+        """Load every job record and pick up its tasks where the last run left them."""
+        for name in sorted(os.listdir(self.root)):
+            job = read_json(self._path(name, "job.json"))
+            if job is None:
+                continue
+            self.jobs[name] = job
+            self._locks[name] = threading.RLock()
+            for task in job["tasks"]:
+                if task["status"] == "running":
+                    self._adopt(job, task)
+            if not job["stop_requested"]:
+                self._schedule(job)
+        return len(self.jobs)
+
+    def _adopt(self, job: dict, task: dict) -> None:
+        try:
+            info = self.api.inspect_container(self._container_name(job, task))
+        except NotFound:
+            if task["container_id"] is None:  # the agent died before creating it
+                task["status"] = "pending"
+                self._save(job)
+            else:
+                self._mark_lost(job, task, "the task's container vanished while the agent "
+                                "was down")
+            return
+        task["container_id"] = info["Id"]
+        if info["State"]["Status"] == "created":
+            self.api.start(info["Id"])
+        if info["State"]["Running"] or info["State"]["Status"] == "created":
+            self._watch(job, task)
+        else:
+            self._record_exit(job, task)

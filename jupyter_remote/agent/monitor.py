@@ -1,0 +1,126 @@
+"""Node health and resources, sampled on a thread so requests never wait for psutil or Docker."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import docker
+import psutil
+
+from jupyter_remote.agent import labels
+
+log = logging.getLogger("jupyter_remote.agent")
+
+
+class ResourceMonitor:
+    """Keeps the latest sample of the host and of this node's containers."""
+
+    def __init__(self, client: docker.DockerClient, *, node_id: str, disk_path: str,
+                 interval: float, cpu_max: float, memory_max: float, disk_max: float) -> None:
+        self.client = client
+        self.node_id = node_id
+        self.disk_path = disk_path
+        self.interval = interval
+        self.thresholds = {"cpu": cpu_max, "memory": memory_max, "disk": disk_max}
+        self.sample: dict = {}
+        self._prev_cpu: dict[str, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="resource-monitor", daemon=True)
+        psutil.cpu_percent(interval=None)  # the first call only starts the measurement
+
+    def start(self) -> None:
+        self.refresh()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - a bad sample must not end monitoring
+                log.exception("resource sampling failed")
+
+    def refresh(self) -> None:
+        """Take one sample of the host, the engine and this node's containers."""
+        mem = psutil.virtual_memory()
+        disk = psutil.disk_usage(self.disk_path)
+        sample = {
+            "sampled_at": time.time(),
+            "cpu": {"percent": psutil.cpu_percent(interval=None),
+                    "count": psutil.cpu_count() or 1},
+            "memory": {"total": mem.total, "available": mem.available, "used": mem.used,
+                       "percent": mem.percent},
+            "disk": {"path": self.disk_path, "total": disk.total, "used": disk.used,
+                     "free": disk.free, "percent": disk.percent},
+            "load_avg": list(os.getloadavg()),
+        }
+        try:
+            info = self.client.api.info()
+            sample["docker"] = {"ok": True, "version": info.get("ServerVersion"),
+                                "containers": info.get("Containers", 0),
+                                "containers_running": info.get("ContainersRunning", 0)}
+            sample["own_containers"] = self._own_containers()
+        except Exception as exc:  # noqa: BLE001 - any failure means the engine is unreachable
+            sample["docker"] = {"ok": False, "error": str(exc)}
+            sample["own_containers"] = []
+        self.sample = sample
+
+    def _own_containers(self) -> list[dict]:
+        out = []
+        seen = set()
+        for info in self.client.api.containers(filters=labels.node_filter(self.node_id)):
+            cid = info["Id"]
+            seen.add(cid)
+            try:
+                stats = self.client.api.stats(cid, stream=False, one_shot=True)
+            except Exception:  # noqa: BLE001 - it ended between list and stats
+                continue
+            mem = stats.get("memory_stats") or {}
+            cpu = stats.get("cpu_stats") or {}
+            total = (cpu.get("cpu_usage") or {}).get("total_usage", 0)
+            system = cpu.get("system_cpu_usage", 0)
+            prev = self._prev_cpu.get(cid)
+            self._prev_cpu[cid] = (total, system)
+            percent = None
+            if prev and system > prev[1]:
+                ncpu = cpu.get("online_cpus") or psutil.cpu_count() or 1
+                percent = round((total - prev[0]) / (system - prev[1]) * ncpu * 100, 2)
+            out.append({"id": cid[:12], "name": info["Names"][0].lstrip("/"),
+                        "kind": info["Labels"].get(labels.KIND),
+                        "session_id": info["Labels"].get(labels.SESSION),
+                        "job_id": info["Labels"].get(labels.JOB),
+                        "execution_id": info["Labels"].get(labels.EXECUTION),
+                        "cpu_percent": percent, "memory_bytes": mem.get("usage"),
+                        "memory_limit": mem.get("limit")})
+        self._prev_cpu = {k: v for k, v in self._prev_cpu.items() if k in seen}
+        return out
+
+    def health(self) -> dict:
+        """Each check with a message; unhealthy when any fails (as seed 001's worker does)."""
+        s = self.sample
+        docker_state = s.get("docker", {})
+        t = self.thresholds
+        checks = [
+            {"name": "docker", "ok": bool(docker_state.get("ok")),
+             "message": "Docker engine reachable" if docker_state.get("ok")
+             else f"Docker engine unreachable: {docker_state.get('error')}"},
+            _threshold("cpu", "CPU", s["cpu"]["percent"], t["cpu"]),
+            _threshold("memory", "memory", s["memory"]["percent"], t["memory"]),
+            _threshold("disk", f"disk ({self.disk_path})", s["disk"]["percent"], t["disk"]),
+        ]
+        healthy = all(c["ok"] for c in checks)
+        return {"status": "healthy" if healthy else "unhealthy", "healthy": healthy,
+                "checks": checks, "sampled_at": s["sampled_at"],
+                "message": "; ".join(c["message"] for c in checks if not c["ok"]) or "ok"}
+
+
+def _threshold(name: str, label: str, value: float, limit: float) -> dict:
+    ok = value <= limit
+    verdict = "within" if ok else "above"
+    return {"name": name, "ok": ok, "value": value, "limit": limit,
+            "message": f"{label} use {value:.1f}% is {verdict} the {limit:g}% limit"}

@@ -1,0 +1,33 @@
+"""Stopping a command's process tree on the host: how cancel and timeout reach an exec."""
+
+from __future__ import annotations
+
+import signal
+
+import psutil
+
+
+def kill_tree(pid: int, grace: float) -> bool:
+    """SIGTERM the process and its descendants, SIGKILL what is left after `grace` seconds.
+
+    Docker has no API to kill an exec'd process; its host PID (exec_inspect) is visible to
+    an agent that runs beside the engine. Returns False when the process was already gone.
+    """
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
+    return True

@@ -1,0 +1,65 @@
+"""Errors shared by the agent, the server extension and the client, keyed by HTTP status."""
+
+from __future__ import annotations
+
+
+class RemoteError(Exception):
+    """Base of every jupyter-remote error; `status` is the HTTP status it maps to."""
+
+    status = 500
+    reason = "internal_error"
+
+    def __init__(self, message: str, *, reason: str | None = None, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+        self.details = details
+
+    def to_json(self) -> dict:
+        """The JSON body every API answers an error with."""
+        return {"message": self.message, "reason": self.reason, **self.details}
+
+
+class BadRequest(RemoteError):
+    status = 400
+    reason = "bad_request"
+
+
+class Unauthorized(RemoteError):
+    status = 401
+    reason = "unauthorized"
+
+
+class NotFound(RemoteError):
+    status = 404
+    reason = "not_found"
+
+
+class Conflict(RemoteError):
+    status = 409
+    reason = "conflict"
+
+
+class PayloadTooLarge(RemoteError):
+    status = 413
+    reason = "payload_too_large"
+
+
+class Unavailable(RemoteError):
+    status = 503
+    reason = "unavailable"
+
+
+_BY_STATUS = {cls.status: cls for cls in (BadRequest, Unauthorized, NotFound, Conflict,
+                                          PayloadTooLarge, Unavailable)}
+
+
+def error_from_response(status: int, body: dict | None) -> RemoteError:
+    """Rebuild the error an API answered with, so callers can catch it by class."""
+    body = body or {}
+    cls = _BY_STATUS.get(status, RemoteError)
+    details = {k: v for k, v in body.items() if k not in ("message", "reason")}
+    err = cls(body.get("message") or f"HTTP {status}", reason=body.get("reason"), **details)
+    err.status = status
+    return err

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Build the two local base images from Debian packages (no registry is reachable):
+#   jupyter-remote/busybox:local  a scratch image holding Debian's busybox-static
+#   jupyter-remote/python:local   debootstrap --variant=minbase --include=python3 bookworm
+# An image that already exists is left alone, so re-running is fast.
+set -euo pipefail
+
+BUSYBOX_IMAGE=jupyter-remote/busybox:local
+PYTHON_IMAGE=jupyter-remote/python:local
+MIRROR=${JUPYTER_REMOTE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+need_pkg() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: $1 is missing (Debian package $2); install it or run as root." >&2
+    exit 1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if ! have_image "$BUSYBOX_IMAGE"; then
+  echo "==> building $BUSYBOX_IMAGE from Debian's busybox-static"
+  [ -x /bin/busybox ] && /bin/busybox --list | grep -qx sh || need_pkg busybox busybox-static
+  bb=$(command -v busybox)
+  mkdir -p "$work/bb/bin" "$work/bb/tmp" "$work/bb/root"
+  cp "$bb" "$work/bb/bin/busybox"
+  for applet in $("$bb" --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$work/bb/bin/$applet"
+  done
+  chmod 1777 "$work/bb/tmp"
+  # The same as `FROM scratch` + `COPY busybox`: a single layer holding only busybox.
+  tar -C "$work/bb" -c . | docker import --change 'CMD ["sh"]' --change 'ENV PATH=/bin' - "$BUSYBOX_IMAGE" >/dev/null
+fi
+
+if ! have_image "$PYTHON_IMAGE"; then
+  echo "==> building $PYTHON_IMAGE with debootstrap (about a minute)"
+  need_pkg debootstrap debootstrap
+  debootstrap --variant=minbase --include=python3 bookworm "$work/py" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
+    || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
+  rm -rf "$work/py/var/cache/apt/archives/"*.deb "$work/py/var/lib/apt/lists/"*
+  tar -C "$work/py" -c . | docker import --change 'CMD ["python3"]' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$PYTHON_IMAGE" >/dev/null
+fi
+echo "==> images ready: $BUSYBOX_IMAGE $PYTHON_IMAGE"

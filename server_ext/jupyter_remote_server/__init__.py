@@ -1,0 +1,9 @@
+"""The jupyter-remote server extension: the hub between kernels, the Lab panel and agents."""
+
+from __future__ import annotations
+
+from jupyter_remote_server.app import RemoteApp
+
+
+def _jupyter_server_extension_points() -> list[dict]:
+    return [{"module": "jupyter_remote_server", "app": RemoteApp}]
