@@ -63,3 +63,15 @@ def error_from_response(status: int, body: dict | None) -> RemoteError:
     err = cls(body.get("message") or f"HTTP {status}", reason=body.get("reason"), **details)
     err.status = status
     return err
+
+
+class ConnectionFailed(RemoteError):
+    """The peer could not be reached or the connection broke; nothing is ever re-sent."""
+
+    status = 502
+    reason = "connection_failed"
+
+
+class TimedOut(ConnectionFailed):
+    status = 504
+    reason = "timed_out"

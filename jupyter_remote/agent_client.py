@@ -1,0 +1,166 @@
+"""Low-level client of one executor agent: one method per endpoint, dicts in and out.
+
+Seed 000's rules hold here: one pooled keep-alive requests.Session, no retries of any kind
+(a command may have side effects), and a request timeout of max(1800, timeout + 30).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from jupyter_remote.errors import ConnectionFailed, TimedOut, error_from_response
+
+DEFAULT_TIMEOUT = 1800
+
+
+def request_timeout(command_timeout: float | None) -> float:
+    """How long to wait for an answer: never less than 30 minutes (seed 000)."""
+    return max(DEFAULT_TIMEOUT, (command_timeout or 0) + 30)
+
+
+class AgentClient:
+    """Talks to one agent over a pooled keep-alive session that never retries."""
+
+    def __init__(self, url: str, token: str | None = None, *, pool_connections: int = 5,
+                 pool_maxsize: int = 10, connect_timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.connect_timeout = connect_timeout
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=pool_connections, pool_maxsize=pool_maxsize,
+                              pool_block=False, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["Connection"] = "keep-alive"
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _request(self, method: str, path: str, *, timeout: float | None = None,
+                 stream: bool = False, **kw) -> requests.Response:
+        url = self.url + path
+        try:
+            resp = self.session.request(
+                method, url, stream=stream,
+                timeout=(self.connect_timeout, timeout or DEFAULT_TIMEOUT), **kw)
+        except requests.Timeout as exc:
+            raise TimedOut(f"{method} {url} timed out: {exc}", reason="timed_out") from None
+        except requests.ConnectionError as exc:
+            raise ConnectionFailed(f"{method} {url} failed: {_why(exc)}",
+                                   reason="connection_failed") from None
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {"message": resp.text[:500] or resp.reason}
+            raise error_from_response(resp.status_code, body)
+        return resp
+
+    def _json(self, method: str, path: str, **kw) -> dict:
+        return self._request(method, path, **kw).json()
+
+    # -- node --------------------------------------------------------------------------
+    def info(self) -> dict:
+        return self._json("GET", "/v1", timeout=30)
+
+    def health(self) -> dict:
+        return self._json("GET", "/v1/health", timeout=30)
+
+    def resources(self) -> dict:
+        return self._json("GET", "/v1/resources", timeout=30)
+
+    # -- sessions ----------------------------------------------------------------------
+    def create_session(self, **spec) -> dict:
+        return self._json("POST", "/v1/sessions", json=spec, timeout=120)
+
+    def sessions(self) -> list[dict]:
+        return self._json("GET", "/v1/sessions")["sessions"]
+
+    def session(self, session_id: str) -> dict:
+        return self._json("GET", f"/v1/sessions/{session_id}")
+
+    def delete_session(self, session_id: str) -> dict:
+        return self._json("DELETE", f"/v1/sessions/{session_id}", timeout=120)
+
+    # -- executions --------------------------------------------------------------------
+    def execute_stream(self, execution_id: str, **body) -> Iterator[dict]:
+        """Start an execution and yield its events as they arrive (started ... exit)."""
+        resp = self._request("POST", "/v1/executions", stream=True,
+                             json={"execution_id": execution_id, **body},
+                             timeout=request_timeout(body.get("timeout")))
+        return self._events(resp, f"execution {execution_id}")
+
+    def execution(self, execution_id: str) -> dict:
+        return self._json("GET", f"/v1/executions/{execution_id}")
+
+    def executions(self, limit: int = 100) -> list[dict]:
+        return self._json("GET", "/v1/executions", params={"limit": limit})["executions"]
+
+    def execution_events(self, execution_id: str, offset: int = 0,
+                         follow: bool = False) -> Iterator[dict]:
+        resp = self._request("GET", f"/v1/executions/{execution_id}/events", stream=True,
+                             params={"offset": offset, "follow": int(follow)})
+        return self._events(resp, f"execution {execution_id}")
+
+    def cancel(self, execution_id: str) -> dict:
+        return self._json("POST", f"/v1/executions/{execution_id}/cancel", timeout=60)
+
+    def execute(self, command: str, timeout: float | None = None, **body) -> dict:
+        """Seed 000's plain call: {"output", "returncode"}."""
+        return self._json("POST", "/execute", json={"command": command, "timeout": timeout,
+                                                     **body},
+                          timeout=request_timeout(timeout))
+
+    # -- jobs --------------------------------------------------------------------------
+    def submit_job(self, **body) -> dict:
+        return self._json("POST", "/v1/jobs", json=body, timeout=120)
+
+    def jobs(self) -> list[dict]:
+        return self._json("GET", "/v1/jobs")["jobs"]
+
+    def job(self, job_id: str) -> dict:
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def stop_job(self, job_id: str) -> dict:
+        return self._json("POST", f"/v1/jobs/{job_id}/stop", timeout=120)
+
+    def job_logs(self, job_id: str, task: int = 0, offset: int = 0,
+                 follow: bool = False) -> Iterator[bytes]:
+        resp = self._request("GET", f"/v1/jobs/{job_id}/logs", stream=True,
+                             params={"task": task, "offset": offset, "follow": int(follow)})
+        return _chunks(resp, f"logs of job {job_id}")
+
+    def _events(self, resp: requests.Response, what: str) -> Iterator[dict]:
+        try:
+            for line in resp.iter_lines(chunk_size=1 << 16):
+                if line:
+                    yield json.loads(line)
+        except requests.RequestException as exc:
+            raise ConnectionFailed(f"the stream of {what} from {self.url} broke: "
+                                   f"{_why(exc)}", reason="stream_broken") from None
+        finally:
+            resp.close()
+
+
+def _chunks(resp: requests.Response, what: str) -> Iterator[bytes]:
+    try:
+        yield from resp.iter_content(chunk_size=None)
+    except requests.RequestException as exc:
+        raise ConnectionFailed(f"the stream of {what} broke: {_why(exc)}",
+                               reason="stream_broken") from None
+    finally:
+        resp.close()
+
+
+def _why(exc: Exception) -> str:
+    text = str(exc)
+    for word in ("refused", "reset", "timed out", "aborted", "Name or service not known"):
+        if word.lower() in text.lower():
+            return f"connection {word}" if word in ("refused", "reset", "aborted") else word
+    return text
