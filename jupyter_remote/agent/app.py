@@ -127,6 +127,8 @@ class AgentApp(Application):
         "max-memory": "AgentApp.max_memory", "max-cpus": "AgentApp.max_cpus",
         "max-request-bytes": "AgentApp.max_request_bytes",
         "kill-grace": "AgentApp.kill_grace", "sample-interval": "AgentApp.sample_interval",
+        "cpu-max": "AgentApp.cpu_max", "memory-max": "AgentApp.memory_max",
+        "disk-max": "AgentApp.disk_max",
         "log-level": "Application.log_level",
     }
     flags = {
@@ -263,7 +265,6 @@ class AgentApp(Application):
             os.unlink(self.pid_file)
 
     async def _reap(self, agent) -> None:
-        interval = max(1.0, min(30.0, (self.idle_timeout or 60) / 4))
-        while True:
-            await asyncio.sleep(interval)
+        while True:  # an in-memory check each second; Docker is called only to remove
+            await asyncio.sleep(1.0)
             await agent.blocking(agent.sessions.reap_idle)
