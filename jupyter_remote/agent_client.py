@@ -29,24 +29,24 @@ class AgentClient:
                  pool_maxsize: int = 10, connect_timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self.connect_timeout = connect_timeout
-        self.session = requests.Session()
+        self.http = requests.Session()
         adapter = HTTPAdapter(pool_connections=pool_connections, pool_maxsize=pool_maxsize,
                               pool_block=False, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["Connection"] = "keep-alive"
+        self.http.mount("http://", adapter)
+        self.http.mount("https://", adapter)
+        self.http.headers["Connection"] = "keep-alive"
         if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+            self.http.headers["Authorization"] = f"Bearer {token}"
 
     def close(self) -> None:
-        self.session.close()
+        self.http.close()
 
     # -- plumbing ----------------------------------------------------------------------
     def _request(self, method: str, path: str, *, timeout: float | None = None,
                  stream: bool = False, **kw) -> requests.Response:
         url = self.url + path
         try:
-            resp = self.session.request(
+            resp = self.http.request(
                 method, url, stream=stream,
                 timeout=(self.connect_timeout, timeout or DEFAULT_TIMEOUT), **kw)
         except requests.Timeout as exc:

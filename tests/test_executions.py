@@ -93,7 +93,7 @@ def test_events_can_be_read_again_from_an_offset_and_followed(client, session):
 
 
 def _raw(client, eid):
-    resp = client.session.get(f"{client.url}/v1/executions/{eid}/events")
+    resp = client.http.get(f"{client.url}/v1/executions/{eid}/events")
     yield resp.content
 
 

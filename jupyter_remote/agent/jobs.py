@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
@@ -60,6 +61,7 @@ class JobManager:
         self.limits = limits
         self.default_image = default_image
         self.stop_grace = stop_grace
+        self._stop_seconds = max(1, math.ceil(stop_grace))  # Docker takes whole seconds
         self.jobs: dict[str, dict] = {}
         self._locks: dict[str, threading.RLock] = {}
         self._create_lock = threading.Lock()
@@ -204,7 +206,7 @@ class JobManager:
                 self.api.wait(cid, timeout=left)
             except (ReadTimeout, RequestsConnectionError):
                 timed_out = True
-                self.api.stop(cid, timeout=self.stop_grace)
+                self.api.stop(cid, timeout=self._stop_seconds)
                 self.api.wait(cid)
             self._record_exit(job, task, timed_out=timed_out)
         except NotFound:
@@ -256,7 +258,7 @@ class JobManager:
             running = [t for t in job["tasks"] if t["status"] == "running"]
         for task in running:
             try:
-                self.api.stop(task["container_id"], timeout=self.stop_grace)
+                self.api.stop(task["container_id"], timeout=self._stop_seconds)
             except NotFound:
                 pass
         deadline = time.time() + self.stop_grace + 10
