@@ -138,6 +138,9 @@ class AgentApp(Application):
     }
     subcommands = {"stop": (AgentStopApp, AgentStopApp.description)}
 
+    @default("log_level")
+    def _d_log_level(self): return logging.INFO  # noqa: E704 - operators want to see starts
+
     @default("listen")
     def _d_listen(self): return _env("LISTEN", "127.0.0.1:9527")  # noqa: E704
 
