@@ -52,9 +52,11 @@ def main() -> None:
     cid = session["container_id"]
     container = dc.containers.get(cid)
     try:
+
         def via_agent():
-            events = list(client.execute_stream(uuid.uuid4().hex, session_id="bench",
-                                                command="echo hi"))
+            events = list(
+                client.execute_stream(uuid.uuid4().hex, session_id="bench", command="echo hi")
+            )
             assert events[-1]["returncode"] == 0 and events[1]["data"] == "hi\n"
 
         def via_docker_py():
@@ -62,11 +64,15 @@ def main() -> None:
             assert code == 0 and out == b"hi\n"
 
         def via_cli():
-            subprocess.run(["docker", "exec", cid, "sh", "-c", "echo hi"], check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["docker", "exec", cid, "sh", "-c", "echo hi"], check=True, capture_output=True
+            )
 
-        lat = {"agent": median_ms(via_agent), "docker-py exec_run": median_ms(via_docker_py),
-               "docker exec CLI": median_ms(via_cli, n=max(10, N // 3))}
+        lat = {
+            "agent": median_ms(via_agent),
+            "docker-py exec_run": median_ms(via_docker_py),
+            "docker exec CLI": median_ms(via_cli, n=max(10, N // 3)),
+        }
 
         def raw_stream() -> int:
             exec_id = dc.api.exec_create(cid, ["sh", "-c", FLOOD])["Id"]
@@ -77,8 +83,7 @@ def main() -> None:
 
         def agent_stream() -> int:
             total = 0
-            for event in client.execute_stream(uuid.uuid4().hex, session_id="bench",
-                                               command=FLOOD):
+            for event in client.execute_stream(uuid.uuid4().hex, session_id="bench", command=FLOOD):
                 if event["event"] == "stdout":
                     total += len(event["data"])
             return total
@@ -113,11 +118,13 @@ def main() -> None:
     ratio = lat["agent"] / lat["docker-py exec_run"]
     result = {
         "machine": f"{platform.node()} {platform.machine()}, {psutil.cpu_count()} cores, "
-                   f"Python {platform.python_version()}, Docker {dc.version()['Version']}",
+        f"Python {platform.python_version()}, Docker {dc.version()['Version']}",
         "echo_hi_median_ms": {k: round(v, 2) for k, v in lat.items()},
         "agent_vs_docker_py_exec_run": round(ratio, 3),
-        "stream_MB_per_s": {"raw docker-py exec stream": round(raw_rate, 1),
-                            "agent": round(agent_rate, 1)},
+        "stream_MB_per_s": {
+            "raw docker-py exec stream": round(raw_rate, 1),
+            "agent": round(agent_rate, 1),
+        },
         "agent_vs_raw_stream": round(agent_rate / raw_rate, 3),
         "agent_rss_growth_MB": round(growth, 1),
     }
@@ -125,15 +132,21 @@ def main() -> None:
     print(f"echo hi, median of {N}:")
     for name, ms in lat.items():
         print(f"  {name:<22} {ms:7.2f} ms")
-    print(f"  agent / docker-py exec_run = {ratio:.2f}x   (target <= 1.30x) "
-          f"{'OK' if ratio <= 1.3 else 'MISSED'}")
+    print(
+        f"  agent / docker-py exec_run = {ratio:.2f}x   (target <= 1.30x) "
+        f"{'OK' if ratio <= 1.3 else 'MISSED'}"
+    )
     print(f"{MB} MB of output:")
     print(f"  raw docker-py exec stream {raw_rate:7.1f} MB/s")
-    print(f"  through the agent         {agent_rate:7.1f} MB/s = "
-          f"{agent_rate / raw_rate:.0%} of raw (target >= 50%) "
-          f"{'OK' if agent_rate / raw_rate >= 0.5 else 'MISSED'}")
-    print(f"  agent RSS growth          {growth:7.1f} MB (target < 50 MB) "
-          f"{'OK' if growth < 50 else 'MISSED'}")
+    print(
+        f"  through the agent         {agent_rate:7.1f} MB/s = "
+        f"{agent_rate / raw_rate:.0%} of raw (target >= 50%) "
+        f"{'OK' if agent_rate / raw_rate >= 0.5 else 'MISSED'}"
+    )
+    print(
+        f"  agent RSS growth          {growth:7.1f} MB (target < 50 MB) "
+        f"{'OK' if growth < 50 else 'MISSED'}"
+    )
     print(json.dumps(result))
 
 

@@ -25,13 +25,24 @@ def request_timeout(command_timeout: float | None) -> float:
 class AgentClient:
     """Talks to one agent over a pooled keep-alive session that never retries."""
 
-    def __init__(self, url: str, token: str | None = None, *, pool_connections: int = 5,
-                 pool_maxsize: int = 10, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        pool_connections: int = 5,
+        pool_maxsize: int = 10,
+        connect_timeout: float = 10.0,
+    ) -> None:
         self.url = url.rstrip("/")
         self.connect_timeout = connect_timeout
         self.http = requests.Session()
-        adapter = HTTPAdapter(pool_connections=pool_connections, pool_maxsize=pool_maxsize,
-                              pool_block=False, max_retries=0)
+        adapter = HTTPAdapter(
+            pool_connections=pool_connections,
+            pool_maxsize=pool_maxsize,
+            pool_block=False,
+            max_retries=0,
+        )
         self.http.mount("http://", adapter)
         self.http.mount("https://", adapter)
         self.http.headers["Connection"] = "keep-alive"
@@ -42,18 +53,24 @@ class AgentClient:
         self.http.close()
 
     # -- plumbing ----------------------------------------------------------------------
-    def _request(self, method: str, path: str, *, timeout: float | None = None,
-                 stream: bool = False, **kw) -> requests.Response:
+    def _request(
+        self, method: str, path: str, *, timeout: float | None = None, stream: bool = False, **kw
+    ) -> requests.Response:
         url = self.url + path
         try:
             resp = self.http.request(
-                method, url, stream=stream,
-                timeout=(self.connect_timeout, timeout or DEFAULT_TIMEOUT), **kw)
+                method,
+                url,
+                stream=stream,
+                timeout=(self.connect_timeout, timeout or DEFAULT_TIMEOUT),
+                **kw,
+            )
         except requests.Timeout as exc:
             raise TimedOut(f"{method} {url} timed out: {exc}", reason="timed_out") from None
         except requests.ConnectionError as exc:
-            raise ConnectionFailed(f"{method} {url} failed: {_why(exc)}",
-                                   reason="connection_failed") from None
+            raise ConnectionFailed(
+                f"{method} {url} failed: {_why(exc)}", reason="connection_failed"
+            ) from None
         if resp.status_code >= 400:
             try:
                 body = resp.json()
@@ -91,9 +108,13 @@ class AgentClient:
     # -- executions --------------------------------------------------------------------
     def execute_stream(self, execution_id: str, **body) -> Iterator[dict]:
         """Start an execution and yield its events as they arrive (started ... exit)."""
-        resp = self._request("POST", "/v1/executions", stream=True,
-                             json={"execution_id": execution_id, **body},
-                             timeout=request_timeout(body.get("timeout")))
+        resp = self._request(
+            "POST",
+            "/v1/executions",
+            stream=True,
+            json={"execution_id": execution_id, **body},
+            timeout=request_timeout(body.get("timeout")),
+        )
         return self._events(resp, f"execution {execution_id}")
 
     def execution(self, execution_id: str) -> dict:
@@ -102,10 +123,15 @@ class AgentClient:
     def executions(self, limit: int = 100) -> list[dict]:
         return self._json("GET", "/v1/executions", params={"limit": limit})["executions"]
 
-    def execution_events(self, execution_id: str, offset: int = 0,
-                         follow: bool = False) -> Iterator[dict]:
-        resp = self._request("GET", f"/v1/executions/{execution_id}/events", stream=True,
-                             params={"offset": offset, "follow": int(follow)})
+    def execution_events(
+        self, execution_id: str, offset: int = 0, follow: bool = False
+    ) -> Iterator[dict]:
+        resp = self._request(
+            "GET",
+            f"/v1/executions/{execution_id}/events",
+            stream=True,
+            params={"offset": offset, "follow": int(follow)},
+        )
         return self._events(resp, f"execution {execution_id}")
 
     def cancel(self, execution_id: str) -> dict:
@@ -113,9 +139,12 @@ class AgentClient:
 
     def execute(self, command: str, timeout: float | None = None, **body) -> dict:
         """Seed 000's plain call: {"output", "returncode"}."""
-        return self._json("POST", "/execute", json={"command": command, "timeout": timeout,
-                                                     **body},
-                          timeout=request_timeout(timeout))
+        return self._json(
+            "POST",
+            "/execute",
+            json={"command": command, "timeout": timeout, **body},
+            timeout=request_timeout(timeout),
+        )
 
     # -- jobs --------------------------------------------------------------------------
     def submit_job(self, **body) -> dict:
@@ -130,10 +159,15 @@ class AgentClient:
     def stop_job(self, job_id: str) -> dict:
         return self._json("POST", f"/v1/jobs/{job_id}/stop", timeout=120)
 
-    def job_logs(self, job_id: str, task: int = 0, offset: int = 0,
-                 follow: bool = False) -> Iterator[bytes]:
-        resp = self._request("GET", f"/v1/jobs/{job_id}/logs", stream=True,
-                             params={"task": task, "offset": offset, "follow": int(follow)})
+    def job_logs(
+        self, job_id: str, task: int = 0, offset: int = 0, follow: bool = False
+    ) -> Iterator[bytes]:
+        resp = self._request(
+            "GET",
+            f"/v1/jobs/{job_id}/logs",
+            stream=True,
+            params={"task": task, "offset": offset, "follow": int(follow)},
+        )
         return _chunks(resp, f"logs of job {job_id}")
 
     def _events(self, resp: requests.Response, what: str) -> Iterator[dict]:
@@ -142,8 +176,9 @@ class AgentClient:
                 if line:
                     yield json.loads(line)
         except requests.RequestException as exc:
-            raise ConnectionFailed(f"the stream of {what} from {self.url} broke: "
-                                   f"{_why(exc)}", reason="stream_broken") from None
+            raise ConnectionFailed(
+                f"the stream of {what} from {self.url} broke: {_why(exc)}", reason="stream_broken"
+            ) from None
         finally:
             resp.close()
 
@@ -152,8 +187,9 @@ def _chunks(resp: requests.Response, what: str) -> Iterator[bytes]:
     try:
         yield from resp.iter_content(chunk_size=None)
     except requests.RequestException as exc:
-        raise ConnectionFailed(f"the stream of {what} broke: {_why(exc)}",
-                               reason="stream_broken") from None
+        raise ConnectionFailed(
+            f"the stream of {what} broke: {_why(exc)}", reason="stream_broken"
+        ) from None
     finally:
         resp.close()
 

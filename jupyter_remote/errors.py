@@ -51,8 +51,10 @@ class Unavailable(RemoteError):
     reason = "unavailable"
 
 
-_BY_STATUS = {cls.status: cls for cls in (BadRequest, Unauthorized, NotFound, Conflict,
-                                          PayloadTooLarge, Unavailable)}
+_BY_STATUS = {
+    cls.status: cls
+    for cls in (BadRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge, Unavailable)
+}
 
 
 def error_from_response(status: int, body: dict | None) -> RemoteError:

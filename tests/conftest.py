@@ -29,8 +29,10 @@ def _need_docker() -> docker.DockerClient:
             client.images.get(image)
         return client
     except docker.errors.DockerException as exc:
-        message = (f"no usable Docker engine ({exc}); scripts/setup.sh starts one and builds "
-                   "the local images")
+        message = (
+            f"no usable Docker engine ({exc}); scripts/setup.sh starts one and builds "
+            "the local images"
+        )
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
@@ -55,8 +57,13 @@ def free_port(host: str) -> int:
 class AgentProcess:
     """A real `jupyter-remote agent` process that tests can kill, stop and restart."""
 
-    def __init__(self, data_dir: str, host: str = "127.0.0.1", token: str | None = "t0ken",
-                 extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        host: str = "127.0.0.1",
+        token: str | None = "t0ken",
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.host = host
         self.port = free_port(host)
         self.token = token
@@ -68,10 +75,23 @@ class AgentProcess:
         self.client = AgentClient(self.url, token)
 
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "jupyter_remote", "agent",
-                "--listen", f"{self.host}:{self.port}", "--data-dir", self.data_dir,
-                "--node-id", self.node_id, "--default-image", BUSYBOX,
-                "--sample-interval", "0.5", *self.extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "jupyter_remote",
+            "agent",
+            "--listen",
+            f"{self.host}:{self.port}",
+            "--data-dir",
+            self.data_dir,
+            "--node-id",
+            self.node_id,
+            "--default-image",
+            BUSYBOX,
+            "--sample-interval",
+            "0.5",
+            *self.extra,
+        ]
         if self.token:
             argv += ["--token", self.token]
         return argv
@@ -84,8 +104,9 @@ class AgentProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent exited with {self.proc.returncode}; see {log.name}")
             try:
-                requests.get(self.url + "/v1", timeout=1,
-                             headers={"Authorization": f"Bearer {self.token}"})
+                requests.get(
+                    self.url + "/v1", timeout=1, headers={"Authorization": f"Bearer {self.token}"}
+                )
                 return self
             except requests.ConnectionError:
                 time.sleep(0.1)

@@ -12,8 +12,13 @@ from conftest import free_port
 
 
 def agent_cmd(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jupyter_remote", "agent", *args],
-                          capture_output=True, text=True, timeout=60, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter_remote", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kw,
+    )
 
 
 def test_refuses_a_non_loopback_bind_without_a_token(tmp_path):
@@ -35,14 +40,23 @@ def test_daemon_mode_writes_pid_and_log_and_stops(docker_client, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
     env = {**os.environ, "JUPYTER_REMOTE_AGENT_DATA_DIR": str(tmp_path / "data")}
-    started = agent_cmd("--daemon", "--listen", f"127.0.0.1:{port}", "--token-file",
-                        str(token_file), "--node-id", "pytest-daemon", env=env)
+    started = agent_cmd(
+        "--daemon",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--token-file",
+        str(token_file),
+        "--node-id",
+        "pytest-daemon",
+        env=env,
+    )
     assert started.returncode == 0, started.stderr
     assert "daemon" in started.stdout
     pid_file = tmp_path / "data" / "agent.pid"
     pid = int(pid_file.read_text())
-    health = requests.get(f"http://127.0.0.1:{port}/v1/health",
-                          headers={"Authorization": "Bearer s3cret"}, timeout=10).json()
+    health = requests.get(
+        f"http://127.0.0.1:{port}/v1/health", headers={"Authorization": "Bearer s3cret"}, timeout=10
+    ).json()
     assert health["node_id"] == "pytest-daemon"
     assert "listening" in (tmp_path / "data" / "agent.log").read_text()
     stopped = agent_cmd("stop", env=env)

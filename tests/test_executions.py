@@ -13,8 +13,7 @@ from jupyter_remote.errors import BadRequest, Conflict, NotFound
 
 
 def test_events_stream_started_output_and_exit(client, session):
-    events, exit_ = run(client, session_id=session,
-                        command="echo out; echo err >&2; exit 3")
+    events, exit_ = run(client, session_id=session, command="echo out; echo err >&2; exit 3")
     assert events[0]["event"] == "started"
     assert events[0]["session_id"] == session and events[0]["node_id"]
     assert output(events) == "out\n" and output(events, "stderr") == "err\n"
@@ -25,8 +24,9 @@ def test_events_stream_started_output_and_exit(client, session):
 def test_output_arrives_live_before_the_command_ends(client, session):
     t0 = time.monotonic()
     seen = []
-    for event in client.execute_stream(new_id(), session_id=session,
-                                       command="echo first; sleep 2; echo second"):
+    for event in client.execute_stream(
+        new_id(), session_id=session, command="echo first; sleep 2; echo second"
+    ):
         seen.append((event["event"], event.get("data"), time.monotonic() - t0))
     first = next(t for kind, data, t in seen if data == "first\n")
     end = seen[-1][2]
@@ -41,8 +41,7 @@ def test_session_keeps_files_between_commands(client, session):
 
 def test_same_execution_id_never_runs_twice(client, session):
     eid = new_id()
-    _, first = run(client, execution_id=eid, session_id=session,
-                   command="echo line >> /tmp/once")
+    _, first = run(client, execution_id=eid, session_id=session, command="echo line >> /tmp/once")
     with pytest.raises(Conflict) as err:
         run(client, execution_id=eid, session_id=session, command="echo line >> /tmp/once")
     assert err.value.details["execution"]["status"] == first["status"] == "completed"
@@ -51,13 +50,19 @@ def test_same_execution_id_never_runs_twice(client, session):
     assert output(events).strip() == "1"
 
 
-def test_client_dropping_the_stream_does_not_rerun_and_output_is_logged(agent, client,
-                                                                         session):
+def test_client_dropping_the_stream_does_not_rerun_and_output_is_logged(agent, client, session):
     eid = new_id()
-    body = {"execution_id": eid, "session_id": session,
-            "command": "for i in 1 2 3 4 5; do echo $i >> /tmp/ran; echo line$i; sleep 0.2; done"}
-    resp = requests.post(f"{agent.url}/v1/executions", json=body, stream=True,
-                         headers={"Authorization": f"Bearer {agent.token}"})
+    body = {
+        "execution_id": eid,
+        "session_id": session,
+        "command": "for i in 1 2 3 4 5; do echo $i >> /tmp/ran; echo line$i; sleep 0.2; done",
+    }
+    resp = requests.post(
+        f"{agent.url}/v1/executions",
+        json=body,
+        stream=True,
+        headers={"Authorization": f"Bearer {agent.token}"},
+    )
     lines = resp.iter_lines()
     assert b'"started"' in next(lines)
     resp.close()  # the client goes away mid-stream
@@ -77,8 +82,7 @@ def test_events_can_be_read_again_from_an_offset_and_followed(client, session):
     done = threading.Event()
 
     def start():
-        run(client, execution_id=eid, session_id=session,
-            command="echo a; sleep 1; echo b")
+        run(client, execution_id=eid, session_id=session, command="echo a; sleep 1; echo b")
         done.set()
 
     threading.Thread(target=start).start()
@@ -108,8 +112,11 @@ def test_timeout_kills_the_command_and_says_so(client, session):
 def test_cancel_kills_a_running_command(client, session):
     eid = new_id()
     result = {}
-    t = threading.Thread(target=lambda: result.update(
-        exit=run(client, execution_id=eid, session_id=session, command="sleep 30")[1]))
+    t = threading.Thread(
+        target=lambda: result.update(
+            exit=run(client, execution_id=eid, session_id=session, command="sleep 30")[1]
+        )
+    )
     t.start()
     time.sleep(0.5)
     t0 = time.monotonic()
@@ -125,8 +132,9 @@ def test_memory_hog_is_reported_as_oom_killed(client):
     sid = new_id("oom")
     client.create_session(session_id=sid, image=PYTHON, memory="64m")
     try:
-        _, exit_ = run(client, session_id=sid,
-                       python="x = bytearray(400 * 1024 * 1024)\nprint('survived')")
+        _, exit_ = run(
+            client, session_id=sid, python="x = bytearray(400 * 1024 * 1024)\nprint('survived')"
+        )
     finally:
         client.delete_session(sid)
     assert exit_["oom_killed"] is True and exit_["status"] == "failed"
@@ -134,8 +142,7 @@ def test_memory_hog_is_reported_as_oom_killed(client):
 
 
 def test_python_source_runs_with_the_images_python(client):
-    events, exit_ = run(client, image=PYTHON,
-                        python="import sys\nprint(sys.version_info[0] * 14)")
+    events, exit_ = run(client, image=PYTHON, python="import sys\nprint(sys.version_info[0] * 14)")
     assert output(events) == "42\n" and exit_["returncode"] == 0
 
 
@@ -148,7 +155,9 @@ def test_fresh_container_is_removed_afterwards(agent, client, docker_client):
 
 
 def test_multibyte_characters_split_across_writes_arrive_whole(client, session):
-    events, _ = run(client, session_id=session, command=r"printf '\342\202'; sleep 0.2; printf '\254\n'")
+    events, _ = run(
+        client, session_id=session, command=r"printf '\342\202'; sleep 0.2; printf '\254\n'"
+    )
     assert output(events) == "\u20ac\n"
 
 
@@ -167,8 +176,9 @@ def test_bad_requests_get_4xx_json_and_change_nothing(agent, client, session, do
     auth = {"Authorization": f"Bearer {agent.token}"}
     bad_json = requests.post(f"{agent.url}/v1/executions", data=b"{nope", headers=auth)
     assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["message"]
-    wrong = requests.post(f"{agent.url}/v1/executions", json={}, headers={
-        "Authorization": "Bearer wrong"})
+    wrong = requests.post(
+        f"{agent.url}/v1/executions", json={}, headers={"Authorization": "Bearer wrong"}
+    )
     assert wrong.status_code == 401 and wrong.json()["reason"] == "bad_token"
     big = requests.post(f"{agent.url}/v1/executions", data=b"x" * (2 << 20), headers=auth)
     assert big.status_code == 413 and "limit" in big.json()["message"]

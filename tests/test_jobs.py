@@ -21,9 +21,15 @@ def wait_job(client, job_id, timeout=30):
 
 
 def test_job_of_tasks_reports_each_exit_and_keeps_logs(agent, client, docker_client):
-    job = client.submit_job(job_id=new_id("j"), image=BUSYBOX, tasks=[
-        {"command": "echo one; echo warn >&2"}, {"command": "echo two; exit 4"},
-        {"python": "print('py')", "image": PYTHON}])
+    job = client.submit_job(
+        job_id=new_id("j"),
+        image=BUSYBOX,
+        tasks=[
+            {"command": "echo one; echo warn >&2"},
+            {"command": "echo two; exit 4"},
+            {"python": "print('py')", "image": PYTHON},
+        ],
+    )
     assert job["status"] in ("pending", "running") and job["tasks_total"] == 3
     done = wait_job(client, job["job_id"])
     assert [t["returncode"] for t in done["tasks"]] == [0, 4, 0]
@@ -35,18 +41,17 @@ def test_job_of_tasks_reports_each_exit_and_keeps_logs(agent, client, docker_cli
 
 
 def test_follow_streams_the_log_until_the_task_ends(client):
-    job = client.submit_job(image=BUSYBOX,
-                            command="for i in 1 2 3; do echo $i; sleep 0.3; done")
+    job = client.submit_job(image=BUSYBOX, command="for i in 1 2 3; do echo $i; sleep 0.3; done")
     t0 = time.monotonic()
     data = b"".join(client.job_logs(job["job_id"], follow=True))
     assert data == b"1\n2\n3\n" and time.monotonic() - t0 >= 0.6
     assert client.job(job["job_id"])["status"] == "completed"
 
 
-def test_stop_ends_running_and_pending_tasks_and_removes_containers(agent, client,
-                                                                     docker_client):
-    job = client.submit_job(image=BUSYBOX, parallelism=1,
-                            tasks=[{"command": "sleep 60"}, {"command": "echo never"}])
+def test_stop_ends_running_and_pending_tasks_and_removes_containers(agent, client, docker_client):
+    job = client.submit_job(
+        image=BUSYBOX, parallelism=1, tasks=[{"command": "sleep 60"}, {"command": "echo never"}]
+    )
     time.sleep(0.5)
     stopped = client.stop_job(job["job_id"])
     assert stopped["status"] == "stopped"
@@ -55,9 +60,12 @@ def test_stop_ends_running_and_pending_tasks_and_removes_containers(agent, clien
 
 
 def test_task_timeout_and_oom_are_reported(client):
-    job = client.submit_job(tasks=[
-        {"command": "sleep 30", "timeout": 1, "image": BUSYBOX},
-        {"python": "x = bytearray(400 * 1024 * 1024)", "image": PYTHON, "memory": "64m"}])
+    job = client.submit_job(
+        tasks=[
+            {"command": "sleep 30", "timeout": 1, "image": BUSYBOX},
+            {"python": "x = bytearray(400 * 1024 * 1024)", "image": PYTHON, "memory": "64m"},
+        ]
+    )
     done = wait_job(client, job["job_id"])
     slow, hog = done["tasks"]
     assert slow["status"] == "timed_out" and slow["finished_at"] - slow["started_at"] < 5
@@ -66,8 +74,11 @@ def test_task_timeout_and_oom_are_reported(client):
 
 def test_job_survives_kill_9_of_the_agent(make_agent, docker_client):
     node = make_agent()
-    job = node.client.submit_job(job_id="survivor", image=BUSYBOX, command=(
-        "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.4; done; exit 7"))
+    job = node.client.submit_job(
+        job_id="survivor",
+        image=BUSYBOX,
+        command=("for i in 1 2 3 4 5 6; do echo line $i; sleep 0.4; done; exit 7"),
+    )
     time.sleep(1.0)
     node.kill9()
     time.sleep(2.5)  # the task finishes while no agent is running
@@ -76,14 +87,14 @@ def test_job_survives_kill_9_of_the_agent(make_agent, docker_client):
     task = done["tasks"][0]
     assert task["status"] == "failed" and task["returncode"] == 7
     assert b"".join(node.client.job_logs("survivor")) == b"".join(
-        f"line {i}\n".encode() for i in range(1, 7))
+        f"line {i}\n".encode() for i in range(1, 7)
+    )
     assert node.containers(docker_client, job="survivor") == []
 
 
 def test_task_still_running_after_restart_is_watched_to_the_end(make_agent):
     node = make_agent()
-    node.client.submit_job(job_id="long", image=BUSYBOX,
-                           command="sleep 2; echo finished")
+    node.client.submit_job(job_id="long", image=BUSYBOX, command="sleep 2; echo finished")
     time.sleep(0.5)
     node.kill9()
     node.start()

@@ -43,8 +43,7 @@ class UsageFailure(Exception):
 class AgentStopApp(Application):
     name = "jupyter-remote agent stop"
     description = "Stop an agent that runs as a daemon (SIGTERM, then wait)."
-    pid_file = Unicode(help="The daemon's pid file (default: DATA_DIR/agent.pid).",
-                       config=True)
+    pid_file = Unicode(help="The daemon's pid file (default: DATA_DIR/agent.pid).", config=True)
     data_dir = Unicode(help="The agent's data directory.", config=True)
     aliases = {"pid-file": "AgentStopApp.pid_file", "data-dir": "AgentStopApp.data_dir"}
 
@@ -67,9 +66,11 @@ class AgentStopApp(Application):
 class AgentApp(Application):
     name = "jupyter-remote agent"
     version = __version__
-    description = ("Run commands from jupyter-remote in Docker containers on this host. "
-                   "Every option also reads JUPYTER_REMOTE_AGENT_<OPTION> from the "
-                   "environment, e.g. JUPYTER_REMOTE_AGENT_LISTEN.")
+    description = (
+        "Run commands from jupyter-remote in Docker containers on this host. "
+        "Every option also reads JUPYTER_REMOTE_AGENT_<OPTION> from the "
+        "environment, e.g. JUPYTER_REMOTE_AGENT_LISTEN."
+    )
     examples = """
     jupyter-remote agent                                  # 127.0.0.1:9527, no token
     jupyter-remote agent --listen 0.0.0.0:9527 --token-file /etc/jupyter-remote/token
@@ -77,75 +78,96 @@ class AgentApp(Application):
     jupyter-remote agent stop
     """
 
-    listen = Unicode(help="HOST:PORT to listen on; a non-loopback host needs a token.",
-                     config=True)
-    token = Unicode(help="Bearer token clients must send (Authorization: Bearer TOKEN).",
-                    config=True)
+    listen = Unicode(help="HOST:PORT to listen on; a non-loopback host needs a token.", config=True)
+    token = Unicode(
+        help="Bearer token clients must send (Authorization: Bearer TOKEN).", config=True
+    )
     token_file = Unicode("", help="File holding the bearer token (first line).", config=True)
     data_dir = Unicode(help="Where execution logs, job logs and records live.", config=True)
-    node_id = Unicode(help="This node's name in the pool and in container labels "
-                      "(default: the host name, plus -PORT when the port is not 9527).",
-                      config=True)
-    daemon = Bool(False, help="Detach and run in the background, logging to --log-file.",
-                  config=True)
-    log_file = Unicode(help="Log file in daemon mode (default: DATA_DIR/agent.log).",
-                       config=True)
-    pid_file = Unicode(help="Pid file in daemon mode (default: DATA_DIR/agent.pid).",
-                       config=True)
+    node_id = Unicode(
+        help="This node's name in the pool and in container labels "
+        "(default: the host name, plus -PORT when the port is not 9527).",
+        config=True,
+    )
+    daemon = Bool(
+        False, help="Detach and run in the background, logging to --log-file.", config=True
+    )
+    log_file = Unicode(help="Log file in daemon mode (default: DATA_DIR/agent.log).", config=True)
+    pid_file = Unicode(help="Pid file in daemon mode (default: DATA_DIR/agent.pid).", config=True)
     default_image = Unicode(help="Image used when a request names none.", config=True)
-    default_timeout = Float(help="Seconds before a command is killed when the request "
-                            "gives no timeout; 0 means no limit.", config=True)
-    idle_timeout = Float(help="Seconds a session container may sit idle before it is "
-                         "removed; 0 keeps it until deleted.", config=True)
+    default_timeout = Float(
+        help="Seconds before a command is killed when the request "
+        "gives no timeout; 0 means no limit.",
+        config=True,
+    )
+    idle_timeout = Float(
+        help="Seconds a session container may sit idle before it is "
+        "removed; 0 keeps it until deleted.",
+        config=True,
+    )
     memory = Unicode(help="Default memory limit per container (e.g. 2g).", config=True)
     cpus = Float(help="Default CPU limit per container.", config=True)
     pids_limit = Int(help="Default process limit per container.", config=True)
-    max_memory = Unicode("", help="Largest memory limit a request may ask for (empty: none).",
-                         config=True)
-    max_cpus = Float(0.0, help="Largest CPU limit a request may ask for (0: none).",
-                     config=True)
-    allow_network = Bool(False, help="Let requests ask for network host or bridge instead "
-                         "of none.", config=True)
+    max_memory = Unicode(
+        "", help="Largest memory limit a request may ask for (empty: none).", config=True
+    )
+    max_cpus = Float(0.0, help="Largest CPU limit a request may ask for (0: none).", config=True)
+    allow_network = Bool(
+        False, help="Let requests ask for network host or bridge instead of none.", config=True
+    )
     max_request_bytes = Int(1 << 20, help="Largest request body accepted.", config=True)
-    kill_grace = Float(1.0, help="Seconds between SIGTERM and SIGKILL on cancel and "
-                       "timeout.", config=True)
+    kill_grace = Float(
+        1.0, help="Seconds between SIGTERM and SIGKILL on cancel and timeout.", config=True
+    )
     sample_interval = Float(2.0, help="Seconds between resource samples.", config=True)
-    cpu_max = Float(95.0, help="CPU percent above which the node reports unhealthy.",
-                    config=True)
-    memory_max = Float(95.0, help="Memory percent above which the node is unhealthy.",
-                       config=True)
-    disk_max = Float(90.0, help="Disk percent above which the node is unhealthy.",
-                     config=True)
+    cpu_max = Float(95.0, help="CPU percent above which the node reports unhealthy.", config=True)
+    memory_max = Float(95.0, help="Memory percent above which the node is unhealthy.", config=True)
+    disk_max = Float(90.0, help="Disk percent above which the node is unhealthy.", config=True)
 
     aliases = {
-        "listen": "AgentApp.listen", "token": "AgentApp.token",
-        "token-file": "AgentApp.token_file", "data-dir": "AgentApp.data_dir",
-        "node-id": "AgentApp.node_id", "log-file": "AgentApp.log_file",
-        "pid-file": "AgentApp.pid_file", "default-image": "AgentApp.default_image",
-        "default-timeout": "AgentApp.default_timeout", "idle-timeout": "AgentApp.idle_timeout",
-        "memory": "AgentApp.memory", "cpus": "AgentApp.cpus", "pids-limit": "AgentApp.pids_limit",
-        "max-memory": "AgentApp.max_memory", "max-cpus": "AgentApp.max_cpus",
+        "listen": "AgentApp.listen",
+        "token": "AgentApp.token",
+        "token-file": "AgentApp.token_file",
+        "data-dir": "AgentApp.data_dir",
+        "node-id": "AgentApp.node_id",
+        "log-file": "AgentApp.log_file",
+        "pid-file": "AgentApp.pid_file",
+        "default-image": "AgentApp.default_image",
+        "default-timeout": "AgentApp.default_timeout",
+        "idle-timeout": "AgentApp.idle_timeout",
+        "memory": "AgentApp.memory",
+        "cpus": "AgentApp.cpus",
+        "pids-limit": "AgentApp.pids_limit",
+        "max-memory": "AgentApp.max_memory",
+        "max-cpus": "AgentApp.max_cpus",
         "max-request-bytes": "AgentApp.max_request_bytes",
-        "kill-grace": "AgentApp.kill_grace", "sample-interval": "AgentApp.sample_interval",
-        "cpu-max": "AgentApp.cpu_max", "memory-max": "AgentApp.memory_max",
+        "kill-grace": "AgentApp.kill_grace",
+        "sample-interval": "AgentApp.sample_interval",
+        "cpu-max": "AgentApp.cpu_max",
+        "memory-max": "AgentApp.memory_max",
         "disk-max": "AgentApp.disk_max",
         "log-level": "Application.log_level",
     }
     flags = {
         "daemon": ({"AgentApp": {"daemon": True}}, daemon.__doc__.splitlines()[0]),
-        "allow-network": ({"AgentApp": {"allow_network": True}},
-                          "Let requests ask for a network other than none."),
+        "allow-network": (
+            {"AgentApp": {"allow_network": True}},
+            "Let requests ask for a network other than none.",
+        ),
     }
     subcommands = {"stop": (AgentStopApp, AgentStopApp.description)}
 
     @default("log_level")
-    def _d_log_level(self): return logging.INFO  # noqa: E704 - operators want to see starts
+    def _d_log_level(self):
+        return logging.INFO  # noqa: E704 - operators want to see starts
 
     @default("listen")
-    def _d_listen(self): return _env("LISTEN", "127.0.0.1:9527")  # noqa: E704
+    def _d_listen(self):
+        return _env("LISTEN", "127.0.0.1:9527")  # noqa: E704
 
     @default("token")
-    def _d_token(self): return _env("TOKEN", "")  # noqa: E704
+    def _d_token(self):
+        return _env("TOKEN", "")  # noqa: E704
 
     @default("data_dir")
     def _d_data_dir(self):  # noqa: E704
@@ -158,28 +180,36 @@ class AgentApp(Application):
         return _env("NODE_ID", name if port == 9527 else f"{name}-{port}")
 
     @default("log_file")
-    def _d_log_file(self): return _env("LOG_FILE", os.path.join(self.data_dir, "agent.log"))  # noqa: E704,E501
+    def _d_log_file(self):
+        return _env("LOG_FILE", os.path.join(self.data_dir, "agent.log"))  # noqa: E704,E501
 
     @default("pid_file")
-    def _d_pid_file(self): return _env("PID_FILE", os.path.join(self.data_dir, "agent.pid"))  # noqa: E704,E501
+    def _d_pid_file(self):
+        return _env("PID_FILE", os.path.join(self.data_dir, "agent.pid"))  # noqa: E704,E501
 
     @default("default_image")
-    def _d_image(self): return _env("DEFAULT_IMAGE", "jupyter-remote/python:local")  # noqa: E704
+    def _d_image(self):
+        return _env("DEFAULT_IMAGE", "jupyter-remote/python:local")  # noqa: E704
 
     @default("default_timeout")
-    def _d_timeout(self): return float(_env("DEFAULT_TIMEOUT", "1800"))  # noqa: E704
+    def _d_timeout(self):
+        return float(_env("DEFAULT_TIMEOUT", "1800"))  # noqa: E704
 
     @default("idle_timeout")
-    def _d_idle(self): return float(_env("IDLE_TIMEOUT", "3600"))  # noqa: E704
+    def _d_idle(self):
+        return float(_env("IDLE_TIMEOUT", "3600"))  # noqa: E704
 
     @default("memory")
-    def _d_memory(self): return _env("MEMORY", "2g")  # noqa: E704
+    def _d_memory(self):
+        return _env("MEMORY", "2g")  # noqa: E704
 
     @default("cpus")
-    def _d_cpus(self): return float(_env("CPUS", "1"))  # noqa: E704
+    def _d_cpus(self):
+        return float(_env("CPUS", "1"))  # noqa: E704
 
     @default("pids_limit")
-    def _d_pids(self): return int(_env("PIDS_LIMIT", "1024"))  # noqa: E704
+    def _d_pids(self):
+        return int(_env("PIDS_LIMIT", "1024"))  # noqa: E704
 
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
@@ -198,10 +228,14 @@ class AgentApp(Application):
 
     def limits(self) -> Limits:
         try:
-            return Limits(memory=parse_memory(self.memory), cpus=self.cpus,
-                          pids_limit=self.pids_limit,
-                          max_memory=parse_memory(self.max_memory) if self.max_memory else 0,
-                          max_cpus=self.max_cpus, allow_network=self.allow_network)
+            return Limits(
+                memory=parse_memory(self.memory),
+                cpus=self.cpus,
+                pids_limit=self.pids_limit,
+                max_memory=parse_memory(self.max_memory) if self.max_memory else 0,
+                max_cpus=self.max_cpus,
+                allow_network=self.allow_network,
+            )
         except RemoteError as exc:
             raise UsageFailure(exc.message) from None
 
@@ -218,14 +252,17 @@ class AgentApp(Application):
         host, port = self.host_port()
         token = self.read_token()
         if not is_loopback(host) and not token:
-            raise UsageFailure(f"refusing to listen on {host}:{port} without a token: give "
-                               "--token or --token-file (only loopback binds may go without)")
+            raise UsageFailure(
+                f"refusing to listen on {host}:{port} without a token: give "
+                "--token or --token-file (only loopback binds may go without)"
+            )
         limits = self.limits()
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         if self.daemon:
             daemon.daemonize(self.log_file, self.pid_file, host, port)
-        logging.basicConfig(level=self.log_level,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=self.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         asyncio.run(self._serve(host, port, token, limits))
 
     async def _serve(self, host: str, port: int, token: str, limits: Limits) -> None:
@@ -233,20 +270,30 @@ class AgentApp(Application):
         from jupyter_remote.agent.handlers import make_app
 
         try:
-            agent = Agent(node_id=self.node_id, data_dir=self.data_dir, limits=limits,
-                          default_image=self.default_image,
-                          default_timeout=self.default_timeout or None,
-                          idle_timeout=self.idle_timeout, kill_grace=self.kill_grace,
-                          stop_grace=max(self.kill_grace, 1.0),
-                          sample_interval=self.sample_interval,
-                          thresholds={"cpu_max": self.cpu_max, "memory_max": self.memory_max,
-                                      "disk_max": self.disk_max})
+            agent = Agent(
+                node_id=self.node_id,
+                data_dir=self.data_dir,
+                limits=limits,
+                default_image=self.default_image,
+                default_timeout=self.default_timeout or None,
+                idle_timeout=self.idle_timeout,
+                kill_grace=self.kill_grace,
+                stop_grace=max(self.kill_grace, 1.0),
+                sample_interval=self.sample_interval,
+                thresholds={
+                    "cpu_max": self.cpu_max,
+                    "memory_max": self.memory_max,
+                    "disk_max": self.disk_max,
+                },
+            )
         except RemoteError as exc:
             raise UsageFailure(exc.message) from None
         await agent.blocking(agent.start)
-        server = HTTPServer(make_app(agent, token or None, self.max_request_bytes),
-                            max_body_size=self.max_request_bytes + 1,
-                            idle_connection_timeout=300)
+        server = HTTPServer(
+            make_app(agent, token or None, self.max_request_bytes),
+            max_body_size=self.max_request_bytes + 1,
+            idle_connection_timeout=300,
+        )
         try:
             server.listen(port, address=host)
         except OSError as exc:
@@ -257,8 +304,14 @@ class AgentApp(Application):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
         logging.getLogger("jupyter_remote.agent").info(
-            "agent %s (node %s) listening on http://%s:%d, data in %s%s", __version__,
-            self.node_id, host, port, self.data_dir, "" if token else " (no token)")
+            "agent %s (node %s) listening on http://%s:%d, data in %s%s",
+            __version__,
+            self.node_id,
+            host,
+            port,
+            self.data_dir,
+            "" if token else " (no token)",
+        )
         await stopping.wait()
         logging.getLogger("jupyter_remote.agent").info("stopping")
         server.stop()

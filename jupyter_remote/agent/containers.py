@@ -36,11 +36,15 @@ class ContainerFactory:
         except ImageNotFound:
             raise RemoteNotFound(
                 f"image {image!r} is not present on node {self.node_id!r}, and agents never "
-                "pull images; build or load it on that node first", reason="image_not_found",
-                image=image) from None
+                "pull images; build or load it on that node first",
+                reason="image_not_found",
+                image=image,
+            ) from None
         except (APIError, docker.errors.DockerException) as exc:
-            raise Unavailable(f"Docker engine on node {self.node_id!r} did not answer: {exc}",
-                              reason="docker_unavailable") from None
+            raise Unavailable(
+                f"Docker engine on node {self.node_id!r} did not answer: {exc}",
+                reason="docker_unavailable",
+            ) from None
 
     def host_config(self, spec: ContainerSpec, **extra) -> dict:
         """Limits and isolation every container gets unless the config allows otherwise."""
@@ -56,16 +60,30 @@ class ContainerFactory:
             **extra,
         )
 
-    def create(self, spec: ContainerSpec, *, name: str, kind: str, command: list[str],
-               label_extra: dict[str, str], binds: dict | None = None,
-               env: dict[str, str] | None = None) -> str:
+    def create(
+        self,
+        spec: ContainerSpec,
+        *,
+        name: str,
+        kind: str,
+        command: list[str],
+        label_extra: dict[str, str],
+        binds: dict | None = None,
+        env: dict[str, str] | None = None,
+    ) -> str:
         """Create and start a labelled container; returns its id."""
         host_config = self.host_config(spec, binds=binds or None)
         container = self.api.create_container(
-            spec.image, command=command, name=name, detach=True,
-            environment={**spec.env, **(env or {})}, working_dir=spec.workdir,
+            spec.image,
+            command=command,
+            name=name,
+            detach=True,
+            environment={**spec.env, **(env or {})},
+            working_dir=spec.workdir,
             labels=labels.for_node(self.node_id, kind, **label_extra),
-            host_config=host_config, network_disabled=spec.network == "none")
+            host_config=host_config,
+            network_disabled=spec.network == "none",
+        )
         cid = container["Id"]
         try:
             self.api.start(cid)
@@ -74,8 +92,9 @@ class ContainerFactory:
             raise
         return cid
 
-    def create_keeper(self, spec: ContainerSpec, *, name: str, kind: str,
-                      label_extra: dict[str, str]) -> str:
+    def create_keeper(
+        self, spec: ContainerSpec, *, name: str, kind: str, label_extra: dict[str, str]
+    ) -> str:
         """A container that idles until commands are exec'd into it."""
         return self.create(spec, name=name, kind=kind, command=KEEPER, label_extra=label_extra)
 

@@ -28,32 +28,62 @@ DEFAULT_SESSION = "default"
 class Agent:
     """One executor node: sessions, executions, jobs and the node's health."""
 
-    def __init__(self, *, node_id: str, data_dir: str, limits: Limits, default_image: str,
-                 default_timeout: float | None, idle_timeout: float, kill_grace: float,
-                 stop_grace: float, sample_interval: float, thresholds: dict[str, float],
-                 docker_client: docker.DockerClient | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        data_dir: str,
+        limits: Limits,
+        default_image: str,
+        default_timeout: float | None,
+        idle_timeout: float,
+        kill_grace: float,
+        stop_grace: float,
+        sample_interval: float,
+        thresholds: dict[str, float],
+        docker_client: docker.DockerClient | None = None,
+    ) -> None:
         self.node_id = node_id
         self.data_dir = data_dir
         try:
             self.client = docker_client or docker.from_env(max_pool_size=128)
             self.client.ping()
         except docker.errors.DockerException as exc:
-            raise Unavailable(f"cannot reach the Docker engine: {exc}",
-                              reason="docker_unavailable") from None
+            raise Unavailable(
+                f"cannot reach the Docker engine: {exc}", reason="docker_unavailable"
+            ) from None
         self.factory = ContainerFactory(self.client, node_id)
         self.oom = OomWatcher(self.client, node_id)
-        self.sessions = SessionManager(node_id=node_id, factory=self.factory, limits=limits,
-                                       default_image=default_image, idle_timeout=idle_timeout)
+        self.sessions = SessionManager(
+            node_id=node_id,
+            factory=self.factory,
+            limits=limits,
+            default_image=default_image,
+            idle_timeout=idle_timeout,
+        )
         self.executions = ExecutionManager(
-            data_dir=data_dir, node_id=node_id, factory=self.factory, oom=self.oom,
-            sessions=self.sessions, limits=limits, default_image=default_image,
-            default_timeout=default_timeout, kill_grace=kill_grace)
+            data_dir=data_dir,
+            node_id=node_id,
+            factory=self.factory,
+            oom=self.oom,
+            sessions=self.sessions,
+            limits=limits,
+            default_image=default_image,
+            default_timeout=default_timeout,
+            kill_grace=kill_grace,
+        )
         self.sessions.on_delete = self.executions.kill_session
-        self.jobs = JobManager(data_dir=data_dir, node_id=node_id, factory=self.factory,
-                               limits=limits, default_image=default_image,
-                               stop_grace=stop_grace)
-        self.monitor = ResourceMonitor(self.client, node_id=node_id, disk_path=data_dir,
-                                       interval=sample_interval, **thresholds)
+        self.jobs = JobManager(
+            data_dir=data_dir,
+            node_id=node_id,
+            factory=self.factory,
+            limits=limits,
+            default_image=default_image,
+            stop_grace=stop_grace,
+        )
+        self.monitor = ResourceMonitor(
+            self.client, node_id=node_id, disk_path=data_dir, interval=sample_interval, **thresholds
+        )
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="agent-io")
         self._default_session_lock = threading.Lock()
 
@@ -66,8 +96,13 @@ class Agent:
         sessions = self.sessions.recover()
         jobs = self.jobs.recover()
         self.monitor.start()
-        log.info("node %s: recovered %d sessions, %d jobs; %d executions marked lost",
-                 self.node_id, sessions, jobs, lost)
+        log.info(
+            "node %s: recovered %d sessions, %d jobs; %d executions marked lost",
+            self.node_id,
+            sessions,
+            jobs,
+            lost,
+        )
 
     def stop(self) -> None:
         """Cancel running executions (their clients are cut anyway); jobs keep running."""
@@ -90,16 +125,22 @@ class Agent:
         return {**self.info(), **self.monitor.health()}
 
     def resources(self) -> dict:
-        return {**self.info(), **self.monitor.sample,
-                "executions": {"running": self.executions.running_count()},
-                "sessions": {"count": len(self.sessions.sessions)},
-                "jobs": {"running_tasks": self.jobs.running_count()}}
+        return {
+            **self.info(),
+            **self.monitor.sample,
+            "executions": {"running": self.executions.running_count()},
+            "sessions": {"count": len(self.sessions.sessions)},
+            "jobs": {"running_tasks": self.jobs.running_count()},
+        }
 
     def default_session(self, image: str | None) -> str:
         """The session `POST /execute` uses: one per image, made on first use (blocking)."""
         image = image or self.sessions.default_image
-        sid = DEFAULT_SESSION if image == self.sessions.default_image else (
-            f"{DEFAULT_SESSION}-{hashlib.sha1(image.encode()).hexdigest()[:10]}")
+        sid = (
+            DEFAULT_SESSION
+            if image == self.sessions.default_image
+            else (f"{DEFAULT_SESSION}-{hashlib.sha1(image.encode()).hexdigest()[:10]}")
+        )
         with self._default_session_lock:
             if sid not in self.sessions.sessions:
                 _, spec, idle = self.sessions.parse({"session_id": sid, "image": image})

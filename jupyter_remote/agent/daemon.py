@@ -43,13 +43,18 @@ def daemonize(log_file: str, pid_file: str, host: str, port: int, wait: float = 
                 break
             try:
                 with socket.create_connection((host, port), timeout=0.5):
-                    print(f"agent started as a daemon (pid {daemon_pid}) on http://{host}:{port}"
-                          f"; log: {log_file}")
+                    print(
+                        f"agent started as a daemon (pid {daemon_pid}) on http://{host}:{port}"
+                        f"; log: {log_file}"
+                    )
                     os._exit(0)
             except OSError:
                 time.sleep(0.1)
-        print(f"error: the agent daemon did not start listening on {host}:{port}; "
-              f"last lines of {log_file}:", file=sys.stderr)
+        print(
+            f"error: the agent daemon did not start listening on {host}:{port}; "
+            f"last lines of {log_file}:",
+            file=sys.stderr,
+        )
         try:
             with open(log_file, errors="replace") as fh:
                 print("".join(fh.readlines()[-15:]), file=sys.stderr)

@@ -16,7 +16,12 @@ from jupyter_remote.agent.containers import ContainerFactory, OomWatcher
 from jupyter_remote.agent.eventlog import EventLog, encode
 from jupyter_remote.agent.processes import kill_tree
 from jupyter_remote.agent.specs import (
-    ContainerSpec, check_id, parse_argv, parse_container_spec, parse_env, parse_timeout,
+    ContainerSpec,
+    check_id,
+    parse_argv,
+    parse_container_spec,
+    parse_env,
+    parse_timeout,
     safe_name,
 )
 from jupyter_remote.agent.state import read_json, write_json
@@ -59,13 +64,22 @@ class Execution:
 
     def to_json(self) -> dict:
         return {
-            "execution_id": self.execution_id, "node_id": self.node_id, "argv": self.argv,
-            "mode": self.mode, "image": self.image, "session_id": self.session_id,
-            "container_id": self.container_id, "timeout": self.timeout,
-            "status": self.status, "returncode": self.returncode,
-            "started_at": self.started_at, "finished_at": self.finished_at,
-            "duration": self.duration, "timed_out": self.timed_out,
-            "cancelled": self.cancelled, "oom_killed": self.oom_killed,
+            "execution_id": self.execution_id,
+            "node_id": self.node_id,
+            "argv": self.argv,
+            "mode": self.mode,
+            "image": self.image,
+            "session_id": self.session_id,
+            "container_id": self.container_id,
+            "timeout": self.timeout,
+            "status": self.status,
+            "returncode": self.returncode,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration": self.duration,
+            "timed_out": self.timed_out,
+            "cancelled": self.cancelled,
+            "oom_killed": self.oom_killed,
             "message": self.message,
             "log_size": self.log.size if self.log else None,
         }
@@ -74,9 +88,19 @@ class Execution:
 class ExecutionManager:
     """Runs executions in session or fresh containers and keeps their records and logs."""
 
-    def __init__(self, *, data_dir: str, node_id: str, factory: ContainerFactory,
-                 oom: OomWatcher, sessions, limits, default_image: str,
-                 default_timeout: float | None, kill_grace: float) -> None:
+    def __init__(
+        self,
+        *,
+        data_dir: str,
+        node_id: str,
+        factory: ContainerFactory,
+        oom: OomWatcher,
+        sessions,
+        limits,
+        default_image: str,
+        default_timeout: float | None,
+        kill_grace: float,
+    ) -> None:
         self.root = os.path.join(data_dir, "executions")
         os.makedirs(self.root, exist_ok=True)
         self.node_id = node_id
@@ -108,14 +132,17 @@ class ExecutionManager:
             return self.running[execution_id].to_json()
         meta = read_json(os.path.join(self._dir(execution_id), "meta.json"))
         if meta is None:
-            raise NotFound(f"no execution {execution_id!r} on node {self.node_id!r}",
-                           reason="execution_not_found")
+            raise NotFound(
+                f"no execution {execution_id!r} on node {self.node_id!r}",
+                reason="execution_not_found",
+            )
         return meta
 
     def list(self, limit: int = 100) -> list[dict]:
         """The most recent executions, newest first."""
-        names = sorted(os.listdir(self.root),
-                       key=lambda n: os.path.getmtime(self._dir(n)), reverse=True)[:limit]
+        names = sorted(
+            os.listdir(self.root), key=lambda n: os.path.getmtime(self._dir(n)), reverse=True
+        )[:limit]
         return [m for n in names if (m := self.get_or_none(n))]
 
     def get_or_none(self, execution_id: str) -> dict | None:
@@ -139,17 +166,36 @@ class ExecutionManager:
         env = parse_env(body.get("env"))
         workdir = body.get("workdir")
         if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")):
-            raise BadRequest(f"workdir must be an absolute path; got {workdir!r}",
-                             reason="bad_workdir")
+            raise BadRequest(
+                f"workdir must be an absolute path; got {workdir!r}", reason="bad_workdir"
+            )
         session_id = body.get("session_id")
         if session_id is not None:
             session = self.sessions.get(check_id(session_id, "session_id"))
-            return Execution(execution_id, self.node_id, argv, "session", session.spec.image,
-                             session_id=session_id, container_id=session.container_id,
-                             timeout=timeout, env=env, workdir=workdir)
+            return Execution(
+                execution_id,
+                self.node_id,
+                argv,
+                "session",
+                session.spec.image,
+                session_id=session_id,
+                container_id=session.container_id,
+                timeout=timeout,
+                env=env,
+                workdir=workdir,
+            )
         spec = parse_container_spec(body, self.limits, self.default_image)
-        return Execution(execution_id, self.node_id, argv, "fresh", spec.image, timeout=timeout,
-                         env=env, workdir=workdir, spec=spec)
+        return Execution(
+            execution_id,
+            self.node_id,
+            argv,
+            "fresh",
+            spec.image,
+            timeout=timeout,
+            env=env,
+            workdir=workdir,
+            spec=spec,
+        )
 
     def claim(self, ex: Execution) -> None:
         """Reserve the id on disk; a second request with the same id gets 409, ever."""
@@ -161,7 +207,9 @@ class ExecutionManager:
                 raise Conflict(
                     f"execution {ex.execution_id!r} was already received by node "
                     f"{self.node_id!r} (status {first['status']}); it is never run twice",
-                    reason="duplicate_execution", execution=first) from None
+                    reason="duplicate_execution",
+                    execution=first,
+                ) from None
             self.running[ex.execution_id] = ex
 
     def start(self, ex: Execution, loop: asyncio.AbstractEventLoop) -> Execution:
@@ -170,8 +218,9 @@ class ExecutionManager:
         self._save(ex)
         if ex.session_id:
             self.sessions.begin(ex.session_id)
-        threading.Thread(target=self._run, args=(ex,), daemon=True,
-                         name=f"exec-{ex.execution_id}").start()
+        threading.Thread(
+            target=self._run, args=(ex,), daemon=True, name=f"exec-{ex.execution_id}"
+        ).start()
         return ex
 
     # -- running -----------------------------------------------------------------------
@@ -181,19 +230,30 @@ class ExecutionManager:
         try:
             if ex.mode == "fresh":
                 ex.container_id = self.factory.create_keeper(
-                    ex.spec, name=f"jr-{safe_name(self.node_id)}-x-{safe_name(ex.execution_id)}",
-                    kind="fresh", label_extra={"execution": ex.execution_id})
-            ex.log.append({"event": "started", "execution_id": ex.execution_id,
-                           "node_id": self.node_id, "mode": ex.mode, "image": ex.image,
-                           "session_id": ex.session_id, "container_id": ex.container_id,
-                           "started_at": ex.started_at})
+                    ex.spec,
+                    name=f"jr-{safe_name(self.node_id)}-x-{safe_name(ex.execution_id)}",
+                    kind="fresh",
+                    label_extra={"execution": ex.execution_id},
+                )
+            ex.log.append(
+                {
+                    "event": "started",
+                    "execution_id": ex.execution_id,
+                    "node_id": self.node_id,
+                    "mode": ex.mode,
+                    "image": ex.image,
+                    "session_id": ex.session_id,
+                    "container_id": ex.container_id,
+                    "started_at": ex.started_at,
+                }
+            )
             oom_before = self.oom.count(ex.container_id)
             with ex.lock:
                 if ex.kill_reason:
                     raise _Killed()
                 ex.exec_id = self.api.exec_create(
-                    ex.container_id, ex.argv, environment=ex.env or None,
-                    workdir=ex.workdir)["Id"]
+                    ex.container_id, ex.argv, environment=ex.env or None, workdir=ex.workdir
+                )["Id"]
             if ex.timeout:
                 timer = threading.Timer(ex.timeout, self.kill, (ex, "timeout"))
                 timer.daemon = True
@@ -218,8 +278,10 @@ class ExecutionManager:
 
     def _pump(self, ex: Execution, stream) -> None:
         """Copy the exec stream into the log, one event per chunk, decoding UTF-8 safely."""
-        decoders = {"stdout": codecs.getincrementaldecoder("utf-8")("replace"),
-                    "stderr": codecs.getincrementaldecoder("utf-8")("replace")}
+        decoders = {
+            "stdout": codecs.getincrementaldecoder("utf-8")("replace"),
+            "stderr": codecs.getincrementaldecoder("utf-8")("replace"),
+        }
         append = ex.log.append
         for out, err in stream:
             if out:
@@ -263,10 +325,18 @@ class ExecutionManager:
         ex.finished_at = time.time()
         with ex.lock:
             ex.done.set()
-        ex.log.append({"event": "exit", "returncode": ex.returncode, "status": ex.status,
-                       "duration": ex.duration, "timed_out": ex.timed_out,
-                       "cancelled": ex.cancelled, "oom_killed": ex.oom_killed,
-                       "message": ex.message})
+        ex.log.append(
+            {
+                "event": "exit",
+                "returncode": ex.returncode,
+                "status": ex.status,
+                "duration": ex.duration,
+                "timed_out": ex.timed_out,
+                "cancelled": ex.cancelled,
+                "oom_killed": ex.oom_killed,
+                "message": ex.message,
+            }
+        )
         ex.log.close()
         self._save(ex)
         self.running.pop(ex.execution_id, None)
@@ -279,8 +349,11 @@ class ExecutionManager:
         ex = self.running.get(execution_id)
         if ex is None:
             model = self.get(execution_id)
-            raise Conflict(f"execution {execution_id!r} is not running (status "
-                           f"{model['status']})", reason="not_running", execution=model)
+            raise Conflict(
+                f"execution {execution_id!r} is not running (status {model['status']})",
+                reason="not_running",
+                execution=model,
+            )
         self.kill(ex, reason)
         ex.done.wait(self.kill_grace * 2 + 5)
         return ex.to_json()
@@ -316,12 +389,24 @@ class ExecutionManager:
             meta = read_json(os.path.join(self._dir(name), "meta.json"))
             if not meta or meta.get("status") in FINAL:
                 continue
-            meta.update(status="lost", returncode=-1, finished_at=time.time(),
-                        message=f"the agent on node {self.node_id!r} stopped while this "
-                                "execution ran; its output up to then is in the log")
+            meta.update(
+                status="lost",
+                returncode=-1,
+                finished_at=time.time(),
+                message=f"the agent on node {self.node_id!r} stopped while this "
+                "execution ran; its output up to then is in the log",
+            )
             with open(self.log_path(name), "ab") as fh:
-                fh.write(encode({"event": "exit", "returncode": -1, "status": "lost",
-                                 "message": meta["message"]}))
+                fh.write(
+                    encode(
+                        {
+                            "event": "exit",
+                            "returncode": -1,
+                            "status": "lost",
+                            "message": meta["message"],
+                        }
+                    )
+                )
             write_json(os.path.join(self._dir(name), "meta.json"), meta)
             lost += 1
         return lost

@@ -34,14 +34,15 @@ class AgentHandler(web.RequestHandler):
         if self._token:
             given = self.request.headers.get("Authorization", "")
             scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(),
-                                                                     self._token):
-                raise Unauthorized("missing or wrong bearer token",
-                                   reason="bad_token" if given else "no_token")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self._token):
+                raise Unauthorized(
+                    "missing or wrong bearer token", reason="bad_token" if given else "no_token"
+                )
         length = self.request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > self._max_body:
-            raise PayloadTooLarge(f"request body of {length} bytes is over the "
-                                  f"{self._max_body}-byte limit")
+            raise PayloadTooLarge(
+                f"request body of {length} bytes is over the {self._max_body}-byte limit"
+            )
 
     def data_received(self, chunk: bytes) -> None:
         self._body += chunk
@@ -52,8 +53,7 @@ class AgentHandler(web.RequestHandler):
         try:
             body = json.loads(self._body or b"{}")
         except ValueError as exc:
-            raise BadRequest(f"request body is not valid JSON: {exc}",
-                             reason="bad_json") from None
+            raise BadRequest(f"request body is not valid JSON: {exc}", reason="bad_json") from None
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object", reason="bad_json")
         return body
@@ -71,8 +71,9 @@ class AgentHandler(web.RequestHandler):
         try:
             value = int(raw)
         except ValueError:
-            raise BadRequest(f"{name} must be an integer; got {raw!r}",
-                             reason=f"bad_{name}") from None
+            raise BadRequest(
+                f"{name} must be an integer; got {raw!r}", reason=f"bad_{name}"
+            ) from None
         if value < 0:
             raise BadRequest(f"{name} must be >= 0; got {value}", reason=f"bad_{name}")
         return value
@@ -88,8 +89,9 @@ class AgentHandler(web.RequestHandler):
                 await self.flush()
             self.finish()
         except StreamClosedError:
-            log.info("client left %s %s; the command goes on", self.request.method,
-                     self.request.path)
+            log.info(
+                "client left %s %s; the command goes on", self.request.method, self.request.path
+            )
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, RemoteError):
@@ -198,8 +200,9 @@ class JobLogsHandler(AgentHandler):
         jobs.get(job_id)
         task, offset = self.int_arg("task"), self.int_arg("offset")
         jobs.log_path(job_id, task)
-        await self.stream(jobs.read_log(job_id, task, offset, self.flag("follow")),
-                          "text/plain; charset=utf-8")
+        await self.stream(
+            jobs.read_log(job_id, task, offset, self.flag("follow")), "text/plain; charset=utf-8"
+        )
 
 
 class JobStopHandler(AgentHandler):
@@ -235,17 +238,26 @@ class ExecuteHandler(AgentHandler):
                     output.append(event["data"])
         if ex.message and ex.status != "completed":
             output.append(f"\n{ex.message}\n")
-        self.send_json({"output": "".join(output), "returncode": ex.returncode,
-                        "status": ex.status, "timed_out": ex.timed_out,
-                        "duration": ex.duration, "execution_id": ex.execution_id,
-                        "node_id": agent.node_id})
+        self.send_json(
+            {
+                "output": "".join(output),
+                "returncode": ex.returncode,
+                "status": ex.status,
+                "timed_out": ex.timed_out,
+                "duration": ex.duration,
+                "execution_id": ex.execution_id,
+                "node_id": agent.node_id,
+            }
+        )
 
 
 class NotFoundHandler(AgentHandler):
     def prepare(self) -> None:
         super().prepare()
-        raise NotFound(f"no such endpoint: {self.request.method} {self.request.path} "
-                       "(see docs/agent-api.md)", reason="no_endpoint")
+        raise NotFound(
+            f"no such endpoint: {self.request.method} {self.request.path} (see docs/agent-api.md)",
+            reason="no_endpoint",
+        )
 
 
 def make_app(agent: Agent, token: str | None, max_body: int) -> web.Application:
@@ -268,5 +280,8 @@ def make_app(agent: Agent, token: str | None, max_body: int) -> web.Application:
         (rf"/v1/jobs/{ident}/stop", JobStopHandler),
         (r"/execute", ExecuteHandler),
     ]
-    return web.Application([(p, h, kw) for p, h in routes],
-                           default_handler_class=NotFoundHandler, default_handler_args=kw)
+    return web.Application(
+        [(p, h, kw) for p, h in routes],
+        default_handler_class=NotFoundHandler,
+        default_handler_args=kw,
+    )

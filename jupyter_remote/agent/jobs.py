@@ -21,7 +21,13 @@ from requests.exceptions import ReadTimeout
 
 from jupyter_remote.agent.containers import ContainerFactory
 from jupyter_remote.agent.specs import (
-    ContainerSpec, Limits, check_id, parse_argv, parse_container_spec, parse_timeout, safe_name,
+    ContainerSpec,
+    Limits,
+    check_id,
+    parse_argv,
+    parse_container_spec,
+    parse_timeout,
+    safe_name,
 )
 from jupyter_remote.agent.state import read_json, write_json
 from jupyter_remote.errors import BadRequest, Conflict
@@ -51,8 +57,16 @@ def job_status(job: dict) -> str:
 class JobManager:
     """Starts, watches, stops and recovers this node's jobs."""
 
-    def __init__(self, *, data_dir: str, node_id: str, factory: ContainerFactory,
-                 limits: Limits, default_image: str, stop_grace: float) -> None:
+    def __init__(
+        self,
+        *,
+        data_dir: str,
+        node_id: str,
+        factory: ContainerFactory,
+        limits: Limits,
+        default_image: str,
+        stop_grace: float,
+    ) -> None:
         self.root = os.path.abspath(os.path.join(data_dir, "jobs"))
         os.makedirs(self.root, exist_ok=True)
         self.node_id = node_id
@@ -76,16 +90,22 @@ class JobManager:
     def model(self, job: dict) -> dict:
         tasks = job["tasks"]
         done = sum(t["status"] in TASK_FINAL for t in tasks)
-        return {**job, "status": job_status(job), "tasks_total": len(tasks),
-                "tasks_done": done, "node_id": self.node_id}
+        return {
+            **job,
+            "status": job_status(job),
+            "tasks_total": len(tasks),
+            "tasks_done": done,
+            "node_id": self.node_id,
+        }
 
     def get(self, job_id: str) -> dict:
         check_id(job_id, "job_id")
         try:
             return self.model(self.jobs[job_id])
         except KeyError:
-            raise RemoteNotFound(f"no job {job_id!r} on node {self.node_id!r}",
-                                 reason="job_not_found") from None
+            raise RemoteNotFound(
+                f"no job {job_id!r} on node {self.node_id!r}", reason="job_not_found"
+            ) from None
 
     def list(self) -> list[dict]:
         return [self.model(j) for j in sorted(self.jobs.values(), key=lambda j: j["created_at"])]
@@ -102,35 +122,57 @@ class JobManager:
         if raw_tasks is None:
             raw_tasks = [{k: v for k, v in body.items() if k not in ("job_id", "name", "tasks")}]
         if not isinstance(raw_tasks, list) or not raw_tasks or len(raw_tasks) > MAX_TASKS:
-            raise BadRequest(f"tasks must be a list of 1-{MAX_TASKS} task objects",
-                             reason="bad_tasks")
+            raise BadRequest(
+                f"tasks must be a list of 1-{MAX_TASKS} task objects", reason="bad_tasks"
+            )
         parallelism = body.get("parallelism", 0)
         if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 0:
-            raise BadRequest("parallelism must be an integer >= 0 (0: all at once)",
-                             reason="bad_parallelism")
+            raise BadRequest(
+                "parallelism must be an integer >= 0 (0: all at once)", reason="bad_parallelism"
+            )
         tasks = []
         for index, raw in enumerate(raw_tasks):
             if not isinstance(raw, dict):
                 raise BadRequest(f"task {index} must be an object", reason="bad_tasks")
-            merged = {k: v for k, v in body.items()
-                      if k in ("image", "memory", "cpus", "pids_limit", "env", "workdir",
-                               "network", "timeout")}
+            merged = {
+                k: v
+                for k, v in body.items()
+                if k
+                in ("image", "memory", "cpus", "pids_limit", "env", "workdir", "network", "timeout")
+            }
             merged.update(raw)
             try:
                 spec = parse_container_spec(merged, self.limits, self.default_image)
-                tasks.append({"index": index, "name": raw.get("name") or f"task-{index}",
-                              "argv": parse_argv(merged), "timeout": parse_timeout(merged),
-                              "spec": {**spec.to_json(), "env": spec.env}, "status": "pending",
-                              "returncode": None, "container_id": None, "started_at": None,
-                              "finished_at": None, "oom_killed": False, "message": None})
+                tasks.append(
+                    {
+                        "index": index,
+                        "name": raw.get("name") or f"task-{index}",
+                        "argv": parse_argv(merged),
+                        "timeout": parse_timeout(merged),
+                        "spec": {**spec.to_json(), "env": spec.env},
+                        "status": "pending",
+                        "returncode": None,
+                        "container_id": None,
+                        "started_at": None,
+                        "finished_at": None,
+                        "oom_killed": False,
+                        "message": None,
+                    }
+                )
             except BadRequest as exc:
                 raise BadRequest(f"task {index}: {exc.message}", reason=exc.reason) from None
         name = body.get("name") or job_id
         if not isinstance(name, str):
             raise BadRequest("name must be a string", reason="bad_name")
-        return {"job_id": job_id, "name": name, "created_at": time.time(),
-                "finished_at": None, "stop_requested": False, "parallelism": parallelism,
-                "tasks": tasks}
+        return {
+            "job_id": job_id,
+            "name": name,
+            "created_at": time.time(),
+            "finished_at": None,
+            "stop_requested": False,
+            "parallelism": parallelism,
+            "tasks": tasks,
+        }
 
     def submit(self, job: dict) -> dict:
         """Record the job and start its first tasks (blocking: call off the event loop)."""
@@ -140,8 +182,10 @@ class JobManager:
             try:
                 os.mkdir(self._path(job["job_id"]))
             except FileExistsError:
-                raise Conflict(f"job {job['job_id']!r} already exists on node "
-                               f"{self.node_id!r}", reason="duplicate_job") from None
+                raise Conflict(
+                    f"job {job['job_id']!r} already exists on node {self.node_id!r}",
+                    reason="duplicate_job",
+                ) from None
             for task in job["tasks"]:
                 task_dir = self._path(job["job_id"], f"task-{task['index']}")
                 os.mkdir(task_dir)
@@ -171,29 +215,46 @@ class JobManager:
 
     def _start_task(self, job: dict, task: dict) -> None:
         spec = task["spec"]
-        spec = ContainerSpec(image=spec["image"], memory=spec["memory"], cpus=spec["cpus"],
-                             pids_limit=spec["pids_limit"], env=spec["env"],
-                             workdir=spec["workdir"], network=spec["network"])
+        spec = ContainerSpec(
+            image=spec["image"],
+            memory=spec["memory"],
+            cpus=spec["cpus"],
+            pids_limit=spec["pids_limit"],
+            env=spec["env"],
+            workdir=spec["workdir"],
+            network=spec["network"],
+        )
         task_dir = self._path(job["job_id"], f"task-{task['index']}")
         task.update(status="running", started_at=time.time())
         self._save(job)  # "running" first: after a crash we look for the container by name
         try:
             task["container_id"] = self.factory.create(
-                spec, name=self._container_name(job, task), kind="job",
+                spec,
+                name=self._container_name(job, task),
+                kind="job",
                 command=WRAPPER + task["argv"],
                 label_extra={"job": job["job_id"], "task": str(task["index"])},
-                binds={task_dir: {"bind": LOG_MOUNT, "mode": "rw"}})
+                binds={task_dir: {"bind": LOG_MOUNT, "mode": "rw"}},
+            )
         except DockerException as exc:
-            task.update(status="failed", returncode=-1, finished_at=time.time(),
-                        message=f"could not start the task's container: {exc}")
+            task.update(
+                status="failed",
+                returncode=-1,
+                finished_at=time.time(),
+                message=f"could not start the task's container: {exc}",
+            )
             self._save(job)
             return
         self._save(job)
         self._watch(job, task)
 
     def _watch(self, job: dict, task: dict) -> None:
-        threading.Thread(target=self._wait_task, args=(job, task), daemon=True,
-                         name=f"job-{job['job_id']}-{task['index']}").start()
+        threading.Thread(
+            target=self._wait_task,
+            args=(job, task),
+            daemon=True,
+            name=f"job-{job['job_id']}-{task['index']}",
+        ).start()
 
     def _wait_task(self, job: dict, task: dict) -> None:
         cid = task["container_id"]
@@ -219,8 +280,9 @@ class JobManager:
         state = self.api.inspect_container(task["container_id"])["State"]
         rc = state["ExitCode"]
         with self._locks[job["job_id"]]:
-            task.update(returncode=rc, oom_killed=bool(state.get("OOMKilled")),
-                        finished_at=time.time())
+            task.update(
+                returncode=rc, oom_killed=bool(state.get("OOMKilled")), finished_at=time.time()
+            )
             if timed_out:
                 task.update(status="timed_out", message=f"timed out after {task['timeout']:g} s")
             elif job["stop_requested"]:
@@ -272,12 +334,15 @@ class JobManager:
         if job is None:
             self.get(job_id)
         if not 0 <= task < len(job["tasks"]):
-            raise BadRequest(f"job {job_id!r} has tasks 0..{len(job['tasks']) - 1}; "
-                             f"no task {task}", reason="bad_task")
+            raise BadRequest(
+                f"job {job_id!r} has tasks 0..{len(job['tasks']) - 1}; no task {task}",
+                reason="bad_task",
+            )
         return self._path(job_id, f"task-{task}", "output.log")
 
-    async def read_log(self, job_id: str, task: int, offset: int,
-                       follow: bool) -> AsyncIterator[bytes]:
+    async def read_log(
+        self, job_id: str, task: int, offset: int, follow: bool
+    ) -> AsyncIterator[bytes]:
         """Raw output bytes from `offset`; with `follow`, until the task has ended."""
         path = self.log_path(job_id, task)
         state = self.jobs[job_id]["tasks"][task]
@@ -317,8 +382,7 @@ class JobManager:
                 task["status"] = "pending"
                 self._save(job)
             else:
-                self._mark_lost(job, task, "the task's container vanished while the agent "
-                                "was down")
+                self._mark_lost(job, task, "the task's container vanished while the agent was down")
             return
         task["container_id"] = info["Id"]
         if info["State"]["Status"] == "created":

@@ -18,8 +18,17 @@ log = logging.getLogger("jupyter_remote.agent")
 class ResourceMonitor:
     """Keeps the latest sample of the host and of this node's containers."""
 
-    def __init__(self, client: docker.DockerClient, *, node_id: str, disk_path: str,
-                 interval: float, cpu_max: float, memory_max: float, disk_max: float) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        node_id: str,
+        disk_path: str,
+        interval: float,
+        cpu_max: float,
+        memory_max: float,
+        disk_max: float,
+    ) -> None:
         self.client = client
         self.node_id = node_id
         self.disk_path = disk_path
@@ -51,19 +60,30 @@ class ResourceMonitor:
         disk = psutil.disk_usage(self.disk_path)
         sample = {
             "sampled_at": time.time(),
-            "cpu": {"percent": psutil.cpu_percent(interval=None),
-                    "count": psutil.cpu_count() or 1},
-            "memory": {"total": mem.total, "available": mem.available, "used": mem.used,
-                       "percent": mem.percent},
-            "disk": {"path": self.disk_path, "total": disk.total, "used": disk.used,
-                     "free": disk.free, "percent": disk.percent},
+            "cpu": {"percent": psutil.cpu_percent(interval=None), "count": psutil.cpu_count() or 1},
+            "memory": {
+                "total": mem.total,
+                "available": mem.available,
+                "used": mem.used,
+                "percent": mem.percent,
+            },
+            "disk": {
+                "path": self.disk_path,
+                "total": disk.total,
+                "used": disk.used,
+                "free": disk.free,
+                "percent": disk.percent,
+            },
             "load_avg": list(os.getloadavg()),
         }
         try:
             info = self.client.api.info()
-            sample["docker"] = {"ok": True, "version": info.get("ServerVersion"),
-                                "containers": info.get("Containers", 0),
-                                "containers_running": info.get("ContainersRunning", 0)}
+            sample["docker"] = {
+                "ok": True,
+                "version": info.get("ServerVersion"),
+                "containers": info.get("Containers", 0),
+                "containers_running": info.get("ContainersRunning", 0),
+            }
             sample["own_containers"] = self._own_containers()
         except Exception as exc:  # noqa: BLE001 - any failure means the engine is unreachable
             sample["docker"] = {"ok": False, "error": str(exc)}
@@ -90,13 +110,19 @@ class ResourceMonitor:
             if prev and system > prev[1]:
                 ncpu = cpu.get("online_cpus") or psutil.cpu_count() or 1
                 percent = round((total - prev[0]) / (system - prev[1]) * ncpu * 100, 2)
-            out.append({"id": cid[:12], "name": info["Names"][0].lstrip("/"),
-                        "kind": info["Labels"].get(labels.KIND),
-                        "session_id": info["Labels"].get(labels.SESSION),
-                        "job_id": info["Labels"].get(labels.JOB),
-                        "execution_id": info["Labels"].get(labels.EXECUTION),
-                        "cpu_percent": percent, "memory_bytes": mem.get("usage"),
-                        "memory_limit": mem.get("limit")})
+            out.append(
+                {
+                    "id": cid[:12],
+                    "name": info["Names"][0].lstrip("/"),
+                    "kind": info["Labels"].get(labels.KIND),
+                    "session_id": info["Labels"].get(labels.SESSION),
+                    "job_id": info["Labels"].get(labels.JOB),
+                    "execution_id": info["Labels"].get(labels.EXECUTION),
+                    "cpu_percent": percent,
+                    "memory_bytes": mem.get("usage"),
+                    "memory_limit": mem.get("limit"),
+                }
+            )
         self._prev_cpu = {k: v for k, v in self._prev_cpu.items() if k in seen}
         return out
 
@@ -106,21 +132,34 @@ class ResourceMonitor:
         docker_state = s.get("docker", {})
         t = self.thresholds
         checks = [
-            {"name": "docker", "ok": bool(docker_state.get("ok")),
-             "message": "Docker engine reachable" if docker_state.get("ok")
-             else f"Docker engine unreachable: {docker_state.get('error')}"},
+            {
+                "name": "docker",
+                "ok": bool(docker_state.get("ok")),
+                "message": "Docker engine reachable"
+                if docker_state.get("ok")
+                else f"Docker engine unreachable: {docker_state.get('error')}",
+            },
             _threshold("cpu", "CPU", s["cpu"]["percent"], t["cpu"]),
             _threshold("memory", "memory", s["memory"]["percent"], t["memory"]),
             _threshold("disk", f"disk ({self.disk_path})", s["disk"]["percent"], t["disk"]),
         ]
         healthy = all(c["ok"] for c in checks)
-        return {"status": "healthy" if healthy else "unhealthy", "healthy": healthy,
-                "checks": checks, "sampled_at": s["sampled_at"],
-                "message": "; ".join(c["message"] for c in checks if not c["ok"]) or "ok"}
+        return {
+            "status": "healthy" if healthy else "unhealthy",
+            "healthy": healthy,
+            "checks": checks,
+            "sampled_at": s["sampled_at"],
+            "message": "; ".join(c["message"] for c in checks if not c["ok"]) or "ok",
+        }
 
 
 def _threshold(name: str, label: str, value: float, limit: float) -> dict:
     ok = value <= limit
     verdict = "within" if ok else "above"
-    return {"name": name, "ok": ok, "value": value, "limit": limit,
-            "message": f"{label} use {value:.1f}% is {verdict} the {limit:g}% limit"}
+    return {
+        "name": name,
+        "ok": ok,
+        "value": value,
+        "limit": limit,
+        "message": f"{label} use {value:.1f}% is {verdict} the {limit:g}% limit",
+    }

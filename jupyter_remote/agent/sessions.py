@@ -14,7 +14,11 @@ from docker.errors import DockerException
 from jupyter_remote.agent import labels
 from jupyter_remote.agent.containers import ContainerFactory
 from jupyter_remote.agent.specs import (
-    ContainerSpec, Limits, check_id, parse_container_spec, safe_name,
+    ContainerSpec,
+    Limits,
+    check_id,
+    parse_container_spec,
+    safe_name,
 )
 from jupyter_remote.errors import BadRequest, Conflict, NotFound
 
@@ -32,17 +36,29 @@ class Session:
     running: int = 0
 
     def to_json(self) -> dict:
-        return {"session_id": self.session_id, "container_id": self.container_id,
-                **self.spec.to_json(), "idle_timeout": self.idle_timeout,
-                "created_at": self.created_at, "last_used_at": self.last_used_at,
-                "running_executions": self.running}
+        return {
+            "session_id": self.session_id,
+            "container_id": self.container_id,
+            **self.spec.to_json(),
+            "idle_timeout": self.idle_timeout,
+            "created_at": self.created_at,
+            "last_used_at": self.last_used_at,
+            "running_executions": self.running,
+        }
 
 
 class SessionManager:
     """Creates, finds, reaps and deletes this node's session containers."""
 
-    def __init__(self, *, node_id: str, factory: ContainerFactory, limits: Limits,
-                 default_image: str, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        factory: ContainerFactory,
+        limits: Limits,
+        default_image: str,
+        idle_timeout: float,
+    ) -> None:
         self.node_id = node_id
         self.factory = factory
         self.limits = limits
@@ -62,21 +78,28 @@ class SessionManager:
         spec = parse_container_spec(body, self.limits, self.default_image)
         idle = body.get("idle_timeout", self.idle_timeout)
         if isinstance(idle, bool) or not isinstance(idle, (int, float)) or idle < 0:
-            raise BadRequest(f"idle_timeout must be seconds >= 0 (0: never); got {idle!r}",
-                             reason="bad_idle_timeout")
+            raise BadRequest(
+                f"idle_timeout must be seconds >= 0 (0: never); got {idle!r}",
+                reason="bad_idle_timeout",
+            )
         return sid, spec, float(idle)
 
     def create(self, sid: str, spec: ContainerSpec, idle_timeout: float) -> Session:
         """Start the container (blocking: call off the event loop)."""
         with self._lock:
             if sid in self.sessions:
-                raise Conflict(f"session {sid!r} already exists on node {self.node_id!r}",
-                               reason="duplicate_session",
-                               session=self.sessions[sid].to_json())
+                raise Conflict(
+                    f"session {sid!r} already exists on node {self.node_id!r}",
+                    reason="duplicate_session",
+                    session=self.sessions[sid].to_json(),
+                )
             self.factory.check_image(spec.image)
             cid = self.factory.create_keeper(
-                spec, name=self._name(sid), kind="session",
-                label_extra={"session": sid, "idle_timeout": f"{idle_timeout:g}"})
+                spec,
+                name=self._name(sid),
+                kind="session",
+                label_extra={"session": sid, "idle_timeout": f"{idle_timeout:g}"},
+            )
             session = Session(sid, cid, spec, idle_timeout)
             self.sessions[sid] = session
         log.info("session %s started in container %s (%s)", sid, cid[:12], spec.image)
@@ -86,8 +109,9 @@ class SessionManager:
         try:
             return self.sessions[sid]
         except KeyError:
-            raise NotFound(f"no session {sid!r} on node {self.node_id!r}",
-                           reason="session_not_found") from None
+            raise NotFound(
+                f"no session {sid!r} on node {self.node_id!r}", reason="session_not_found"
+            ) from None
 
     def list(self) -> list[dict]:
         return [s.to_json() for s in self.sessions.values()]
@@ -116,8 +140,11 @@ class SessionManager:
     def reap_idle(self) -> list[str]:
         """Remove sessions idle longer than their timeout; returns their ids."""
         now = time.time()
-        idle = [s.session_id for s in list(self.sessions.values())
-                if s.idle_timeout and not s.running and now - s.last_used_at > s.idle_timeout]
+        idle = [
+            s.session_id
+            for s in list(self.sessions.values())
+            if s.idle_timeout and not s.running and now - s.last_used_at > s.idle_timeout
+        ]
         for sid in idle:
             try:
                 self.delete(sid, reason="idle timeout")
@@ -135,11 +162,15 @@ class SessionManager:
             attrs = self.factory.api.inspect_container(info["Id"])
             host = attrs["HostConfig"]
             env = dict(e.partition("=")[::2] for e in attrs["Config"].get("Env") or [])
-            spec = ContainerSpec(image=attrs["Config"]["Image"], memory=host["Memory"],
-                                 cpus=(host.get("NanoCpus") or 0) / 1e9,
-                                 pids_limit=host.get("PidsLimit") or 0, env=env,
-                                 workdir=attrs["Config"].get("WorkingDir") or None,
-                                 network=host.get("NetworkMode") or "none")
+            spec = ContainerSpec(
+                image=attrs["Config"]["Image"],
+                memory=host["Memory"],
+                cpus=(host.get("NanoCpus") or 0) / 1e9,
+                pids_limit=host.get("PidsLimit") or 0,
+                env=env,
+                workdir=attrs["Config"].get("WorkingDir") or None,
+                network=host.get("NetworkMode") or "none",
+            )
             idle = float(info["Labels"].get(labels.IDLE_TIMEOUT, self.idle_timeout))
             self.sessions[sid] = Session(sid, info["Id"], spec, idle)
         return len(self.sessions)

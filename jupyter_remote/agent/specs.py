@@ -39,16 +39,25 @@ class ContainerSpec:
     network: str = "none"
 
     def to_json(self) -> dict:
-        return {"image": self.image, "memory": self.memory, "cpus": self.cpus,
-                "pids_limit": self.pids_limit, "workdir": self.workdir, "network": self.network,
-                "env": sorted(self.env)}
+        return {
+            "image": self.image,
+            "memory": self.memory,
+            "cpus": self.cpus,
+            "pids_limit": self.pids_limit,
+            "workdir": self.workdir,
+            "network": self.network,
+            "env": sorted(self.env),
+        }
 
 
 def check_id(value: object, what: str) -> str:
     """An id a client made: short, printable, safe in file and container names."""
     if not isinstance(value, str) or not ID_RE.match(value):
-        raise BadRequest(f"{what} must be 1-128 characters of letters, digits and _.:- "
-                         f"starting with a letter or digit; got {value!r}", reason="bad_id")
+        raise BadRequest(
+            f"{what} must be 1-128 characters of letters, digits and _.:- "
+            f"starting with a letter or digit; got {value!r}",
+            reason="bad_id",
+        )
     return value
 
 
@@ -66,11 +75,14 @@ def parse_memory(value: object) -> int:
     elif isinstance(value, str) and (m := _MEMORY_RE.match(value)):
         size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     else:
-        raise BadRequest(f"memory must be bytes or a size like '512m' or '2g'; got {value!r}",
-                         reason="bad_memory")
+        raise BadRequest(
+            f"memory must be bytes or a size like '512m' or '2g'; got {value!r}",
+            reason="bad_memory",
+        )
     if size < MIN_MEMORY:
-        raise BadRequest(f"memory must be at least 6m (Docker's minimum); got {value!r}",
-                         reason="bad_memory")
+        raise BadRequest(
+            f"memory must be at least 6m (Docker's minimum); got {value!r}", reason="bad_memory"
+        )
     return size
 
 
@@ -89,8 +101,9 @@ def parse_timeout(body: dict, default: float | None = None) -> float | None:
     """Seconds before the command is killed; None means no limit."""
     value = _number(body, "timeout", default, float, allow_none=True)
     if value is not None and value <= 0:
-        raise BadRequest(f"timeout must be a positive number of seconds; got {value!r}",
-                         reason="bad_timeout")
+        raise BadRequest(
+            f"timeout must be a positive number of seconds; got {value!r}", reason="bad_timeout"
+        )
     return value
 
 
@@ -101,8 +114,7 @@ def parse_env(value: object) -> dict[str, str]:
         pairs = {}
         for item in value:
             if not isinstance(item, str) or "=" not in item:
-                raise BadRequest(f"env items must be 'NAME=value'; got {item!r}",
-                                 reason="bad_env")
+                raise BadRequest(f"env items must be 'NAME=value'; got {item!r}", reason="bad_env")
             name, _, val = item.partition("=")
             pairs[name] = val
         value = pairs
@@ -125,35 +137,49 @@ def parse_container_spec(body: dict, limits: Limits, default_image: str) -> Cont
         raise BadRequest(f"image must be an image name; got {image!r}", reason="bad_image")
     memory = parse_memory(body["memory"]) if body.get("memory") is not None else limits.memory
     if limits.max_memory and memory > limits.max_memory:
-        raise BadRequest(f"memory {memory} bytes is above this node's ceiling of "
-                         f"{limits.max_memory} bytes", reason="bad_memory")
+        raise BadRequest(
+            f"memory {memory} bytes is above this node's ceiling of {limits.max_memory} bytes",
+            reason="bad_memory",
+        )
     cpus = _number(body, "cpus", limits.cpus, float, minimum=0.01)
     if limits.max_cpus and cpus > limits.max_cpus:
-        raise BadRequest(f"cpus {cpus} is above this node's ceiling of {limits.max_cpus}",
-                         reason="bad_cpus")
+        raise BadRequest(
+            f"cpus {cpus} is above this node's ceiling of {limits.max_cpus}", reason="bad_cpus"
+        )
     pids = _number(body, "pids_limit", limits.pids_limit, int, minimum=16)
     workdir = body.get("workdir")
     if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")):
-        raise BadRequest(f"workdir must be an absolute path; got {workdir!r}",
-                         reason="bad_workdir")
+        raise BadRequest(f"workdir must be an absolute path; got {workdir!r}", reason="bad_workdir")
     network = body.get("network", "none")
     if network not in ("none", "host", "bridge"):
-        raise BadRequest(f"network must be none, host or bridge; got {network!r}",
-                         reason="bad_network")
+        raise BadRequest(
+            f"network must be none, host or bridge; got {network!r}", reason="bad_network"
+        )
     if network != "none" and not limits.allow_network:
-        raise BadRequest(f"network {network!r} is not allowed on this node (containers run "
-                         "with network_mode=none; start the agent with --allow-network)",
-                         reason="network_not_allowed")
-    return ContainerSpec(image=image.strip(), memory=memory, cpus=cpus, pids_limit=pids,
-                         env=parse_env(body.get("env")), workdir=workdir, network=network)
+        raise BadRequest(
+            f"network {network!r} is not allowed on this node (containers run "
+            "with network_mode=none; start the agent with --allow-network)",
+            reason="network_not_allowed",
+        )
+    return ContainerSpec(
+        image=image.strip(),
+        memory=memory,
+        cpus=cpus,
+        pids_limit=pids,
+        env=parse_env(body.get("env")),
+        workdir=workdir,
+        network=network,
+    )
 
 
 def parse_argv(body: dict) -> list[str]:
     """The command as argv: shell by default, Python source with "python", or raw "argv"."""
     given = [k for k in ("command", "python", "argv") if body.get(k) is not None]
     if len(given) != 1:
-        raise BadRequest("give exactly one of command (shell), python (source) or argv (list)",
-                         reason="bad_command")
+        raise BadRequest(
+            "give exactly one of command (shell), python (source) or argv (list)",
+            reason="bad_command",
+        )
     key = given[0]
     value = body[key]
     if key == "argv":
