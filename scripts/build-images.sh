@@ -25,8 +25,14 @@ trap 'rm -rf "$work"' EXIT
 
 if ! have_image "$BUSYBOX_IMAGE"; then
   echo "==> building $BUSYBOX_IMAGE from Debian's busybox-static"
-  [ -x /bin/busybox ] && /bin/busybox --list | grep -qx sh || need_pkg busybox busybox-static
-  bb=$(command -v busybox)
+  # Debian's busybox-static: a dynamically linked busybox would not run in a scratch image.
+  if ! dpkg -s busybox-static >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || { echo "error: install Debian's busybox-static first" >&2; exit 1; }
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq busybox-static >/dev/null \
+      || { apt-get update -qq && apt-get install -y -qq busybox-static >/dev/null; }
+  fi
+  bb=/bin/busybox
   mkdir -p "$work/bb/bin" "$work/bb/tmp" "$work/bb/root"
   cp "$bb" "$work/bb/bin/busybox"
   for applet in $("$bb" --list); do
@@ -46,4 +52,8 @@ if ! have_image "$PYTHON_IMAGE"; then
   tar -C "$work/py" -c . | docker import --change 'CMD ["python3"]' \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$PYTHON_IMAGE" >/dev/null
 fi
+docker run --rm --network none "$BUSYBOX_IMAGE" sh -c true \
+  || { echo "error: $BUSYBOX_IMAGE does not run; remove it and re-run" >&2; exit 1; }
+docker run --rm --network none "$PYTHON_IMAGE" python3 -c pass \
+  || { echo "error: $PYTHON_IMAGE does not run; remove it and re-run" >&2; exit 1; }
 echo "==> images ready: $BUSYBOX_IMAGE $PYTHON_IMAGE"

@@ -22,6 +22,7 @@ from jupyter_remote.agent.specs import (
     parse_container_spec,
     parse_env,
     parse_timeout,
+    parse_workdir,
     safe_name,
 )
 from jupyter_remote.agent.state import read_json, write_json
@@ -164,11 +165,7 @@ class ExecutionManager:
         argv = parse_argv(body)
         timeout = parse_timeout(body, self.default_timeout)
         env = parse_env(body.get("env"))
-        workdir = body.get("workdir")
-        if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")):
-            raise BadRequest(
-                f"workdir must be an absolute path; got {workdir!r}", reason="bad_workdir"
-            )
+        workdir = parse_workdir(body)
         session_id = body.get("session_id")
         if session_id is not None:
             session = self.sessions.get(check_id(session_id, "session_id"))

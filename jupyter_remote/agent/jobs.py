@@ -272,7 +272,8 @@ class JobManager:
             self._record_exit(job, task, timed_out=timed_out)
         except NotFound:
             self._mark_lost(job, task, "the task's container vanished")
-        except DockerException as exc:
+        except Exception as exc:  # noqa: BLE001 - the engine broke; record it, never re-run
+            log.warning("job %s task %s: %s", job["job_id"], task["index"], exc)
             self._mark_lost(job, task, f"lost track of the task's container: {exc}")
         self._schedule(job)
 

@@ -130,6 +130,14 @@ def parse_env(value: object) -> dict[str, str]:
     return env
 
 
+def parse_workdir(body: dict) -> str | None:
+    """The working directory: absolute, or None for the image's own."""
+    workdir = body.get("workdir")
+    if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")):
+        raise BadRequest(f"workdir must be an absolute path; got {workdir!r}", reason="bad_workdir")
+    return workdir
+
+
 def parse_container_spec(body: dict, limits: Limits, default_image: str) -> ContainerSpec:
     """Image, limits and environment from a request, within the agent's ceilings."""
     image = body.get("image") or default_image
@@ -147,9 +155,7 @@ def parse_container_spec(body: dict, limits: Limits, default_image: str) -> Cont
             f"cpus {cpus} is above this node's ceiling of {limits.max_cpus}", reason="bad_cpus"
         )
     pids = _number(body, "pids_limit", limits.pids_limit, int, minimum=16)
-    workdir = body.get("workdir")
-    if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")):
-        raise BadRequest(f"workdir must be an absolute path; got {workdir!r}", reason="bad_workdir")
+    workdir = parse_workdir(body)
     network = body.get("network", "none")
     if network not in ("none", "host", "bridge"):
         raise BadRequest(
