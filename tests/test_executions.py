@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -183,3 +184,31 @@ def test_bad_requests_get_4xx_json_and_change_nothing(agent, client, session, do
     big = requests.post(f"{agent.url}/v1/executions", data=b"x" * (2 << 20), headers=auth)
     assert big.status_code == 413 and "limit" in big.json()["message"]
     assert (len(client.executions()), len(agent.containers(docker_client))) == before
+
+
+def test_a_follower_that_leaves_a_silent_command_is_let_go_at_once(agent, client, session):
+    eid = new_id()
+    threading.Thread(
+        target=run,
+        args=(client,),
+        kwargs={"execution_id": eid, "session_id": session, "command": "sleep 3"},
+        daemon=True,
+    ).start()
+    time.sleep(0.3)
+    resp = requests.get(
+        f"{agent.url}/v1/executions/{eid}/events?follow=1",
+        stream=True,
+        headers={"Authorization": f"Bearer {agent.token}"},
+    )
+    assert b'"started"' in next(resp.iter_lines())
+    resp.close()
+    log_path = os.path.join(agent.data_dir, "test-agent.log")
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        with open(log_path) as fh:
+            if f"client left GET /v1/executions/{eid}/events" in fh.read():
+                break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the follower's coroutine still waits for output")
+    assert client.execution(eid)["status"] == "running"

@@ -83,15 +83,32 @@ class AgentHandler(web.RequestHandler):
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
+        self._gone = asyncio.Event()
+        gone = asyncio.ensure_future(self._gone.wait())
+        it = aiter(chunks)
         try:
-            async for chunk in chunks:
+            while True:
+                nxt = asyncio.ensure_future(anext(it))
+                await asyncio.wait({nxt, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done():  # the client left while we waited for output
+                    nxt.cancel()
+                    raise StreamClosedError()
+                try:
+                    chunk = nxt.result()
+                except StopAsyncIteration:
+                    break
                 self.write(chunk)
                 await self.flush()
             self.finish()
         except StreamClosedError:
-            log.info(
-                "client left %s %s; the command goes on", self.request.method, self.request.path
-            )
+            req = self.request
+            log.info("client left %s %s; the command goes on", req.method, req.path)
+        finally:
+            gone.cancel()
+
+    def on_connection_close(self) -> None:
+        if getattr(self, "_gone", None) is not None:
+            self._gone.set()
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, RemoteError):
