@@ -153,6 +153,12 @@ class AgentClient:
     def jobs(self) -> list[dict]:
         return self._json("GET", "/v1/jobs")["jobs"]
 
+    def job_changes(self, since: int, wait: float = 25) -> dict:
+        """Jobs changed after feed version `since`, waiting up to `wait` s for one."""
+        return self._json(
+            "GET", "/v1/jobs", params={"since": since, "wait": int(wait)}, timeout=wait + 30
+        )
+
     def job(self, job_id: str) -> dict:
         return self._json("GET", f"/v1/jobs/{job_id}")
 

@@ -121,3 +121,20 @@ def test_bad_job_requests_change_nothing(agent, client, docker_client):
         client.submit_job(job_id=job["job_id"], image=BUSYBOX, command="true")
     with pytest.raises(BadRequest, match="no task 5"):
         list(client.job_logs(job["job_id"], task=5))
+
+
+def test_change_feed_answers_at_the_first_change(client):
+    now = client.job_changes(since=0, wait=0)
+    assert now["epoch"] and now["version"] >= 0
+    job = client.submit_job(image=BUSYBOX, command="sleep 0.5")
+    first = client.job_changes(since=now["version"], wait=10)
+    assert job["job_id"] in [j["job_id"] for j in first["jobs"]]
+    version = client.job_changes(since=0, wait=0)["version"]
+    while client.job(job["job_id"])["status"] != "completed":
+        t0 = time.monotonic()
+        changed = client.job_changes(since=version, wait=10)
+        assert time.monotonic() - t0 < 2  # answered by the change, not by the 10 s wait
+        version = changed["version"]
+    quiet = time.monotonic()
+    assert client.job_changes(since=version, wait=1)["jobs"] == []
+    assert time.monotonic() - quiet >= 0.9

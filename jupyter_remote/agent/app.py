@@ -288,6 +288,7 @@ class AgentApp(Application):
             )
         except RemoteError as exc:
             raise UsageFailure(exc.message) from None
+        agent.jobs.changes.loop = asyncio.get_running_loop()
         await agent.blocking(agent.start)
         server = HTTPServer(
             make_app(agent, token or None, self.max_request_bytes),

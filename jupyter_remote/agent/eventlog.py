@@ -19,17 +19,50 @@ def encode(event: dict) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
+class Notifier:
+    """Wakes coroutines on one event loop when worker threads report a change."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop
+        self._waiters: list[asyncio.Future] = []
+        self._pending = False
+
+    def notify(self) -> None:
+        """Safe from any thread; many calls before the loop runs cost one wake-up."""
+        if self._pending or self.loop is None:
+            return
+        self._pending = True
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop is gone: the agent is shutting down
+            self._pending = False
+
+    def _wake(self) -> None:
+        self._pending = False
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Until the next notify (or `timeout` seconds); call on the loop."""
+        fut = self.loop.create_future()
+        self._waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
 class EventLog:
     """One execution's events; appended from a worker thread, read on the event loop."""
 
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop) -> None:
         self.path = path
-        self._loop = loop
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         self.size = os.fstat(self._fd).st_size
         self.closed = False
-        self._waiters: list[asyncio.Future] = []
-        self._wake_pending = False
+        self._changes = Notifier(loop)
 
     def append(self, event: dict) -> None:
         """Write one event to disk, then let readers know (safe from any thread)."""
@@ -41,7 +74,7 @@ class EventLog:
             written = os.write(self._fd, view)
             view = view[written:]
         self.size += len(data)
-        self._wake()
+        self._changes.notify()
 
     def close(self) -> None:
         """No more events: readers finish once they have read everything."""
@@ -49,28 +82,7 @@ class EventLog:
             os.fsync(self._fd)
             os.close(self._fd)
             self.closed = True
-            self._wake()
-
-    def _wake(self) -> None:
-        if self._wake_pending:
-            return
-        self._wake_pending = True
-        try:
-            self._loop.call_soon_threadsafe(self._notify)
-        except RuntimeError:  # the loop is gone: the agent is shutting down
-            self._wake_pending = False
-
-    def _notify(self) -> None:
-        self._wake_pending = False
-        waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-
-    async def _changed(self) -> None:
-        fut = self._loop.create_future()
-        self._waiters.append(fut)
-        await fut
+            self._changes.notify()
 
     async def read(self, offset: int = 0, follow: bool = True) -> AsyncIterator[bytes]:
         """Whole lines from byte `offset`; with `follow`, until the log is closed."""
@@ -89,7 +101,7 @@ class EventLog:
                         return
                     continue
                 if offset >= self.size:
-                    await self._changed()
+                    await self._changes.wait()
 
 
 async def read_file(path: str, offset: int = 0) -> AsyncIterator[bytes]:

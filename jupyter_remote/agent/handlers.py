@@ -198,8 +198,19 @@ class ExecutionCancelHandler(AgentHandler):
 
 
 class JobsHandler(AgentHandler):
-    def get(self) -> None:
-        self.send_json({"jobs": self.agent.jobs.list()})
+    async def get(self) -> None:
+        jobs = self.agent.jobs
+        if self.get_query_argument("since", None) is None:
+            self.send_json({"jobs": jobs.list(), "epoch": jobs.epoch, "version": jobs.version})
+            return
+        since, wait = self.int_arg("since"), min(self.int_arg("wait"), 60)
+        deadline = asyncio.get_running_loop().time() + wait
+        while jobs.version <= since:  # long-poll: answer at the first change
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await jobs.changes.wait(left)
+        self.send_json(jobs.changed_since(since))
 
     async def post(self) -> None:
         job = self.agent.jobs.parse(self.json_body())

@@ -20,6 +20,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
 from jupyter_remote.agent.containers import ContainerFactory
+from jupyter_remote.agent.eventlog import Notifier
 from jupyter_remote.agent.specs import (
     ContainerSpec,
     Limits,
@@ -77,6 +78,10 @@ class JobManager:
         self.stop_grace = stop_grace
         self._stop_seconds = max(1, math.ceil(stop_grace))  # Docker takes whole seconds
         self.jobs: dict[str, dict] = {}
+        self.epoch = os.urandom(6).hex()  # a new one per agent run: feed versions restart
+        self.version = 0
+        self.changes = Notifier()
+        self._version_lock = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
         self._create_lock = threading.Lock()
 
@@ -85,7 +90,16 @@ class JobManager:
         return os.path.join(self.root, job_id, *parts)
 
     def _save(self, job: dict) -> None:
+        with self._version_lock:
+            self.version += 1
+            job["version"] = self.version
         write_json(self._path(job["job_id"], "job.json"), job)
+        self.changes.notify()
+
+    def changed_since(self, version: int) -> dict:
+        """The change feed: jobs saved after `version`, so a watcher needs one request."""
+        jobs = [self.model(j) for j in list(self.jobs.values()) if j.get("version", 0) > version]
+        return {"epoch": self.epoch, "version": self.version, "jobs": jobs}
 
     def model(self, job: dict) -> dict:
         tasks = job["tasks"]
@@ -368,6 +382,9 @@ class JobManager:
                 continue
             self.jobs[name] = job
             self._locks[name] = threading.RLock()
+            with self._version_lock:
+                self.version += 1
+                job["version"] = self.version
             for task in job["tasks"]:
                 if task["status"] == "running":
                     self._adopt(job, task)

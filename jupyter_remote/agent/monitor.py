@@ -85,9 +85,16 @@ class ResourceMonitor:
                 "containers_running": info.get("ContainersRunning", 0),
             }
             sample["own_containers"] = self._own_containers()
+            sample["images"] = sorted(
+                tag
+                for image in self.client.api.images()
+                for tag in image.get("RepoTags") or []
+                if tag != "<none>:<none>"
+            )
         except Exception as exc:  # noqa: BLE001 - any failure means the engine is unreachable
             sample["docker"] = {"ok": False, "error": str(exc)}
             sample["own_containers"] = []
+            sample["images"] = []
         self.sample = sample
 
     def _own_containers(self) -> list[dict]:
