@@ -65,12 +65,14 @@ class AgentClient:
                 timeout=(self.connect_timeout, timeout or DEFAULT_TIMEOUT),
                 **kw,
             )
-        except requests.Timeout as exc:
-            raise TimedOut(f"{method} {url} timed out: {exc}", reason="timed_out") from None
+        except requests.ConnectTimeout:
+            raise TimedOut(f"{method} {url}: connecting timed out", sent=False) from None
+        except requests.Timeout:
+            raise TimedOut(f"{method} {url} timed out waiting for an answer", sent=True) from None
         except requests.ConnectionError as exc:
-            raise ConnectionFailed(
-                f"{method} {url} failed: {_why(exc)}", reason="connection_failed"
-            ) from None
+            refused = "NewConnectionError" in repr(exc) or "refused" in str(exc).lower()
+            message = f"{method} {url} failed: {_why(exc)}"
+            raise ConnectionFailed(message, sent=not refused) from None
         if resp.status_code >= 400:
             try:
                 body = resp.json()
@@ -86,11 +88,11 @@ class AgentClient:
     def info(self) -> dict:
         return self._json("GET", "/v1", timeout=30)
 
-    def health(self) -> dict:
-        return self._json("GET", "/v1/health", timeout=30)
+    def health(self, timeout: float = 30) -> dict:
+        return self._json("GET", "/v1/health", timeout=timeout)
 
-    def resources(self) -> dict:
-        return self._json("GET", "/v1/resources", timeout=30)
+    def resources(self, timeout: float = 30) -> dict:
+        return self._json("GET", "/v1/resources", timeout=timeout)
 
     # -- sessions ----------------------------------------------------------------------
     def create_session(self, **spec) -> dict:
@@ -108,14 +110,18 @@ class AgentClient:
     # -- executions --------------------------------------------------------------------
     def execute_stream(self, execution_id: str, **body) -> Iterator[dict]:
         """Start an execution and yield its events as they arrive (started ... exit)."""
-        resp = self._request(
+        resp = self.open_execution(execution_id, **body)
+        return self._events(resp, f"execution {execution_id}")
+
+    def open_execution(self, execution_id: str, **body) -> requests.Response:
+        """Start an execution; the response streams its NDJSON events (4xx raised first)."""
+        return self._request(
             "POST",
             "/v1/executions",
             stream=True,
             json={"execution_id": execution_id, **body},
             timeout=request_timeout(body.get("timeout")),
         )
-        return self._events(resp, f"execution {execution_id}")
 
     def execution(self, execution_id: str) -> dict:
         return self._json("GET", f"/v1/executions/{execution_id}")
@@ -168,13 +174,20 @@ class AgentClient:
     def job_logs(
         self, job_id: str, task: int = 0, offset: int = 0, follow: bool = False
     ) -> Iterator[bytes]:
-        resp = self._request(
-            "GET",
-            f"/v1/jobs/{job_id}/logs",
-            stream=True,
-            params={"task": task, "offset": offset, "follow": int(follow)},
-        )
-        return _chunks(resp, f"logs of job {job_id}")
+        return _chunks(self.open_job_logs(job_id, task, offset, follow), f"logs of job {job_id}")
+
+    def open_job_logs(
+        self, job_id: str, task: int = 0, offset: int = 0, follow: bool = False
+    ) -> requests.Response:
+        params = {"task": task, "offset": offset, "follow": int(follow)}
+        return self._request("GET", f"/v1/jobs/{job_id}/logs", stream=True, params=params)
+
+    def open_execution_events(
+        self, execution_id: str, offset: int = 0, follow: bool = False
+    ) -> requests.Response:
+        params = {"offset": offset, "follow": int(follow)}
+        path = f"/v1/executions/{execution_id}/events"
+        return self._request("GET", path, stream=True, params=params)
 
     def _events(self, resp: requests.Response, what: str) -> Iterator[dict]:
         try:

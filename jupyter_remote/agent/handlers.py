@@ -13,6 +13,7 @@ from tornado.iostream import StreamClosedError
 from jupyter_remote.agent.core import Agent
 from jupyter_remote.agent.eventlog import read_file
 from jupyter_remote.errors import BadRequest, NotFound, PayloadTooLarge, RemoteError, Unauthorized
+from jupyter_remote.relay import ClientGone, relay
 
 log = logging.getLogger("jupyter_remote.agent")
 NDJSON = "application/x-ndjson"
@@ -84,27 +85,12 @@ class AgentHandler(web.RequestHandler):
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
         self._gone = asyncio.Event()
-        gone = asyncio.ensure_future(self._gone.wait())
-        it = aiter(chunks)
         try:
-            while True:
-                nxt = asyncio.ensure_future(anext(it))
-                await asyncio.wait({nxt, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if not nxt.done():  # the client left while we waited for output
-                    nxt.cancel()
-                    raise StreamClosedError()
-                try:
-                    chunk = nxt.result()
-                except StopAsyncIteration:
-                    break
-                self.write(chunk)
-                await self.flush()
+            await relay(chunks, self.write, self.flush, self._gone)
             self.finish()
-        except StreamClosedError:
+        except (StreamClosedError, ClientGone):
             req = self.request
             log.info("client left %s %s; the command goes on", req.method, req.path)
-        finally:
-            gone.cancel()
 
     def on_connection_close(self) -> None:
         if getattr(self, "_gone", None) is not None:

@@ -20,7 +20,6 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
 from jupyter_remote.agent.containers import ContainerFactory
-from jupyter_remote.agent.eventlog import Notifier
 from jupyter_remote.agent.specs import (
     ContainerSpec,
     Limits,
@@ -33,6 +32,7 @@ from jupyter_remote.agent.specs import (
 from jupyter_remote.agent.state import read_json, write_json
 from jupyter_remote.errors import BadRequest, Conflict
 from jupyter_remote.errors import NotFound as RemoteNotFound
+from jupyter_remote.notify import Notifier
 
 log = logging.getLogger("jupyter_remote.agent")
 

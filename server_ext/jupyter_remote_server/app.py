@@ -1,11 +1,115 @@
-"""The jupyter-remote ExtensionApp; the executor pool and node registry arrive in issue 3."""
+"""The jupyter-remote ExtensionApp: configuration, start-up and shutdown of the hub."""
 
 from __future__ import annotations
 
+import os
+
+from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
+from traitlets import Float, Int, List, Type, Unicode, default
+
+from jupyter_remote_server.handlers import handlers
+from jupyter_remote_server.manager import RemoteManager
+from jupyter_remote_server.pool import NodeChooser
+from jupyter_remote_server.store import JobStore, SQLiteJobStore
+
+KERNEL_ACTIONS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
+ENV_URL = "JUPYTER_REMOTE_SERVER_URL"
+ENV_TOKEN = "JUPYTER_REMOTE_SERVER_TOKEN"
 
 
 class RemoteApp(ExtensionApp):
-    """Registers jupyter-remote in a Jupyter server."""
+    """jupyter-remote: runs notebook cells on a pool of Docker hosts through their agents."""
 
     name = "jupyter_remote_server"
+
+    nodes = List(
+        help="Agents to use, each a dict: {'url': 'http://host:9527', 'token': '...' or "
+        "'token_file': '/path', 'node_id': optional name}.",
+    ).tag(config=True)
+    join_token = Unicode(
+        help="Token agents present to join by themselves (jupyter-remote agent --join URL "
+        "--join-token T); empty disables joining. Env: JUPYTER_REMOTE_JOIN_TOKEN.",
+    ).tag(config=True)
+    poll_interval = Float(5.0, help="Seconds between health and resource polls of each node.").tag(
+        config=True
+    )
+    suspect_after = Float(
+        10.0, help="Seconds of silence after which a node is suspect (no new work)."
+    ).tag(config=True)
+    lost_after = Float(
+        60.0,
+        help="Seconds of silence after which a node is lost (its running "
+        "tasks are marked lost, never re-run).",
+    ).tag(config=True)
+    pool_connections = Int(5, help="Connection pools kept per node session (seed 000).").tag(
+        config=True
+    )
+    pool_maxsize = Int(10, help="Most keep-alive connections per node (seed 000).").tag(config=True)
+    default_image = Unicode(
+        "jupyter-remote/python:local", help="Image used when a request names none."
+    ).tag(config=True)
+    db_path = Unicode(
+        help="SQLite file holding jobs, executions, nodes and kernel sessions "
+        "(default: JUPYTER_DATA_DIR/jupyter_remote.sqlite)."
+    ).tag(config=True)
+    job_store_class = Type(
+        SQLiteJobStore, klass=JobStore, help="Where records are kept; a JobStore subclass."
+    ).tag(config=True)
+    node_chooser_class = Type(
+        NodeChooser,
+        klass=NodeChooser,
+        help="How a node is chosen for work; a NodeChooser subclass.",
+    ).tag(config=True)
+    manager: RemoteManager | None = None
+
+    @default("join_token")
+    def _default_join_token(self) -> str:
+        return os.environ.get("JUPYTER_REMOTE_JOIN_TOKEN", "")
+
+    @default("db_path")
+    def _default_db_path(self) -> str:
+        return os.path.join(jupyter_data_dir(), "jupyter_remote.sqlite")
+
+    def _config_nodes(self) -> list[dict]:
+        out = []
+        for entry in self.nodes:
+            entry = {"url": entry} if isinstance(entry, str) else dict(entry)
+            if entry.get("token_file"):
+                with open(entry["token_file"]) as fh:
+                    entry["token"] = fh.readline().strip()
+            out.append(entry)
+        return out
+
+    def initialize_settings(self) -> None:
+        self.manager = RemoteManager(
+            store=self.job_store_class(self.db_path),
+            chooser=self.node_chooser_class(),
+            kernel_manager=self.serverapp.kernel_manager,
+            config_nodes=self._config_nodes(),
+            default_image=self.default_image,
+            poll_interval=self.poll_interval,
+            suspect_after=self.suspect_after,
+            lost_after=self.lost_after,
+            pool_connections=self.pool_connections,
+            pool_maxsize=self.pool_maxsize,
+        )
+        self.settings.update(
+            jupyter_remote_manager=self.manager, jupyter_remote_join_token=self.join_token
+        )
+        # Kernels started by this server inherit these: how %%remote finds the API.
+        os.environ[ENV_URL] = self.serverapp.connection_url
+        os.environ[ENV_TOKEN] = self.serverapp.identity_provider.token or ""
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handlers())  # the server prefixes its base_url
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:
+        self.manager.start()
+        serverapp.event_logger.add_listener(
+            schema_id=KERNEL_ACTIONS, listener=self.manager.on_kernel_event
+        )
+
+    async def stop_extension(self) -> None:
+        if self.manager is not None:
+            await self.manager.stop()

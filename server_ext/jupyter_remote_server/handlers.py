@@ -1,0 +1,274 @@
+"""Thin handlers for /remote/api: parse, call the RemoteManager, write its JSON models."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from jupyter_remote.errors import BadRequest, RemoteError, Unauthorized
+from jupyter_remote.relay import ClientGone, relay
+from jupyter_remote_server.manager import RemoteManager
+
+NDJSON = "application/x-ndjson"
+
+
+class RemoteHandler(APIHandler):
+    """JSON in and out; RemoteError becomes a 4xx/5xx with {"message", "reason"}."""
+
+    auth_resource = "remote"
+
+    @property
+    def manager(self) -> RemoteManager:
+        return self.settings["jupyter_remote_manager"]
+
+    def body(self) -> dict:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc}", reason="bad_json") from None
+        if not isinstance(data, dict):
+            raise BadRequest("request body must be a JSON object", reason="bad_json")
+        return data
+
+    def send(self, data, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def int_arg(self, name: str, default: int = 0) -> int:
+        raw = self.get_query_argument(name, str(default))
+        if not raw.isdigit():
+            raise BadRequest(f"{name} must be an integer >= 0; got {raw!r}", reason=f"bad_{name}")
+        return int(raw)
+
+    def flag(self, name: str) -> bool:
+        return self.get_query_argument(name, "0").lower() in ("1", "true", "yes")
+
+    async def stream(self, chunks, content_type: str = NDJSON) -> None:
+        """Relay chunks; the first one is awaited before headers so errors stay JSON."""
+        it = aiter(chunks)
+        try:
+            first = await anext(it)
+        except StopAsyncIteration:
+            first = b""
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        self._gone = asyncio.Event()
+
+        async def rest():
+            yield first
+            async for chunk in it:
+                yield chunk
+
+        try:
+            await relay(rest(), self.write, self.flush, self._gone)
+            self.finish()
+        except (StreamClosedError, ClientGone):
+            self.log.info("jupyter-remote: client left %s", self.request.path)
+
+    def on_connection_close(self) -> None:
+        if getattr(self, "_gone", None) is not None:
+            self._gone.set()
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, RemoteError):
+            if self._headers_written:
+                self.finish()
+                return
+            self.clear()
+            self.set_status(e.status)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(e.to_json()))
+            return
+        super()._handle_request_exception(e)
+
+
+class NodesHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.send({"nodes": self.manager.registry.list()})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.body()
+        token = body.get("token")
+        if body.get("token_file"):
+            token = read_token_file(body["token_file"])
+        node, new = await self.manager.add_node(body.get("url"), token, "api")
+        self.send(node, 201 if new else 200)
+
+
+class NodeHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, node_id: str) -> None:
+        self.send(self.manager.registry.get(node_id).to_json())
+
+    @web.authenticated
+    @authorized
+    async def delete(self, node_id: str) -> None:
+        self.send(self.manager.remove_node(node_id))
+
+
+class JoinHandler(RemoteHandler):
+    """Agents join by themselves with the join token (they hold no Jupyter credentials)."""
+
+    def check_xsrf_cookie(self) -> None:
+        """Authenticated by a header token, never by a cookie: CSRF cannot reach it."""
+
+    async def post(self) -> None:
+        expected = self.settings["jupyter_remote_join_token"]
+        given = self.request.headers.get("Authorization", "").partition(" ")[2].strip()
+        if not expected or not hmac.compare_digest(given, expected):
+            raise Unauthorized(
+                "joining needs the server's join token (c.RemoteApp.join_token)",
+                reason="bad_join_token",
+            )
+        body = self.body()
+        node, new = await self.manager.add_node(body.get("url"), body.get("token"), "join")
+        self.send({"node_id": node["node_id"], "state": node["state"]}, 201 if new else 200)
+
+
+class ExecutionsHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        kernel_id = self.get_query_argument("kernel_id", None)
+        limit = self.int_arg("limit", 100)
+        self.send({"executions": self.manager.executions.list(kernel_id, limit)})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        await self.stream(self.manager.executions.run(self.body()))
+
+
+class ExecutionHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, execution_id: str) -> None:
+        self.send(self.manager.executions.get(execution_id))
+
+
+class ExecutionEventsHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, execution_id: str) -> None:
+        events = self.manager.executions.events(
+            execution_id, self.int_arg("offset"), self.flag("follow")
+        )
+        await self.stream(events)
+
+
+class ExecutionCancelHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, execution_id: str) -> None:
+        self.send(await self.manager.executions.cancel(execution_id))
+
+
+class KernelSessionsHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        self.send({"sessions": self.manager.kernels.for_kernel(kernel_id)})
+
+    @web.authenticated
+    @authorized
+    async def delete(self, kernel_id: str) -> None:
+        self.send({"removed": await self.manager.kernel_gone(kernel_id)})
+
+
+class JobsHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.send({"jobs": self.manager.jobs.list()})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        jobs = self.manager.jobs
+        self.send(await jobs.submit(jobs.parse(self.body())), 201)
+
+
+class JobHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        self.send(self.manager.jobs.get(job_id))
+
+
+class JobWaitHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        timeout = min(self.int_arg("timeout", 30), 300)
+        self.send(await self.manager.jobs.wait(job_id, timeout))
+
+
+class JobStopHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, job_id: str) -> None:
+        self.send(await self.manager.jobs.stop(job_id))
+
+
+class JobLogsHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        logs = self.manager.jobs.logs(
+            job_id, self.int_arg("task"), self.int_arg("offset"), self.flag("follow")
+        )
+        await self.stream(logs, "text/plain; charset=utf-8")
+
+
+class StatusHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.send(self.manager.status())
+
+
+def read_token_file(path: object) -> str:
+    if not isinstance(path, str):
+        raise BadRequest("token_file must be a path", reason="bad_token_file")
+    try:
+        with open(path) as fh:
+            return fh.readline().strip()
+    except OSError as exc:
+        raise BadRequest(
+            f"cannot read token_file: {exc.strerror}", reason="bad_token_file"
+        ) from None
+
+
+def handlers() -> list[tuple]:
+    ident = r"([^/]+)"
+    routes = [
+        ("status", StatusHandler),
+        ("nodes", NodesHandler),
+        ("nodes/join", JoinHandler),
+        (f"nodes/{ident}", NodeHandler),
+        ("executions", ExecutionsHandler),
+        (f"executions/{ident}", ExecutionHandler),
+        (f"executions/{ident}/events", ExecutionEventsHandler),
+        (f"executions/{ident}/cancel", ExecutionCancelHandler),
+        (f"kernels/{ident}/sessions", KernelSessionsHandler),
+        ("jobs", JobsHandler),
+        (f"jobs/{ident}", JobHandler),
+        (f"jobs/{ident}/wait", JobWaitHandler),
+        (f"jobs/{ident}/stop", JobStopHandler),
+        (f"jobs/{ident}/logs", JobLogsHandler),
+    ]
+    return [(url_path_join("/remote/api", path), h) for path, h in routes]

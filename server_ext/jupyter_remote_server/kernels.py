@@ -1,0 +1,93 @@
+"""Each kernel's session containers: where they live, and removing them when it shuts down."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+
+from jupyter_remote.errors import Conflict, NotFound, RemoteError, Unavailable
+from jupyter_remote_server.nodes import NodeRegistry
+from jupyter_remote_server.pool import ExecutorPool
+from jupyter_remote_server.store import JobStore
+
+log = logging.getLogger("jupyter_remote_server")
+
+SESSION_FIELDS = ("image", "memory", "cpus", "pids_limit", "network")
+
+
+class KernelSessions:
+    """Maps (kernel, image) to one session on one node, so a kernel's files stay put."""
+
+    def __init__(self, registry: NodeRegistry, pool: ExecutorPool, store: JobStore) -> None:
+        self.registry = registry
+        self.pool = pool
+        self.store = store
+        self.sessions: dict[str, dict] = {r["key"]: r for r in store.load("kernel_session")}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(kernel_id: str, image: str) -> str:
+        return f"{kernel_id}/{image}"
+
+    def ensure(self, kernel_id: str, image: str, node_id: str | None, body: dict) -> dict:
+        """The kernel's session for this image, made on first use (blocking)."""
+        key = self.key(kernel_id, image)
+        with self._lock:
+            known = self.sessions.get(key)
+            if known:
+                if node_id and node_id != known["node_id"]:
+                    raise Conflict(
+                        f"this kernel's {image} session lives on node {known['node_id']!r}; "
+                        f"use --fresh to run on {node_id!r}",
+                        reason="session_elsewhere",
+                    )
+                node = self.registry.get(known["node_id"])
+                if not node.usable:
+                    raise Unavailable(
+                        f"node {node.node_id!r}, which holds this kernel's session, is "
+                        f"{node.state} ({node.reason}); use --fresh, or %remote_cleanup to "
+                        "start over on another node",
+                        reason="session_node_unavailable",
+                    )
+                return known
+            node = self.pool.pick(node_id, image)
+            digest = hashlib.sha1(image.encode()).hexdigest()[:8]
+            session_id = f"k-{kernel_id}-{digest}"
+            spec = {k: body[k] for k in SESSION_FIELDS if body.get(k) is not None}
+            node.client.create_session(session_id=session_id, **{**spec, "image": image})
+            record = {
+                "key": key,
+                "kernel_id": kernel_id,
+                "image": image,
+                "node_id": node.node_id,
+                "session_id": session_id,
+            }
+            self.sessions[key] = record
+            self.store.save("kernel_session", key, record)
+            log.info("kernel %s: session %s on node %s", kernel_id, session_id, node.node_id)
+            return record
+
+    def for_kernel(self, kernel_id: str) -> list[dict]:
+        return [r for r in self.sessions.values() if r["kernel_id"] == kernel_id]
+
+    def kernel_ids(self) -> set[str]:
+        return {r["kernel_id"] for r in self.sessions.values()}
+
+    def remove_kernel(self, kernel_id: str) -> list[dict]:
+        """Delete the kernel's session containers on their nodes (blocking)."""
+        removed = []
+        for record in self.for_kernel(kernel_id):
+            try:
+                node = self.registry.get(record["node_id"])
+                node.client.delete_session(record["session_id"])
+            except NotFound:
+                pass  # the node or the session is gone already
+            except RemoteError as exc:
+                log.warning("could not remove session %s: %s", record["session_id"], exc)
+                continue  # kept, so a later clean-up tries again
+            with self._lock:
+                self.sessions.pop(record["key"], None)
+            self.store.delete("kernel_session", record["key"])
+            removed.append(record)
+        return removed

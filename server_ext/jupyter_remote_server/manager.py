@@ -1,0 +1,161 @@
+"""RemoteManager: the one object that owns the server extension's state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from jupyter_remote.errors import RemoteError
+from jupyter_remote_server.executions import ExecutionService
+from jupyter_remote_server.jobs import JobService
+from jupyter_remote_server.kernels import KernelSessions
+from jupyter_remote_server.nodes import NodeRegistry
+from jupyter_remote_server.pool import ExecutorPool, NodeChooser
+from jupyter_remote_server.store import JobStore
+
+log = logging.getLogger("jupyter_remote_server")
+
+
+class RemoteManager:
+    """Nodes, the pool, kernel sessions, executions and jobs; handlers only call this."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        chooser: NodeChooser,
+        kernel_manager,
+        config_nodes: list[dict],
+        default_image: str,
+        poll_interval: float,
+        suspect_after: float,
+        lost_after: float,
+        pool_connections: int,
+        pool_maxsize: int,
+    ) -> None:
+        self.store = store
+        self.kernel_manager = kernel_manager
+        self.pool_io = ThreadPoolExecutor(32, thread_name_prefix="remote-io")
+        self.stream_io = ThreadPoolExecutor(512, thread_name_prefix="remote-stream")
+        self.registry = NodeRegistry(
+            poll_interval=poll_interval,
+            suspect_after=suspect_after,
+            lost_after=lost_after,
+            pool_connections=pool_connections,
+            pool_maxsize=pool_maxsize,
+            blocking=self.blocking,
+        )
+        for entry in config_nodes:
+            self.registry.add_known(
+                entry["url"], entry.get("token"), "config", entry.get("node_id")
+            )
+        for saved in store.load("node"):
+            if saved["node_id"] not in self.registry.nodes:
+                self.registry.add_known(
+                    saved["url"], saved.get("token"), saved["source"], saved["node_id"]
+                )
+        self.pool = ExecutorPool(self.registry, chooser)
+        self.kernels = KernelSessions(self.registry, self.pool, store)
+        self.executions = ExecutionService(
+            registry=self.registry,
+            pool=self.pool,
+            kernels=self.kernels,
+            store=store,
+            blocking=self.blocking,
+            stream_executor=self.stream_io,
+            default_image=default_image,
+            known_kernel=self.known_kernel,
+        )
+        self.jobs = JobService(
+            registry=self.registry,
+            pool=self.pool,
+            store=store,
+            blocking=self.blocking,
+            stream_executor=self.stream_io,
+            default_image=default_image,
+        )
+        self._background: list[asyncio.Task] = []
+
+    async def blocking(self, fn, *args):
+        """Blocking I/O (requests to agents) on a thread, off tornado's event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool_io, fn, *args)
+
+    def known_kernel(self, kernel_id: str) -> bool:
+        return kernel_id in self.kernel_manager
+
+    # -- life cycle --------------------------------------------------------------------
+    def start(self) -> None:
+        """Start polling nodes, watching jobs, settling executions and reaping sessions."""
+        loop = asyncio.get_running_loop()
+        self.jobs.changes.loop = loop
+        self.registry.start()
+        self._background += [
+            loop.create_task(self._every(0.25, self._tick)),
+            loop.create_task(self._every(5.0, self._housekeeping)),
+        ]
+
+    async def stop(self) -> None:
+        self.registry.stop()
+        self.jobs.stop_watching()
+        for task in self._background:
+            task.cancel()
+        self.pool_io.shutdown(wait=False, cancel_futures=True)
+        self.stream_io.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+
+    async def _every(self, seconds: float, fn) -> None:
+        while True:
+            try:
+                await fn()
+            except Exception:  # noqa: BLE001 - a bad round must not end the loop
+                log.exception("jupyter-remote background round failed")
+            await asyncio.sleep(seconds)
+
+    async def _tick(self) -> None:
+        self.jobs.tick()
+
+    async def _housekeeping(self) -> None:
+        await self.executions.settle_unknown()
+        for kernel_id in self.kernels.kernel_ids():  # kernels that ended unseen
+            if not self.known_kernel(kernel_id):
+                await self.kernel_gone(kernel_id)
+
+    async def kernel_gone(self, kernel_id: str) -> list[dict]:
+        """Remove a kernel's session containers (it shut down, or was culled)."""
+        return await self.blocking(self.kernels.remove_kernel, kernel_id)
+
+    async def on_kernel_event(self, logger, schema_id: str, data: dict) -> None:
+        """jupyter_server's kernel_actions event: clean up when a kernel shuts down."""
+        if data.get("action") == "shutdown" and data.get("status") == "success":
+            kernel_id = data.get("kernel_id")
+            if kernel_id and self.kernels.for_kernel(kernel_id):
+                removed = await self.kernel_gone(kernel_id)
+                log.info("kernel %s shut down: removed %d session(s)", kernel_id, len(removed))
+
+    # -- nodes -------------------------------------------------------------------------
+    async def add_node(self, url: str, token: str | None, source: str) -> tuple[dict, bool]:
+        node, new = await self.blocking(self.registry.add_checked, url, token, source)
+        self.store.save(
+            "node",
+            node.node_id,
+            {"node_id": node.node_id, "url": node.url, "token": token, "source": source},
+        )
+        await self.registry.poll_now(node)
+        return node.to_json(), new
+
+    def remove_node(self, node_id: str) -> dict:
+        node = self.registry.remove(node_id)
+        self.store.delete("node", node_id)
+        return node.to_json()
+
+    def status(self) -> dict:
+        return {
+            "nodes": len(self.registry.nodes),
+            "healthy": sum(n.usable for n in self.registry.nodes.values()),
+            "jobs": len(self.jobs.jobs),
+            "executions": len(self.executions.records),
+        }
+
+
+__all__ = ["RemoteManager", "RemoteError"]

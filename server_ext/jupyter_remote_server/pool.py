@@ -1,0 +1,59 @@
+"""Choosing a node for each execution or task, from the nodes that may take work."""
+
+from __future__ import annotations
+
+from jupyter_remote.errors import Unavailable
+from jupyter_remote_server.nodes import Node, NodeRegistry
+
+
+class NodeChooser:
+    """The default choice: a healthy node with the image, least busy, most free memory.
+
+    Swap it with `c.RemoteApp.node_chooser_class` (a subclass overriding `choose`).
+    """
+
+    def choose(self, candidates: list[Node], image: str | None) -> Node:
+        return min(candidates, key=lambda n: n.load())
+
+
+class ExecutorPool:
+    """Gives out nodes for work: the one asked for, else the chooser's pick."""
+
+    def __init__(self, registry: NodeRegistry, chooser: NodeChooser) -> None:
+        self.registry = registry
+        self.chooser = chooser
+
+    def pick(
+        self, node_id: str | None = None, image: str | None = None, among: list[str] | None = None
+    ) -> Node:
+        """A node that may take work now; 404 for an unknown node, 503 when none can."""
+        if node_id:
+            node = self.registry.get(node_id)
+            if not node.usable:
+                raise Unavailable(
+                    f"node {node_id!r} is {node.state} ({node.reason}); work never goes to it",
+                    reason="node_unavailable",
+                )
+            if not node.has_image(image):
+                raise Unavailable(
+                    f"node {node_id!r} does not have image {image!r} (nodes never pull images)",
+                    reason="image_not_on_node",
+                )
+            return node
+        return self.chooser.choose(self.candidates(image, among), image)
+
+    def candidates(self, image: str | None = None, among: list[str] | None = None) -> list[Node]:
+        """Healthy nodes with the image (within `among`); 503 saying why when there are none."""
+        nodes = [n for n in self.registry.nodes.values() if among is None or n.node_id in among]
+        usable = [n for n in nodes if n.usable]
+        with_image = [n for n in usable if n.has_image(image)]
+        if not with_image:
+            if not nodes:
+                why = "no nodes are registered; add one with %remote_nodes --add URL"
+            elif not usable:
+                states = ", ".join(f"{n.node_id}: {n.state}" for n in nodes)
+                why = f"no node is healthy ({states})"
+            else:
+                why = f"no healthy node has image {image!r} (nodes never pull images)"
+            raise Unavailable(why, reason="no_node")
+        return with_image

@@ -1,0 +1,133 @@
+"""Fixtures for the server extension: pytest-jupyter's server with real agents on 127.0.0.x."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import AgentProcess
+
+FAST = {"poll_interval": 0.3, "suspect_after": 1.5, "lost_after": 4.0}
+
+
+@pytest.fixture
+def agents(make_agent):
+    """Three real agents on three loopback addresses."""
+    return [make_agent(host=f"127.0.0.{i}") for i in (2, 3, 4)]
+
+
+def node_config(agents: list[AgentProcess]) -> list[dict]:
+    return [{"url": a.url, "token": a.token, "node_id": a.node_id} for a in agents]
+
+
+@pytest.fixture
+def remote_config(agents, tmp_path):
+    return {"nodes": node_config(agents), "db_path": str(tmp_path / "remote.sqlite"), **FAST}
+
+
+@pytest.fixture
+def jp_server_config(remote_config):
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_remote_server": True}},
+        "RemoteApp": remote_config,
+    }
+
+
+@pytest.fixture(autouse=True)
+def remote_started(jp_serverapp, jp_asyncio_loop):
+    """Start the extensions as a running server does after its loop starts (_post_start)."""
+    jp_asyncio_loop.run_until_complete(jp_serverapp.extension_manager.start_all_extensions())
+    return jp_serverapp
+
+
+async def api(jp_fetch, *path, method="GET", body=None, **kw):
+    """Call /remote/api and decode the JSON answer."""
+    if body is not None:
+        kw["body"] = json.dumps(body)
+    resp = await jp_fetch("remote", "api", *path, method=method, **kw)
+    return json.loads(resp.body)
+
+
+async def execute(jp_fetch, **body) -> list[dict]:
+    """Run one execution through the server; all its events."""
+    body.setdefault("execution_id", f"x-{uuid.uuid4().hex[:10]}")
+    resp = await jp_fetch(
+        "remote", "api", "executions", method="POST", body=json.dumps(body), request_timeout=120
+    )
+    return [json.loads(line) for line in resp.body.splitlines() if line.strip()]
+
+
+async def until(predicate, timeout: float = 15.0, interval: float = 0.1):
+    """Await until predicate() is truthy (it may be async); return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def healthy(jp_fetch, count: int = 3):
+    async def check():
+        nodes = (await api(jp_fetch, "nodes"))["nodes"]
+        return nodes if sum(n["state"] == "healthy" for n in nodes) >= count else None
+
+    return await until(check)
+
+
+class CuttableProxy:
+    """A loopback TCP proxy that a test can cut, to break a stream mid-way."""
+
+    def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.5") -> None:
+        import socket
+
+        self.target = (target_host, target_port)
+        self.listener = socket.create_server((host, 0))
+        self.url = f"http://{host}:{self.listener.getsockname()[1]}"
+        self.conns: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        import socket
+
+        for conn in self.conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            except OSError:
+                pass
+        self.conns.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
