@@ -174,7 +174,9 @@ class AgentClient:
     def job_logs(
         self, job_id: str, task: int = 0, offset: int = 0, follow: bool = False
     ) -> Iterator[bytes]:
-        return _chunks(self.open_job_logs(job_id, task, offset, follow), f"logs of job {job_id}")
+        return stream_chunks(
+            self.open_job_logs(job_id, task, offset, follow), f"logs of job {job_id}"
+        )
 
     def open_job_logs(
         self, job_id: str, task: int = 0, offset: int = 0, follow: bool = False
@@ -202,7 +204,7 @@ class AgentClient:
             resp.close()
 
 
-def _chunks(resp: requests.Response, what: str) -> Iterator[bytes]:
+def stream_chunks(resp: requests.Response, what: str) -> Iterator[bytes]:
     try:
         yield from resp.iter_content(chunk_size=None)
     except requests.RequestException as exc:

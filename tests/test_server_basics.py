@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from conftest import BUSYBOX
 from server_fixtures import (
     agents,
+    api,
     execute,
     healthy,
     jp_server_config,
     remote_config,
     remote_started,
+    until,
 )
-
-from conftest import BUSYBOX
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 __all__ = ["agents", "jp_server_config", "remote_config", "remote_started"]
@@ -41,3 +46,104 @@ async def test_explicit_node_and_least_loaded_choice(jp_fetch, agents):
     ]
     assert agents[0].node_id not in chosen
     await busy
+
+
+async def test_unauthenticated_calls_are_refused(jp_fetch, agents):
+    bad = {"Authorization": "token not-the-token"}
+    for method, path, body in [
+        ("GET", ("nodes",), None),
+        ("POST", ("nodes",), {"url": agents[0].url}),
+        ("POST", ("executions",), {"command": "true"}),
+        ("GET", ("jobs",), None),
+        ("POST", ("jobs",), {"command": "true"}),
+        ("GET", ("status",), None),
+    ]:
+        kw = {"body": "{}" if body is None and method == "POST" else None}
+        if body is not None:
+            kw["body"] = json.dumps(body)
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch(
+                "remote",
+                "api",
+                *path,
+                method=method,
+                headers=bad,
+                **{k: v for k, v in kw.items() if v is not None},
+            )
+        assert err.value.code == 403, (method, path)
+    assert (await api(jp_fetch, "jobs"))["jobs"] == []
+
+
+async def test_kernel_session_sticks_to_its_node_and_goes_with_the_kernel(
+    jp_fetch, jp_serverapp, agents, docker_client
+):
+    await healthy(jp_fetch)
+    kernel_id = await jp_serverapp.kernel_manager.start_kernel()
+    try:
+        first = await execute(
+            jp_fetch, kernel_id=kernel_id, image=BUSYBOX, command="echo kept > /tmp/state"
+        )
+        home = first[0]["node_id"]
+        assert first[-1]["returncode"] == 0
+        busy = asyncio.ensure_future(
+            execute(jp_fetch, node=home, image=BUSYBOX, command="sleep 1.5")
+        )
+        await asyncio.sleep(0.3)
+        again = await execute(
+            jp_fetch, kernel_id=kernel_id, image=BUSYBOX, command="cat /tmp/state"
+        )
+        assert again[0]["node_id"] == home, "the kernel's session moved although it is stateful"
+        assert "".join(e.get("data", "") for e in again) == "kept\n"
+        await busy
+        sessions = (await api(jp_fetch, "kernels", kernel_id, "sessions"))["sessions"]
+        assert [s["node_id"] for s in sessions] == [home]
+        agent = next(a for a in agents if a.node_id == home)
+        assert agent.containers(docker_client, kind="session")
+    finally:
+        await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
+
+    def gone():
+        return not agent.containers(docker_client, kind="session")
+
+    await until(lambda: asyncio.to_thread(gone), timeout=10)
+    assert (await api(jp_fetch, "kernels", kernel_id, "sessions"))["sessions"] == []
+
+
+async def test_bad_requests_get_4xx_json_and_change_nothing(jp_fetch, agents):
+    await healthy(jp_fetch)
+    cases = [
+        ("POST", ("executions",), "{not json", 400, "not valid JSON"),
+        ("POST", ("executions",), '{"node": "nowhere", "command": "true"}', 404, "no node"),
+        (
+            "POST",
+            ("executions",),
+            '{"kernel_id": "k-none", "command": "true"}',
+            400,
+            "not running in this Jupyter server",
+        ),
+        (
+            "POST",
+            ("executions",),
+            '{"image": "missing/image:0", "command": "true"}',
+            503,
+            "never pull",
+        ),
+        ("POST", ("executions",), '{"image": "' + BUSYBOX + '"}', 400, "exactly one of"),
+        ("POST", ("nodes",), '{"url": "http://127.0.0.9:1"}', 400, "did not answer"),
+        ("POST", ("nodes",), '{"url": "ftp://x"}', 400, "http(s)"),
+        ("GET", ("jobs", "no-such-job"), None, 404, "no job"),
+        ("POST", ("jobs",), '{"tasks": []}', 400, "tasks"),
+        ("POST", ("jobs",), '{"command": "true", "nodes": ["nowhere"]}', 404, "no node"),
+        ("POST", ("jobs",), '{"command": "true", "memory": "lots"}', 400, "memory"),
+        ("DELETE", ("nodes", "nowhere"), None, 404, "no node"),
+    ]
+    for method, path, body, code, words in cases:
+        kw = {"body": body} if body is not None else {}
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch("remote", "api", *path, method=method, **kw)
+        reply = json.loads(err.value.response.body)
+        assert err.value.code == code and words in reply["message"], (path, code, reply)
+    assert len((await api(jp_fetch, "nodes"))["nodes"]) == 3
+    assert (await api(jp_fetch, "jobs"))["jobs"] == []
+    kept = (await api(jp_fetch, "executions"))["executions"]
+    assert kept == [], [(r["status"], r["message"]) for r in kept]

@@ -134,7 +134,8 @@ class ExecutionService:
             "finished_at": None,
         }
         pump = ThreadPump(
-            lambda: node.client.open_execution(eid, **agent_body).iter_content(None),
+            lambda: node.client.open_execution(eid, **agent_body),
+            f"node {node.node_id!r}",
             self.stream_executor,
         )
         node.inflight += 1
@@ -149,7 +150,8 @@ class ExecutionService:
             yield self._finish(record, tail.rstrip(b"\n").rsplit(b"\n", 1)[-1])
         except RemoteError as exc:
             if not sent_any and exc.status < 500:
-                del self.records[eid]  # the agent refused it: nothing ran, nothing to keep
+                record["status"] = "refused"  # the agent refused it: nothing ran, keep nothing
+                del self.records[eid]
                 self.store.delete("execution", eid)
                 raise
             yield self._broken(record, node.node_id, exc, sent_any)
@@ -212,9 +214,8 @@ class ExecutionService:
         record = self.get(execution_id)
         node = self.registry.get(record["node_id"])
         pump = ThreadPump(
-            lambda: node.client.open_execution_events(execution_id, offset, follow).iter_content(
-                None
-            ),
+            lambda: node.client.open_execution_events(execution_id, offset, follow),
+            f"node {node.node_id!r}",
             self.stream_executor,
         )
         try:

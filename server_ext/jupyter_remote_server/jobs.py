@@ -420,9 +420,8 @@ class JobService:
             )
         node = self.registry.get(task["node_id"])
         pump = ThreadPump(
-            lambda: node.client.open_job_logs(task["agent_job_id"], 0, offset, follow).iter_content(
-                None
-            ),
+            lambda: node.client.open_job_logs(task["agent_job_id"], 0, offset, follow),
+            f"node {node.node_id!r}",
             self.stream_executor,
         )
         try:

@@ -1,31 +1,41 @@
-"""Bridging a blocking byte stream (requests) onto the event loop, with backpressure."""
+"""Bridging a blocking HTTP stream (requests) onto the event loop, with backpressure."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
+
+import requests
+
+from jupyter_remote.agent_client import stream_chunks
 
 _END = object()
 
 
 class ThreadPump:
-    """Reads a blocking iterator on a worker thread; the coroutine side iterates it.
+    """Reads a response body on a worker thread; the coroutine side iterates its chunks.
 
     At most `depth` chunks wait in memory: a slow reader slows the thread, not the server's
-    memory. `close()` stops the thread by closing the underlying stream.
+    memory. `close()` stops the thread by closing the response. A broken stream arrives as
+    ConnectionFailed naming `what`.
     """
 
     def __init__(
-        self, open_stream: Callable[[], Iterator[bytes]], executor: Executor, depth: int = 32
+        self,
+        open_response: Callable[[], requests.Response],
+        what: str,
+        executor: Executor,
+        depth: int = 32,
     ) -> None:
-        self._open = open_stream
+        self._open = open_response
+        self._what = what
         self._executor = executor
         self._queue: asyncio.Queue = asyncio.Queue(depth)
         self._loop = asyncio.get_running_loop()
         self._closed = threading.Event()
-        self._closer: Callable[[], None] | None = None
+        self._response: requests.Response | None = None
 
     def _put(self, item) -> bool:
         fut = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
@@ -40,9 +50,11 @@ class ThreadPump:
 
     def _run(self) -> None:
         try:
-            stream = self._open()
-            self._closer = getattr(stream, "close", None)
-            for chunk in stream:
+            self._response = self._open()
+            if self._closed.is_set():
+                self._response.close()
+                return
+            for chunk in stream_chunks(self._response, self._what):
                 if not self._put(chunk):
                     return
             self._put(_END)
@@ -64,11 +76,11 @@ class ThreadPump:
             yield item
 
     def close(self) -> None:
-        """Stop reading: the thread ends at its next chunk or as its stream closes."""
+        """Stop reading: the thread ends as its response closes."""
         self._closed.set()
-        if self._closer:
+        if self._response is not None:
             try:
-                self._closer()
+                self._response.close()
             except Exception:  # noqa: BLE001 - closing a stream another thread reads
                 pass
         while not self._queue.empty():  # unblock a thread waiting on a full queue
