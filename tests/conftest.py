@@ -128,7 +128,9 @@ class AgentProcess:
     def containers(self, docker_client, **labels) -> list:
         wanted = [f"jupyter-remote.node={self.node_id}"]
         wanted += [f"jupyter-remote.{k}={v}" for k, v in labels.items()]
-        return docker_client.containers.list(all=True, filters={"label": wanted})
+        return docker_client.containers.list(
+            all=True, filters={"label": wanted}, ignore_removed=True
+        )
 
 
 @pytest.fixture
