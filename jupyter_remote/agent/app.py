@@ -16,6 +16,7 @@ from traitlets.config import Application
 
 from jupyter_remote import __version__
 from jupyter_remote.agent import daemon
+from jupyter_remote.agent.join import advertised_url, keep_joined
 from jupyter_remote.agent.specs import Limits, parse_memory
 from jupyter_remote.errors import RemoteError
 
@@ -116,6 +117,22 @@ class AgentApp(Application):
         False, help="Let requests ask for network host or bridge instead of none.", config=True
     )
     max_request_bytes = Int(1 << 20, help="Largest request body accepted.", config=True)
+    join = Unicode(
+        "",
+        help="Jupyter server URL whose pool this agent joins by itself (needs --join-token).",
+        config=True,
+    )
+    join_token = Unicode(
+        help="The server's join token (c.RemoteApp.join_token). Env: "
+        "JUPYTER_REMOTE_AGENT_JOIN_TOKEN.",
+        config=True,
+    )
+    advertise_url = Unicode(
+        "",
+        help="URL the server should use to reach this agent when "
+        "joining (default: http://LISTEN_HOST:PORT).",
+        config=True,
+    )
     kill_grace = Float(
         1.0, help="Seconds between SIGTERM and SIGKILL on cancel and timeout.", config=True
     )
@@ -147,6 +164,9 @@ class AgentApp(Application):
         "memory-max": "AgentApp.memory_max",
         "disk-max": "AgentApp.disk_max",
         "log-level": "Application.log_level",
+        "join": "AgentApp.join",
+        "join-token": "AgentApp.join_token",
+        "advertise-url": "AgentApp.advertise_url",
     }
     flags = {
         "daemon": ({"AgentApp": {"daemon": True}}, daemon.__doc__.splitlines()[0]),
@@ -160,6 +180,10 @@ class AgentApp(Application):
     @default("log_level")
     def _d_log_level(self):
         return logging.INFO  # noqa: E704 - operators want to see starts
+
+    @default("join_token")
+    def _d_join_token(self):  # noqa: E704
+        return _env("JOIN_TOKEN", "")
 
     @default("listen")
     def _d_listen(self):
@@ -257,6 +281,8 @@ class AgentApp(Application):
                 "--token or --token-file (only loopback binds may go without)"
             )
         limits = self.limits()
+        if self.join and not self.join_token:
+            raise UsageFailure("--join needs --join-token (the server's c.RemoteApp.join_token)")
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         if self.daemon:
             daemon.daemonize(self.log_file, self.pid_file, host, port)
@@ -300,6 +326,12 @@ class AgentApp(Application):
         except OSError as exc:
             raise UsageFailure(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         reaper = asyncio.get_running_loop().create_task(self._reap(agent))
+        joiner = None
+        if self.join:
+            url = self.advertise_url or advertised_url(host, port)
+            joiner = asyncio.get_running_loop().create_task(
+                keep_joined(self.join, self.join_token, url, token)
+            )
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -317,6 +349,8 @@ class AgentApp(Application):
         logging.getLogger("jupyter_remote.agent").info("stopping")
         server.stop()
         reaper.cancel()
+        if joiner:
+            joiner.cancel()
         await agent.blocking(agent.stop)
         if self.daemon and daemon.read_pid(self.pid_file) == os.getpid():
             os.unlink(self.pid_file)

@@ -1,0 +1,186 @@
+"""A real `jupyter server` process killed and started again: its jobs are still there."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from conftest import BUSYBOX, free_port
+from server_fixtures import FAST, node_config
+
+
+class ServerProcess:
+    """`python -m jupyter_server` with our extension, as a user would run it."""
+
+    def __init__(self, tmp_path, agents, **remote) -> None:
+        self.port = free_port("127.0.0.1")
+        self.token = "restart-test-token"
+        self.url = f"http://127.0.0.1:{self.port}/remote/api"
+        self.config = tmp_path / "jupyter_server_config.json"
+        self.config.write_text(
+            json.dumps(
+                {
+                    "ServerApp": {
+                        "ip": "127.0.0.1",
+                        "port": self.port,
+                        "open_browser": False,
+                        "root_dir": str(tmp_path),
+                        "port_retries": 0,
+                        "allow_root": True,
+                    },
+                    "IdentityProvider": {"token": self.token},
+                    "RemoteApp": {
+                        "nodes": node_config(agents),
+                        "db_path": str(tmp_path / "remote.sqlite"),
+                        **FAST,
+                        **remote,
+                    },
+                }
+            )
+        )
+        self.env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+            "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+        }
+        self.log = tmp_path / "server.log"
+        self.proc: subprocess.Popen | None = None
+        self.expect_nodes = len(agents)
+
+    def start(self) -> ServerProcess:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyter_server", f"--config={self.config}"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.wait_for(
+            lambda: (
+                sum(n["state"] == "healthy" for n in self.get("nodes")["nodes"])
+                == self.expect_nodes
+            ),
+            60,
+        )
+        return self
+
+    def get(self, *path, **params):
+        resp = requests.get(
+            "/".join([self.url, *path]),
+            params=params,
+            timeout=60,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        resp.raise_for_status()
+        return resp.json()
+
+    def post(self, *path, body=None):
+        resp = requests.post(
+            "/".join([self.url, *path]),
+            json=body or {},
+            timeout=60,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        resp.raise_for_status()
+        return resp.json() if "json" in resp.headers["Content-Type"] else resp.text
+
+    def wait_for(self, check, timeout: float):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited; see {self.log}")
+            try:
+                if check():
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"not within {timeout} s; see {self.log}")
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def server(tmp_path, make_agent):
+    agents = [make_agent(host=f"127.0.0.{i}") for i in (6, 7, 8)]
+    srv = ServerProcess(tmp_path, agents).start()
+    yield srv
+    srv.stop()
+
+
+def test_jobs_survive_a_server_kill_9_with_right_statuses(server):
+    quick = server.post("jobs", body={"name": "quick", "image": BUSYBOX, "command": "echo a"})
+    slow = server.post(
+        "jobs",
+        body={
+            "name": "slow",
+            "image": BUSYBOX,
+            "tasks": [{"command": "sleep 3; echo b"}, {"command": "sleep 3; exit 3"}],
+        },
+    )
+    halted = server.post("jobs", body={"name": "halted", "image": BUSYBOX, "command": "sleep 60"})
+    server.wait_for(lambda: server.get("jobs", quick["job_id"])["status"] == "completed", 20)
+    server.wait_for(lambda: server.get("jobs", halted["job_id"])["status"] == "running", 20)
+    assert server.post("jobs", halted["job_id"], "stop")["status"] == "stopped"
+    server.wait_for(
+        lambda: (
+            server.get("jobs", slow["job_id"])["tasks_done"] == 0
+            and server.get("jobs", slow["job_id"])["status"] == "running"
+        ),
+        20,
+    )
+    server.kill9()
+    time.sleep(4)  # the slow tasks end while no server runs
+
+    server.start()
+    listed = {j["name"]: j for j in server.get("jobs")["jobs"]}
+    assert set(listed) == {"quick", "slow", "halted"}
+    assert listed["quick"]["status"] == "completed"
+    assert listed["halted"]["status"] == "stopped"
+    server.wait_for(lambda: server.get("jobs", slow["job_id"])["status"] == "failed", 20)
+    final = server.get("jobs", slow["job_id"])
+    assert [t["returncode"] for t in final["tasks"]] == [0, 3]
+    assert server.get("jobs", slow["job_id"], "wait", timeout=1)["status"] == "failed"
+
+
+def test_an_agent_joins_by_itself_with_the_join_token(tmp_path, make_agent):
+    server = ServerProcess(tmp_path, [], join_token="join-me").start()
+    try:
+        with pytest.raises(requests.HTTPError) as refused:
+            requests.post(
+                f"{server.url}/nodes/join",
+                json={"url": "http://127.0.0.9:1"},
+                headers={"Authorization": "Bearer wrong"},
+                timeout=10,
+            ).raise_for_status()
+        assert refused.value.response.status_code == 401
+        agent = make_agent(
+            host="127.0.0.9",
+            extra=("--join", f"http://127.0.0.1:{server.port}", "--join-token", "join-me"),
+        )
+        server.wait_for(
+            lambda: [n["state"] for n in server.get("nodes")["nodes"]] == ["healthy"], 30
+        )
+        node = server.get("nodes")["nodes"][0]
+        assert node["node_id"] == agent.node_id and node["source"] == "join"
+        assert agent.token not in json.dumps(server.get("nodes"))
+    finally:
+        server.stop()
