@@ -7,6 +7,7 @@ Seed 000's rules hold here: one pooled keep-alive requests.Session, no retries o
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 
 import requests
@@ -22,8 +23,16 @@ def request_timeout(command_timeout: float | None) -> float:
     return max(DEFAULT_TIMEOUT, (command_timeout or 0) + 30)
 
 
+CONTROL_CONNECTIONS = 2  # kept free for one health poll and one job-feed long-poll
+
+
 class AgentClient:
-    """Talks to one agent over a pooled keep-alive session that never retries."""
+    """Talks to one agent over a pooled keep-alive session that never retries.
+
+    It never holds more than `pool_maxsize` connections to its agent: work requests (and
+    the streams they return, until closed) take one of `pool_maxsize - 2` slots, waiting
+    when all are taken; health polls and the job feed use the two kept free.
+    """
 
     def __init__(
         self,
@@ -36,6 +45,7 @@ class AgentClient:
     ) -> None:
         self.url = url.rstrip("/")
         self.connect_timeout = connect_timeout
+        self.slots = threading.BoundedSemaphore(max(1, pool_maxsize - CONTROL_CONNECTIONS))
         self.http = requests.Session()
         adapter = HTTPAdapter(
             pool_connections=pool_connections,
@@ -54,7 +64,41 @@ class AgentClient:
 
     # -- plumbing ----------------------------------------------------------------------
     def _request(
-        self, method: str, path: str, *, timeout: float | None = None, stream: bool = False, **kw
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float | None = None,
+        stream: bool = False,
+        control: bool = False,
+        **kw,
+    ) -> requests.Response:
+        """One request, never retried; holds a work slot until its body is read or closed."""
+        if control:
+            return self._send(method, path, timeout=timeout, stream=stream, **kw)
+        self.slots.acquire()
+        try:
+            resp = self._send(method, path, timeout=timeout, stream=stream, **kw)
+        except BaseException:
+            self.slots.release()
+            raise
+        if not stream:
+            self.slots.release()
+            return resp
+        release = _once(self.slots.release)
+        close = resp.close
+
+        def close_and_release() -> None:
+            try:
+                close()
+            finally:
+                release()
+
+        resp.close = close_and_release
+        return resp
+
+    def _send(
+        self, method: str, path: str, *, timeout: float | None, stream: bool, **kw
     ) -> requests.Response:
         url = self.url + path
         try:
@@ -89,10 +133,10 @@ class AgentClient:
         return self._json("GET", "/v1", timeout=30)
 
     def health(self, timeout: float = 30) -> dict:
-        return self._json("GET", "/v1/health", timeout=timeout)
+        return self._json("GET", "/v1/health", timeout=timeout, control=True)
 
     def resources(self, timeout: float = 30) -> dict:
-        return self._json("GET", "/v1/resources", timeout=timeout)
+        return self._json("GET", "/v1/resources", timeout=timeout, control=True)
 
     # -- sessions ----------------------------------------------------------------------
     def create_session(self, **spec) -> dict:
@@ -162,7 +206,11 @@ class AgentClient:
     def job_changes(self, since: int, wait: float = 25) -> dict:
         """Jobs changed after feed version `since`, waiting up to `wait` s for one."""
         return self._json(
-            "GET", "/v1/jobs", params={"since": since, "wait": int(wait)}, timeout=wait + 30
+            "GET",
+            "/v1/jobs",
+            params={"since": since, "wait": int(wait)},
+            timeout=wait + 30,
+            control=True,
         )
 
     def job(self, job_id: str) -> dict:
@@ -213,6 +261,16 @@ def stream_chunks(resp: requests.Response, what: str) -> Iterator[bytes]:
         ) from None
     finally:
         resp.close()
+
+
+def _once(fn):
+    done = threading.Lock()
+
+    def call() -> None:
+        if done.acquire(blocking=False):
+            fn()
+
+    return call
 
 
 def _why(exc: Exception) -> str:

@@ -111,9 +111,12 @@ class CuttableProxy:
 
     @staticmethod
     def _pipe(src, dst) -> None:
+        import socket
+
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)  # pass the end of the stream on
         except OSError:
             pass
 

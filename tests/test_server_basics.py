@@ -147,3 +147,31 @@ async def test_bad_requests_get_4xx_json_and_change_nothing(jp_fetch, agents):
     assert (await api(jp_fetch, "jobs"))["jobs"] == []
     kept = (await api(jp_fetch, "executions"))["executions"]
     assert kept == [], [(r["status"], r["message"]) for r in kept]
+
+
+async def test_kernels_started_by_the_server_know_how_to_reach_the_api(jp_serverapp):
+    kernel_id = await jp_serverapp.kernel_manager.start_kernel()
+    try:
+        client = jp_serverapp.kernel_manager.get_kernel(kernel_id).client()
+        client.start_channels()
+        await client.wait_for_ready(timeout=60)
+        code = (
+            "import os; print(os.environ['JUPYTER_REMOTE_SERVER_URL'], "
+            "os.environ['JUPYTER_REMOTE_SERVER_TOKEN'])"
+        )
+        reply = await client.execute_interactive(code, timeout=60, output_hook=_collect)
+        assert reply["content"]["status"] == "ok"
+        url, token = _collected.pop().split()
+        assert url == jp_serverapp.connection_url
+        assert token == jp_serverapp.identity_provider.token
+        client.stop_channels()
+    finally:
+        await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
+
+
+_collected: list[str] = []
+
+
+def _collect(msg: dict) -> None:
+    if msg["msg_type"] == "stream":
+        _collected.append(msg["content"]["text"].strip())

@@ -294,21 +294,33 @@ class JobManager:
     def _record_exit(self, job: dict, task: dict, *, timed_out: bool = False) -> None:
         state = self.api.inspect_container(task["container_id"])["State"]
         rc = state["ExitCode"]
+        final = {
+            "returncode": rc,
+            "oom_killed": bool(state.get("OOMKilled")),
+            "finished_at": time.time(),
+            "message": None,
+        }
+        if timed_out:
+            final.update(status="timed_out", message=f"timed out after {task['timeout']:g} s")
+        elif job["stop_requested"]:
+            final.update(status="stopped", message="stopped on request")
+        elif final["oom_killed"]:
+            final.update(status="failed", message="killed by the kernel: out of memory")
+        else:
+            final["status"] = "completed" if rc == 0 else "failed"
+        # On disk first (a crash before the removal loses nothing), but reported only once
+        # the container is gone: whoever hears "ended" may count on nothing left behind.
         with self._locks[job["job_id"]]:
-            task.update(
-                returncode=rc, oom_killed=bool(state.get("OOMKilled")), finished_at=time.time()
-            )
-            if timed_out:
-                task.update(status="timed_out", message=f"timed out after {task['timeout']:g} s")
-            elif job["stop_requested"]:
-                task.update(status="stopped", message="stopped on request")
-            elif task["oom_killed"]:
-                task.update(status="failed", message="killed by the kernel: out of memory")
-            else:
-                task["status"] = "completed" if rc == 0 else "failed"
-            self._finish_if_done(job)
-            self._save(job)  # recorded first, removed second: a crash between loses nothing
+            task["exit"] = final
+            write_json(self._path(job["job_id"], "job.json"), job)
         self.factory.remove(task["container_id"])
+        self._apply_exit(job, task)
+
+    def _apply_exit(self, job: dict, task: dict) -> None:
+        with self._locks[job["job_id"]]:
+            task.update(task.pop("exit"))
+            self._finish_if_done(job)
+            self._save(job)
 
     def _mark_lost(self, job: dict, task: dict, why: str) -> None:
         with self._locks[job["job_id"]]:
@@ -388,6 +400,11 @@ class JobManager:
             for task in job["tasks"]:
                 if task["status"] == "running":
                     self._adopt(job, task)
+                elif task["status"] in TASK_FINAL:  # removal was cut short by a crash
+                    try:
+                        self.factory.remove(self._container_name(job, task))
+                    except DockerException as exc:
+                        log.warning("could not remove a finished task's container: %s", exc)
             if not job["stop_requested"]:
                 self._schedule(job)
         return len(self.jobs)
@@ -396,7 +413,9 @@ class JobManager:
         try:
             info = self.api.inspect_container(self._container_name(job, task))
         except NotFound:
-            if task["container_id"] is None:  # the agent died before creating it
+            if task.get("exit"):  # it ended and was removed; only the report was missing
+                self._apply_exit(job, task)
+            elif task["container_id"] is None:  # the agent died before creating it
                 task["status"] = "pending"
                 self._save(job)
             else:

@@ -94,6 +94,7 @@ class JobService:
         self._watchers: dict[str, asyncio.Task] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._stop_tried: dict[str, float] = {}
         registry.listeners.append(self.on_node_state)
 
     # -- models ------------------------------------------------------------------------
@@ -279,9 +280,15 @@ class JobService:
                 self._watchers[node_id] = asyncio.get_running_loop().create_task(self._watch(node))
         for node_id in set(self._watchers) - set(self.registry.nodes):
             self._watchers.pop(node_id).cancel()
+        now = time.monotonic()
         for job in self.jobs.values():
             if any(t["status"] == "pending" for t in job["tasks"]) and not job["stop_requested"]:
                 self._spawn(self.dispatch(job))
+            if job_status(job) == "stopping" and now - self._stop_tried.get(job["job_id"], 0) > 1:
+                # stopping is idempotent, so it is asked again until the node confirms
+                self._stop_tried[job["job_id"]] = now
+                running = [t for t in job["tasks"] if t["status"] == "running"]
+                self._spawn(self._stop_tasks(job, running))
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -108,6 +108,7 @@ class NodeRegistry:
         self.blocking = blocking
         self.listeners: list[Callable[[Node, str, str], None]] = []
         self._task: asyncio.Task | None = None
+        self._polls: set[asyncio.Task] = set()
 
     def make_client(self, url: str, token: str | None) -> AgentClient:
         """One pooled keep-alive session per node; never retries (seed 000)."""
@@ -180,6 +181,8 @@ class NodeRegistry:
     def stop(self) -> None:
         if self._task:
             self._task.cancel()
+        for poll in list(self._polls):
+            poll.cancel()
 
     async def _run(self) -> None:
         tick = min(0.5, self.poll_interval, self.suspect_after / 4)
@@ -191,7 +194,9 @@ class NodeRegistry:
                 for node in list(self.nodes.values()):
                     if not node.polling:
                         node.polling = True
-                        asyncio.get_running_loop().create_task(self._poll(node))
+                        poll = asyncio.get_running_loop().create_task(self._poll(node))
+                        self._polls.add(poll)
+                        poll.add_done_callback(self._polls.discard)
             for node in list(self.nodes.values()):
                 self._age(node)
             await asyncio.sleep(tick)
