@@ -1,6 +1,16 @@
 #!/usr/bin/env bash
-# One command for the benchmarks: set up, then measure the agent against Docker in one run.
+# One command for the benchmarks: set up, then measure against the baselines in one run.
+#   benchmarks/run.sh          both: the agent against Docker, the server against the agent
+#   benchmarks/run.sh agent    only the agent;   benchmarks/run.sh server   only the server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
-exec .venv/bin/python benchmarks/agent_bench.py "$@"
+which=${1:-all}
+if [ "$which" = all ] || [ "$which" = agent ]; then
+  echo "== agent (benchmarks/agent_bench.py)"
+  .venv/bin/python benchmarks/agent_bench.py
+fi
+if [ "$which" = all ] || [ "$which" = server ]; then
+  echo "== server extension (benchmarks/server_bench.py)"
+  .venv/bin/python benchmarks/server_bench.py
+fi

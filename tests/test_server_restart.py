@@ -3,119 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
 
-from conftest import BUSYBOX, free_port
-from server_fixtures import FAST, node_config
-
-
-class ServerProcess:
-    """`python -m jupyter_server` with our extension, as a user would run it."""
-
-    def __init__(self, tmp_path, agents, **remote) -> None:
-        self.port = free_port("127.0.0.1")
-        self.token = "restart-test-token"
-        self.url = f"http://127.0.0.1:{self.port}/remote/api"
-        self.config = tmp_path / "jupyter_server_config.json"
-        self.config.write_text(
-            json.dumps(
-                {
-                    "ServerApp": {
-                        "ip": "127.0.0.1",
-                        "port": self.port,
-                        "open_browser": False,
-                        "root_dir": str(tmp_path),
-                        "port_retries": 0,
-                        "allow_root": True,
-                    },
-                    "IdentityProvider": {"token": self.token},
-                    "RemoteApp": {
-                        "nodes": node_config(agents),
-                        "db_path": str(tmp_path / "remote.sqlite"),
-                        **FAST,
-                        **remote,
-                    },
-                }
-            )
-        )
-        self.env = {
-            **os.environ,
-            "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-            "JUPYTER_DATA_DIR": str(tmp_path / "data"),
-        }
-        self.log = tmp_path / "server.log"
-        self.proc: subprocess.Popen | None = None
-        self.expect_nodes = len(agents)
-
-    def start(self) -> ServerProcess:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jupyter_server", f"--config={self.config}"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.wait_for(
-            lambda: (
-                sum(n["state"] == "healthy" for n in self.get("nodes")["nodes"])
-                == self.expect_nodes
-            ),
-            60,
-        )
-        return self
-
-    def get(self, *path, **params):
-        resp = requests.get(
-            "/".join([self.url, *path]),
-            params=params,
-            timeout=60,
-            headers={"Authorization": f"token {self.token}"},
-        )
-        resp.raise_for_status()
-        return resp.json()
-
-    def post(self, *path, body=None):
-        resp = requests.post(
-            "/".join([self.url, *path]),
-            json=body or {},
-            timeout=60,
-            headers={"Authorization": f"token {self.token}"},
-        )
-        resp.raise_for_status()
-        return resp.json() if "json" in resp.headers["Content-Type"] else resp.text
-
-    def wait_for(self, check, timeout: float):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited; see {self.log}")
-            try:
-                if check():
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"not within {timeout} s; see {self.log}")
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+from conftest import BUSYBOX
+from server_process import ServerProcess
 
 
 @pytest.fixture
