@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,23 +24,14 @@ import psutil
 import requests
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from common import median_ms  # noqa: E402
+
 from conftest import BUSYBOX, AgentProcess  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "60"))
 MB = int(os.environ.get("BENCH_MB", "200"))
 LINE = "0123456789" * 7
 FLOOD = f"yes {LINE} | head -c {MB * 1_000_000}"
-
-
-def median_ms(fn, n=N) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -69,9 +59,9 @@ def main() -> None:
             )
 
         lat = {
-            "agent": median_ms(via_agent),
-            "docker-py exec_run": median_ms(via_docker_py),
-            "docker exec CLI": median_ms(via_cli, n=max(10, N // 3)),
+            "agent": median_ms(via_agent, N),
+            "docker-py exec_run": median_ms(via_docker_py, N),
+            "docker exec CLI": median_ms(via_cli, max(10, N // 3)),
         }
 
         def raw_stream() -> int:

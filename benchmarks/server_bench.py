@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -24,23 +23,14 @@ import psutil
 import requests
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from common import median_ms  # noqa: E402
+
 from conftest import BUSYBOX, AgentProcess  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "60"))
 CONCURRENT = int(os.environ.get("BENCH_CONCURRENT", "64"))
 POOL_MAXSIZE = 10
-
-
-def median_ms(fn, n=N) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -72,7 +62,7 @@ def main() -> None:
             )
             assert events[-1]["returncode"] == 0
 
-        alone, via = median_ms(agent_alone), median_ms(through_server)
+        alone, via = median_ms(agent_alone, N), median_ms(through_server, N)
 
         ports = {a.port: a.node_id for a in agents}
         proc = psutil.Process(server.proc.pid)

@@ -54,7 +54,26 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-class AgentProcess:
+class ChildProcess:
+    """A real process of ours that a test can kill -9 or stop."""
+
+    proc: subprocess.Popen | None = None
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class AgentProcess(ChildProcess):
     """A real `jupyter-remote agent` process that tests can kill, stop and restart."""
 
     def __init__(
@@ -111,19 +130,6 @@ class AgentProcess:
             except requests.ConnectionError:
                 time.sleep(0.1)
         raise RuntimeError("agent did not start listening within 30 s")
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
     def containers(self, docker_client, **labels) -> list:
         wanted = [f"jupyter-remote.node={self.node_id}"]

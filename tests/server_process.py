@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import requests
 
-from conftest import free_port
+from conftest import ChildProcess, free_port
 from server_fixtures import FAST, node_config
 
 
-class ServerProcess:
+class ServerProcess(ChildProcess):
     """`python -m jupyter_server` with our extension, as a user would run it."""
 
     def __init__(self, tmp_path, agents, **remote) -> None:
@@ -103,15 +102,3 @@ class ServerProcess:
                 pass
             time.sleep(0.2)
         raise AssertionError(f"not within {timeout} s; see {self.log}")
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()

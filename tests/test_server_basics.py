@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+import requests
 from tornado.httpclient import HTTPClientError
 
 from conftest import BUSYBOX
@@ -175,3 +176,46 @@ _collected: list[str] = []
 def _collect(msg: dict) -> None:
     if msg["msg_type"] == "stream":
         _collected.append(msg["content"]["text"].strip())
+
+
+async def test_a_caller_that_leaves_cancels_the_execution_on_the_agent(
+    jp_fetch, jp_http_port, jp_base_url, jp_auth_header, agents
+):
+    await healthy(jp_fetch)
+    node = agents[2]
+    url = f"http://localhost:{jp_http_port}{jp_base_url}remote/api/executions"
+    body = {"execution_id": "leaver", "node": node.node_id, "image": BUSYBOX, "command": "sleep 30"}
+
+    def start_and_leave() -> dict:
+        resp = requests.post(url, json=body, headers=jp_auth_header, stream=True, timeout=30)
+        first = json.loads(next(resp.iter_lines()))
+        resp.close()
+        return first
+
+    started = await asyncio.to_thread(start_and_leave)
+    assert started["event"] == "started" and started["node_id"] == node.node_id
+
+    async def cancelled():
+        model = await asyncio.to_thread(node.client.execution, "leaver")
+        return model["status"] == "cancelled"
+
+    await until(cancelled, timeout=10)
+
+
+async def test_cancel_endpoint_ends_a_running_execution(jp_fetch, agents):
+    await healthy(jp_fetch)
+    running = asyncio.ensure_future(
+        execute(jp_fetch, execution_id="to-cancel", image=BUSYBOX, command="sleep 30")
+    )
+    await until(lambda: _has_record(jp_fetch, "to-cancel"))
+    await asyncio.sleep(0.3)
+    await api(jp_fetch, "executions", "to-cancel", "cancel", method="POST", body={})
+    events = await running
+    assert events[-1]["status"] == "cancelled" and events[-1]["cancelled"] is True
+    record = await api(jp_fetch, "executions", "to-cancel")
+    assert record["status"] == "cancelled"
+
+
+async def _has_record(jp_fetch, execution_id: str) -> bool:
+    executions = (await api(jp_fetch, "executions"))["executions"]
+    return any(r["execution_id"] == execution_id for r in executions)

@@ -12,7 +12,14 @@ from tornado.iostream import StreamClosedError
 
 from jupyter_remote.agent.core import Agent
 from jupyter_remote.agent.eventlog import read_file
-from jupyter_remote.errors import BadRequest, NotFound, PayloadTooLarge, RemoteError, Unauthorized
+from jupyter_remote.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    RemoteError,
+    Unauthorized,
+    json_object,
+)
 from jupyter_remote.relay import ClientGone, relay
 
 log = logging.getLogger("jupyter_remote.agent")
@@ -51,13 +58,7 @@ class AgentHandler(web.RequestHandler):
             raise PayloadTooLarge(f"request body is over the {self._max_body}-byte limit")
 
     def json_body(self) -> dict:
-        try:
-            body = json.loads(self._body or b"{}")
-        except ValueError as exc:
-            raise BadRequest(f"request body is not valid JSON: {exc}", reason="bad_json") from None
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object", reason="bad_json")
-        return body
+        return json_object(bytes(self._body))
 
     def send_json(self, data, status: int = 200) -> None:
         self.set_status(status)

@@ -12,7 +12,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from jupyter_remote.errors import BadRequest, RemoteError, Unauthorized
+from jupyter_remote.errors import BadRequest, RemoteError, Unauthorized, json_object
 from jupyter_remote.relay import ClientGone, relay
 from jupyter_remote_server.manager import RemoteManager
 
@@ -29,13 +29,7 @@ class RemoteHandler(APIHandler):
         return self.settings["jupyter_remote_manager"]
 
     def body(self) -> dict:
-        try:
-            data = json.loads(self.request.body or b"{}")
-        except ValueError as exc:
-            raise BadRequest(f"request body is not valid JSON: {exc}", reason="bad_json") from None
-        if not isinstance(data, dict):
-            raise BadRequest("request body must be a JSON object", reason="bad_json")
-        return data
+        return json_object(self.request.body)
 
     def send(self, data, status: int = 200) -> None:
         self.set_status(status)
@@ -64,9 +58,12 @@ class RemoteHandler(APIHandler):
         self._gone = asyncio.Event()
 
         async def rest():
-            yield first
-            async for chunk in it:
-                yield chunk
+            try:
+                yield first
+                async for chunk in it:
+                    yield chunk
+            finally:  # a caller that left must reach the source's clean-up (cancel)
+                await it.aclose()
 
         try:
             await relay(rest(), self.write, self.flush, self._gone)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -76,12 +77,25 @@ class ThreadPump:
             yield item
 
     def close(self) -> None:
-        """Stop reading: the thread ends as its response closes."""
+        """Stop reading, without blocking the event loop.
+
+        Closing a response that another thread is reading would wait for that read to
+        return (the buffered reader's lock), perhaps for minutes; shutting the socket down
+        wakes the reader at once, and it closes the response itself.
+        """
         self._closed.set()
         if self._response is not None:
-            try:
-                self._response.close()
-            except Exception:  # noqa: BLE001 - closing a stream another thread reads
-                pass
+            _shutdown(self._response)
         while not self._queue.empty():  # unblock a thread waiting on a full queue
             self._queue.get_nowait()
+
+
+def _shutdown(response: requests.Response) -> None:
+    conn = getattr(response.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        return  # the body was read already and the connection went back to the pool
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
