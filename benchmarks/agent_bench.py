@@ -25,8 +25,7 @@ import requests
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from common import median_ms  # noqa: E402
-
-from conftest import BUSYBOX, AgentProcess  # noqa: E402
+from processes import BUSYBOX, AgentProcess  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "60"))
 MB = int(os.environ.get("BENCH_MB", "200"))

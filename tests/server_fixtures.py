@@ -10,19 +10,13 @@ import uuid
 
 import pytest
 
-from conftest import AgentProcess
-
-FAST = {"poll_interval": 0.3, "suspect_after": 1.5, "lost_after": 4.0}
+from processes import FAST, node_config
 
 
 @pytest.fixture
 def agents(make_agent):
     """Three real agents on three loopback addresses."""
     return [make_agent(host=f"127.0.0.{i}") for i in (2, 3, 4)]
-
-
-def node_config(agents: list[AgentProcess]) -> list[dict]:
-    return [{"url": a.url, "token": a.token, "node_id": a.node_id} for a in agents]
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import time
 
 import requests
 
-from conftest import ChildProcess, free_port
-from server_fixtures import FAST, node_config
+from processes import FAST, ChildProcess, free_port, node_config
 
 
 class ServerProcess(ChildProcess):

@@ -6,6 +6,7 @@ import asyncio
 import codecs
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -341,7 +342,9 @@ class ExecutionManager:
             self.sessions.end(ex.session_id)
 
     # -- stopping ----------------------------------------------------------------------
-    def cancel(self, execution_id: str, reason: str = "cancel requested") -> dict:
+    def cancel(
+        self, execution_id: str, reason: str = "cancel requested", sig: str = "SIGTERM"
+    ) -> dict:
         """Kill a running execution; finished ones are left as they are (409)."""
         ex = self.running.get(execution_id)
         if ex is None:
@@ -351,11 +354,11 @@ class ExecutionManager:
                 reason="not_running",
                 execution=model,
             )
-        self.kill(ex, reason)
+        self.kill(ex, reason, getattr(signal, sig))
         ex.done.wait(self.kill_grace * 2 + 5)
         return ex.to_json()
 
-    def kill(self, ex: Execution, reason: str) -> None:
+    def kill(self, ex: Execution, reason: str, sig: signal.Signals = signal.SIGTERM) -> None:
         """Stop the command's processes; the run thread then records why it ended."""
         with ex.lock:
             if ex.done.is_set():
@@ -368,7 +371,7 @@ class ExecutionManager:
             pid = self.api.exec_inspect(exec_id).get("Pid")
         except DockerException:
             pid = None
-        if not pid or not kill_tree(pid, self.kill_grace):
+        if not pid or not kill_tree(pid, self.kill_grace, sig):
             if ex.mode == "fresh" and ex.container_id:
                 self.factory.remove(ex.container_id)
 

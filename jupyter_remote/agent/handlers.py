@@ -12,6 +12,7 @@ from tornado.iostream import StreamClosedError
 
 from jupyter_remote.agent.core import Agent
 from jupyter_remote.agent.eventlog import read_file
+from jupyter_remote.agent.processes import SIGNALS
 from jupyter_remote.errors import (
     BadRequest,
     NotFound,
@@ -180,8 +181,15 @@ class ExecutionEventsHandler(AgentHandler):
 
 class ExecutionCancelHandler(AgentHandler):
     async def post(self, execution_id: str) -> None:
-        self.agent.executions.get(execution_id)
-        self.send_json(await self.agent.blocking(self.agent.executions.cancel, execution_id))
+        sig = self.json_body().get("signal", "SIGTERM")
+        if sig not in SIGNALS:
+            raise BadRequest(
+                f"signal must be one of {', '.join(SIGNALS)}; got {sig!r}", reason="bad_signal"
+            )
+        executions = self.agent.executions
+        executions.get(execution_id)
+        reason = "cancel requested" if sig == "SIGTERM" else f"cancel requested ({sig})"
+        self.send_json(await self.agent.blocking(executions.cancel, execution_id, reason, sig))
 
 
 class JobsHandler(AgentHandler):

@@ -6,9 +6,12 @@ import signal
 
 import psutil
 
+SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL")
 
-def kill_tree(pid: int, grace: float) -> bool:
-    """SIGTERM the process and its descendants, SIGKILL what is left after `grace` seconds.
+
+def kill_tree(pid: int, grace: float, first: signal.Signals = signal.SIGTERM) -> bool:
+    """Signal the process and its descendants (`first`, SIGTERM by default), then SIGKILL
+    what is left after `grace` seconds.
 
     Docker has no API to kill an exec'd process; its host PID (exec_inspect) is visible to
     an agent that runs beside the engine. Returns False when the process was already gone.
@@ -20,7 +23,7 @@ def kill_tree(pid: int, grace: float) -> bool:
         return False
     for proc in procs:
         try:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(first)
         except psutil.NoSuchProcess:
             pass
     _, alive = psutil.wait_procs(procs, timeout=grace)

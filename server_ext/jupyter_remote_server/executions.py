@@ -204,10 +204,10 @@ class ExecutionService:
             pass
         await self.settle_one(self.records[execution_id])
 
-    async def cancel(self, execution_id: str) -> dict:
+    async def cancel(self, execution_id: str, signal: str = "SIGTERM") -> dict:
         record = self.get(execution_id)
         node = self.registry.get(record["node_id"])
-        return await self.blocking(node.client.cancel, execution_id)
+        return await self.blocking(node.client.cancel, execution_id, signal)
 
     async def events(self, execution_id: str, offset: int, follow: bool) -> AsyncIterator[bytes]:
         """The execution's events from the node's own log (reattach after a break)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import uuid
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -12,6 +13,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from jupyter_remote.agent.specs import check_id
 from jupyter_remote.errors import BadRequest, RemoteError, Unauthorized, json_object
 from jupyter_remote.relay import ClientGone, relay
 from jupyter_remote_server.manager import RemoteManager
@@ -171,7 +173,8 @@ class ExecutionCancelHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def post(self, execution_id: str) -> None:
-        self.send(await self.manager.executions.cancel(execution_id))
+        signal = self.body().get("signal", "SIGTERM")
+        self.send(await self.manager.executions.cancel(execution_id, signal))
 
 
 class KernelSessionsHandler(RemoteHandler):
@@ -184,6 +187,30 @@ class KernelSessionsHandler(RemoteHandler):
     @authorized
     async def delete(self, kernel_id: str) -> None:
         self.send({"removed": await self.manager.kernel_gone(kernel_id)})
+
+
+class SessionsHandler(RemoteHandler):
+    """Sessions for API clients (RemoteDockerEnvironment): one per owner and image."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.body()
+        owner = body.get("owner") or f"c-{uuid.uuid4().hex[:12]}"
+        check_id(owner, "owner")
+        image = body.get("image") or self.manager.executions.default_image
+        kernels = self.manager.kernels
+        record = await self.manager.blocking(
+            lambda: kernels.ensure(owner, image, body.get("node"), body, kind="client")
+        )
+        self.send(record, 201)
+
+
+class SessionOwnerHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def delete(self, owner: str) -> None:
+        self.send({"removed": await self.manager.kernel_gone(owner)})
 
 
 class JobsHandler(RemoteHandler):
@@ -262,6 +289,8 @@ def handlers() -> list[tuple]:
         (f"executions/{ident}/events", ExecutionEventsHandler),
         (f"executions/{ident}/cancel", ExecutionCancelHandler),
         (f"kernels/{ident}/sessions", KernelSessionsHandler),
+        ("sessions", SessionsHandler),
+        (f"sessions/{ident}", SessionOwnerHandler),
         ("jobs", JobsHandler),
         (f"jobs/{ident}", JobHandler),
         (f"jobs/{ident}/wait", JobWaitHandler),

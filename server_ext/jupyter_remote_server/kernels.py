@@ -30,8 +30,14 @@ class KernelSessions:
     def key(kernel_id: str, image: str) -> str:
         return f"{kernel_id}/{image}"
 
-    def ensure(self, kernel_id: str, image: str, node_id: str | None, body: dict) -> dict:
-        """The kernel's session for this image, made on first use (blocking)."""
+    def ensure(
+        self, kernel_id: str, image: str, node_id: str | None, body: dict, kind: str = "kernel"
+    ) -> dict:
+        """The owner's session for this image, made on first use (blocking).
+
+        Owners are kernels (removed when the kernel shuts down) or API clients such as
+        RemoteDockerEnvironment (kind "client", removed by their cleanup()).
+        """
         key = self.key(kernel_id, image)
         with self._lock:
             known = self.sessions.get(key)
@@ -62,6 +68,7 @@ class KernelSessions:
                 "image": image,
                 "node_id": node.node_id,
                 "session_id": session_id,
+                "kind": kind,
             }
             self.sessions[key] = record
             self.store.save("kernel_session", key, record)
@@ -72,7 +79,10 @@ class KernelSessions:
         return [r for r in self.sessions.values() if r["kernel_id"] == kernel_id]
 
     def kernel_ids(self) -> set[str]:
-        return {r["kernel_id"] for r in self.sessions.values()}
+        """Owners that are kernels (client-owned sessions are not tied to a kernel)."""
+        return {
+            r["kernel_id"] for r in self.sessions.values() if r.get("kind", "kernel") == "kernel"
+        }
 
     def remove_kernel(self, kernel_id: str) -> list[dict]:
         """Delete the kernel's session containers on their nodes (blocking)."""

@@ -1,0 +1,416 @@
+"""IPython magics: %%remote and the %remote_* line magics.
+
+Load with ``%load_ext jupyter_remote``; every magic has ``?`` help with examples.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import HTML, display
+from traitlets import Float, Unicode
+
+from jupyter_remote.agent.processes import SIGNALS
+from jupyter_remote.client import RemoteClient
+from jupyter_remote.errors import RemoteError
+
+
+@dataclass
+class RemoteResult:
+    """What a %%remote cell left behind (``-o NAME``; the last one is ``_remote``)."""
+
+    execution_id: str
+    node_id: str | None = None
+    returncode: int | None = None
+    status: str | None = None
+    duration: float | None = None
+    message: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    events: list = field(default_factory=list, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class RemoteCommandFailed(Exception):
+    """Raised by ``%%remote --raise`` for a non-zero exit, so "Run all" stops there."""
+
+
+def _kernel_id() -> str | None:
+    try:
+        from ipykernel.connect import get_connection_file
+    except ImportError:
+        return None
+    try:
+        name = os.path.basename(get_connection_file())
+    except RuntimeError:
+        return None
+    return name[len("kernel-") : -len(".json")] if name.startswith("kernel-") else None
+
+
+@magics_class
+class RemoteMagics(Magics):
+    """Run cells on the pool of Docker hosts behind the Jupyter server."""
+
+    signal_on_interrupt = Unicode(
+        "SIGTERM",
+        help="Signal sent to the remote command when the kernel is interrupted "
+        "(SIGKILL follows after the agent's grace period).",
+    ).tag(config=True)
+    default_image = Unicode(
+        "", help="Image for %%remote cells that name none (empty: the server's default)."
+    ).tag(config=True)
+    default_timeout = Float(
+        0,
+        help="Timeout in seconds for %%remote cells that give none "
+        "(0: the agent's default, 1800 s).",
+    ).tag(config=True)
+
+    def __init__(self, shell, client: RemoteClient | None = None) -> None:
+        super().__init__(shell)
+        self._client = client
+
+    @property
+    def client(self) -> RemoteClient:
+        if self._client is None:
+            self._client = RemoteClient()
+        return self._client
+
+    # -- %%remote ----------------------------------------------------------------------
+    @magic_arguments()
+    @argument("--node", "-n", help="Run on this node (default: the pool's choice).")
+    @argument("--image", "-i", help="Container image (default: the server's).")
+    @argument("--timeout", "-t", type=float, help="Kill the command after this many seconds.")
+    @argument("--memory", "-m", help="Memory limit, e.g. 512m or 2g.")
+    @argument("--cpus", type=float, help="CPU limit, e.g. 0.5 or 2.")
+    @argument(
+        "--env",
+        "-e",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="Environment variable for the command (repeatable).",
+    )
+    @argument("--python", "-p", action="store_true", help="The cell is Python source.")
+    @argument(
+        "--fresh",
+        action="store_true",
+        help="A new container, removed afterwards, instead of this kernel's session.",
+    )
+    @argument(
+        "--detach",
+        "-d",
+        action="store_true",
+        help="Start the cell as a job, show its widget, and return at once.",
+    )
+    @argument("--name", help="Name of the job (with --detach).")
+    @argument(
+        "--output",
+        "-o",
+        metavar="NAME",
+        help="Keep the result (stdout, stderr, returncode, ...) in variable NAME.",
+    )
+    @argument(
+        "--raise",
+        dest="raise_",
+        action="store_true",
+        help="Raise RemoteCommandFailed on a non-zero exit, so 'Run all' stops.",
+    )
+    @argument(
+        "--signal-on-interrupt",
+        choices=SIGNALS,
+        help="Signal for the remote command when the kernel is interrupted.",
+    )
+    @cell_magic
+    def remote(self, line: str, cell: str):
+        """Run the cell on a remote Docker host; output streams back live.
+
+        By default the cell is a shell script run in this kernel's session container,
+        which keeps its files from one cell to the next; stdout and stderr arrive apart,
+        as they are produced. The kernel's interrupt button cancels the command on the node.
+
+        Examples::
+
+            %%remote
+            echo hello from $(hostname); ls /tmp
+
+            %%remote --python --memory 1g -o result
+            import platform; print(platform.node())
+
+            %%remote --fresh --image jupyter-remote/busybox:local --timeout 60
+            uname -a
+
+            %%remote --detach --name nightly
+            ./run_tests.sh
+        """
+        args = parse_argstring(self.remote, line)
+        env = {}
+        for item in args.env:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise UsageError(f"--env takes NAME=VALUE; got {item!r}")
+            env[name] = value
+        body = {"python" if args.python else "command": cell}
+        for key, value in (
+            ("node", args.node),
+            ("image", args.image or self.default_image),
+            ("timeout", args.timeout or self.default_timeout),
+            ("memory", args.memory),
+            ("cpus", args.cpus),
+        ):
+            if value:
+                body[key] = value
+        if env:
+            body["env"] = env
+        if args.detach:
+            return self._detach(body, args.name)
+        kernel_id = _kernel_id()
+        if kernel_id and not args.fresh:
+            body["kernel_id"] = kernel_id
+        else:
+            body["fresh"] = True
+        sig = args.signal_on_interrupt or self.signal_on_interrupt
+        result = self._run(body, sig)
+        self.shell.user_ns["_remote"] = result
+        if args.output:
+            self.shell.user_ns[args.output] = result
+        if result.returncode != 0:
+            where = f" on node {result.node_id}" if result.node_id else ""
+            why = f": {result.message}" if result.message else ""
+            line = f"[remote] exit {result.returncode} ({result.status}){where}{why}"
+            if args.raise_:
+                raise RemoteCommandFailed(line)
+            print(line, file=sys.stderr)
+
+    def _run(self, body: dict, sig: str) -> RemoteResult:
+        result = RemoteResult(execution_id=f"x-{uuid.uuid4().hex}")
+        body["execution_id"] = result.execution_id
+        stdout, stderr = [], []
+        try:
+            events = self.client.execute_stream(**body)
+            try:
+                for event in events:
+                    kind = event["event"]
+                    if kind == "started":
+                        result.node_id = event.get("node_id")
+                    elif kind == "stdout":
+                        sys.stdout.write(event["data"])
+                        sys.stdout.flush()
+                        stdout.append(event["data"])
+                    elif kind == "stderr":
+                        sys.stderr.write(event["data"])
+                        sys.stderr.flush()
+                        stderr.append(event["data"])
+                    elif kind == "exit":
+                        result.returncode = event["returncode"]
+                        result.status = event["status"]
+                        result.duration = event.get("duration")
+                        result.message = event.get("message")
+                        result.node_id = result.node_id or event.get("node_id")
+            except KeyboardInterrupt:
+                self._interrupt(result, sig)
+                raise
+        except RemoteError as exc:
+            result.returncode, result.status, result.message = -1, exc.reason, exc.message
+        result.stdout, result.stderr = "".join(stdout), "".join(stderr)
+        return result
+
+    def _interrupt(self, result: RemoteResult, sig: str) -> None:
+        try:
+            self.client.cancel(result.execution_id, sig)
+            print(
+                f"\n[remote] interrupted: {sig} sent to the command on node {result.node_id}",
+                file=sys.stderr,
+            )
+        except RemoteError as exc:
+            print(f"\n[remote] interrupted, but cancelling failed: {exc.message}", file=sys.stderr)
+
+    def _detach(self, body: dict, name: str | None):
+        from jupyter_remote.widgets import JobWidget
+
+        if name:
+            body["name"] = name
+        try:
+            job = self.client.submit_job(**body)
+        except RemoteError as exc:
+            print(f"[remote] {exc.message}", file=sys.stderr)
+            return None
+        self.shell.user_ns["_remote_job"] = job["job_id"]
+        widget = JobWidget(self.client, job["job_id"])
+        display(widget)
+        widget.start()
+        return None
+
+    # -- line magics -------------------------------------------------------------------
+    @magic_arguments()
+    @argument("--add", metavar="URL", help="Add the agent at URL to the pool.")
+    @argument("--token", help="The agent's token (with --add).")
+    @argument("--remove", metavar="NODE_ID", help="Remove a node from the pool.")
+    @line_magic
+    def remote_nodes(self, line: str):
+        """Show the pool's nodes (state, CPU / memory / disk, running work), refreshing.
+
+        Examples::
+
+            %remote_nodes
+            %remote_nodes --add http://gpu-1:9527 --token s3cret
+            %remote_nodes --remove gpu-1
+        """
+        from jupyter_remote.widgets import NodesWidget
+
+        args = parse_argstring(self.remote_nodes, line)
+        with _one_line_errors():
+            if args.add:
+                node = self.client.add_node(args.add, args.token)
+                print(f"added node {node['node_id']} ({node['state']})")
+            if args.remove:
+                self.client.remove_node(args.remove)
+                print(f"removed node {args.remove}")
+            if not (args.add or args.remove):
+                widget = NodesWidget(self.client)
+                display(widget)
+                widget.start()
+
+    @line_magic
+    def remote_jobs(self, line: str):
+        """List every job the server knows: status, tasks done/total, elapsed, autostop.
+
+        Example::
+
+            %remote_jobs
+        """
+        with _one_line_errors():
+            jobs = self.client.jobs()
+        rows = "".join(
+            f"<tr><td>{j['job_id']}</td><td>{j['name']}</td><td>{j['status']}</td>"
+            f"<td>{j['tasks_done']}/{j['tasks_total']}</td><td>{j['elapsed']:.1f} s</td>"
+            f"<td>{'yes' if j['autostop'] else ''}</td>"
+            f"<td>{'degraded' if j['degraded'] else ''}</td></tr>"
+            for j in jobs
+        )
+        display(
+            HTML(
+                "<table><tr><th>job</th><th>name</th><th>status</th><th>tasks</th>"
+                f"<th>elapsed</th><th>autostop</th><th></th></tr>{rows}</table>"
+                if jobs
+                else "<i>no jobs</i>"
+            )
+        )
+
+    @magic_arguments()
+    @argument("job_id", help="The job's id (also after a kernel restart).")
+    @argument("--logs", action="store_true", help="Print the task's log instead of a widget.")
+    @argument("--follow", "-f", action="store_true", help="With --logs: until the task ends.")
+    @argument("--task", type=int, default=0, help="Which task's log (default 0).")
+    @line_magic
+    def remote_job(self, line: str):
+        """Reattach to a job by id: its status widget, or its log.
+
+        Examples::
+
+            %remote_job j-3fa2c1
+            %remote_job j-3fa2c1 --logs --follow --task 2
+        """
+        from jupyter_remote.widgets import JobWidget
+
+        args = parse_argstring(self.remote_job, line)
+        with _one_line_errors():
+            self.client.job(args.job_id)
+            if args.logs:
+                for chunk in self.client.job_logs(args.job_id, args.task, follow=args.follow):
+                    sys.stdout.write(chunk.decode("utf-8", "replace"))
+                    sys.stdout.flush()
+                return
+            widget = JobWidget(self.client, args.job_id, task=args.task)
+            display(widget)
+            widget.start()
+
+    @line_magic
+    def remote_stop(self, line: str):
+        """Stop a job: running tasks are stopped, pending ones dropped.
+
+        Example::
+
+            %remote_stop j-3fa2c1
+        """
+        job_id = line.strip()
+        if not job_id:
+            raise UsageError("%remote_stop JOB_ID")
+        with _one_line_errors():
+            job = self.client.stop_job(job_id)
+        print(f"job {job_id}: {job['status']}")
+
+    @line_magic
+    def remote_cleanup(self, line: str):
+        """Remove this kernel's session containers on their nodes (files in them go too).
+
+        Example::
+
+            %remote_cleanup
+        """
+        kernel_id = _kernel_id()
+        if not kernel_id:
+            raise UsageError("%remote_cleanup needs a Jupyter kernel")
+        with _one_line_errors():
+            removed = self.client.cleanup_kernel(kernel_id)
+        print(f"removed {len(removed)} session container(s)")
+
+    @line_magic
+    def remote_config(self, line: str):
+        """Show where cells go and the defaults; set a default with NAME=VALUE.
+
+        Examples::
+
+            %remote_config
+            %remote_config default_image=jupyter-remote/busybox:local
+            %remote_config signal_on_interrupt=SIGINT
+        """
+        for item in line.split():
+            name, sep, value = item.partition("=")
+            if not sep or name not in ("default_image", "default_timeout", "signal_on_interrupt"):
+                raise UsageError(
+                    f"%remote_config takes default_image=, default_timeout= or "
+                    f"signal_on_interrupt=; got {item!r}"
+                )
+            if name == "signal_on_interrupt" and value not in SIGNALS:
+                raise UsageError(f"signal_on_interrupt must be one of {', '.join(SIGNALS)}")
+            setattr(self, name, float(value) if name == "default_timeout" else value)
+        with _one_line_errors():
+            status = self.client.status()
+        print(
+            f"server: {self.client.server_url}\nkernel: {_kernel_id()}\n"
+            f"nodes: {status['healthy']} healthy of {status['nodes']}\n"
+            f"default_image: {self.default_image or '(server default)'}\n"
+            f"default_timeout: {self.default_timeout or '(agent default)'}\n"
+            f"signal_on_interrupt: {self.signal_on_interrupt}"
+        )
+
+
+class _one_line_errors:
+    """Turn a RemoteError into one clear line (a UsageError), not a traceback."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, RemoteError):
+            raise UsageError(f"[remote] {exc.message}") from None
+        return False
+
+
+def load_ipython_extension(ipython) -> None:
+    ipython.register_magics(RemoteMagics)
+    ipython.set_custom_exc((RemoteCommandFailed,), _show_failure)
+
+
+def _show_failure(shell, etype, evalue, tb, tb_offset=None):
+    print(f"RemoteCommandFailed: {evalue}", file=sys.stderr)
+    return None

@@ -1,0 +1,243 @@
+"""ipywidgets for the pool and for jobs. They take a client and refresh on a thread of
+their own, so they never block the kernel, and they stop refreshing when closed."""
+
+from __future__ import annotations
+
+import html
+import threading
+
+import ipywidgets as w
+
+from jupyter_remote.errors import RemoteError
+
+STATE_COLORS = {
+    "healthy": "#2e7d32",
+    "unhealthy": "#ef6c00",
+    "suspect": "#f9a825",
+    "lost": "#c62828",
+    "unknown": "#757575",
+}
+JOB_COLORS = {
+    "completed": "#2e7d32",
+    "failed": "#c62828",
+    "degraded": "#ef6c00",
+    "stopped": "#757575",
+    "running": "#1565c0",
+    "pending": "#757575",
+    "stopping": "#757575",
+}
+
+
+class _Refreshing(w.VBox):
+    """A box that calls `refresh()` every `interval` seconds until closed."""
+
+    interval = 2.0
+
+    def __init__(self, client, interval: float | None = None, **kw) -> None:
+        super().__init__(**kw)
+        self.client = client
+        if interval is not None:
+            self.interval = interval
+        self._closed = threading.Event()
+        self.error_view = w.HTML()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self):
+        self.refresh_safely()
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._closed.wait(self.wait_time()):
+            self.refresh_safely()
+
+    def wait_time(self) -> float:
+        return self.interval
+
+    def refresh_safely(self) -> None:
+        try:
+            self.refresh()
+            self.error_view.value = ""
+        except RemoteError as exc:
+            self.error_view.value = f"<span style='color:#c62828'>{html.escape(exc.message)}</span>"
+
+    def refresh(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def stopped(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        self._closed.set()
+        super().close()
+
+
+def _bar(label: str, percent: float | None) -> w.HBox:
+    value = percent or 0.0
+    style = "danger" if value > 90 else "warning" if value > 75 else "success"
+    return w.HBox(
+        [
+            w.Label(label, layout=w.Layout(width="3.5em")),
+            w.FloatProgress(
+                value=value, min=0, max=100, bar_style=style, layout=w.Layout(width="9em")
+            ),
+            w.Label(f"{value:.0f}%", layout=w.Layout(width="3.5em")),
+        ]
+    )
+
+
+class NodesWidget(_Refreshing):
+    """One row per node: state (with its reason), CPU / memory / disk, running work."""
+
+    def refresh(self) -> None:
+        rows = [self._row(n) for n in self.client.nodes()]
+        header = w.HTML(
+            f"<b>{len(rows)} node(s)</b>"
+            if rows
+            else "<i>no nodes: add one with %remote_nodes --add URL</i>"
+        )
+        self.children = [header, *rows, self.error_view]
+
+    @staticmethod
+    def _row(node: dict) -> w.HBox:
+        color = STATE_COLORS.get(node["state"], "#757575")
+        name = w.HTML(
+            f"<b>{html.escape(node['node_id'])}</b><br>"
+            f"<span style='color:{color}' title='{html.escape(node['reason'])}'>"
+            f"{node['state']}</span>",
+            layout=w.Layout(width="14em"),
+        )
+        cpu = (node.get("cpu") or {}).get("percent")
+        mem = (node.get("memory") or {}).get("percent")
+        disk = (node.get("disk") or {}).get("percent")
+        bars = w.VBox([_bar("CPU", cpu), _bar("mem", mem), _bar("disk", disk)])
+        work = w.HTML(f"{node['running_executions']} running")
+        return w.HBox([name, bars, work])
+
+
+class JobWidget(_Refreshing):
+    """A job's status, elapsed time, tasks done/total, log tail and a Stop button."""
+
+    interval = 0.5
+    tail_lines = 15
+
+    def __init__(self, client, job_id: str, task: int = 0, **kw) -> None:
+        super().__init__(client, **kw)
+        self.job_id = job_id
+        self.task = task
+        self.job: dict = {}
+        self.title_view = w.HTML()
+        self.progress = w.IntProgress(min=0, max=1, layout=w.Layout(width="24em"))
+        self.counts = w.Label()
+        self.log_view = w.HTML()
+        self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop")
+        self.stop_button.on_click(lambda _: self.stop())
+        self._log_offset = 0
+        self._log_text = ""
+        self.children = [
+            self.title_view,
+            w.HBox([self.progress, self.counts, self.stop_button]),
+            self.log_view,
+            self.error_view,
+        ]
+
+    def wait_time(self) -> float:
+        return 0.0 if self.ended else self.interval
+
+    @property
+    def ended(self) -> bool:
+        return self.job.get("status") in ("completed", "failed", "degraded", "stopped")
+
+    def _loop(self) -> None:
+        while not self._closed.is_set() and not self.ended:
+            try:  # a long-poll: the widget hears of the end at once, not at the next tick
+                self.job = self.client.wait_job(self.job_id, timeout=self.interval * 4)
+            except RemoteError:
+                self._closed.wait(self.interval)
+            self.refresh_safely()
+
+    def refresh(self) -> None:
+        if not self.job:
+            self.job = self.client.job(self.job_id)
+        job = self.job
+        status = job["status"]
+        color = JOB_COLORS.get(status, "#757575")
+        flags = []
+        if job["autostop"]:
+            flags.append("autostop")
+        if job["degraded"]:
+            flags.append(
+                f"<span style='color:#ef6c00'>degraded: {job['tasks_lost']} task(s) lost</span>"
+            )
+        self.title_view.value = (
+            f"<b>job {html.escape(job['name'])}</b> ({job['job_id']}) "
+            f"<span style='color:{color}'>{status}</span> · "
+            f"{job['elapsed']:.1f} s · nodes "
+            f"{', '.join(job['nodes_used']) or '-'} " + (f"· {' · '.join(flags)}" if flags else "")
+        )
+        self.progress.max = max(1, job["tasks_total"])
+        self.progress.value = job["tasks_done"]
+        self.progress.bar_style = {
+            "failed": "danger",
+            "degraded": "warning",
+            "completed": "success",
+        }.get(status, "info")
+        self.counts.value = f"{job['tasks_done']}/{job['tasks_total']} tasks"
+        self.stop_button.disabled = self.ended
+        self._refresh_log()
+
+    def _refresh_log(self) -> None:
+        task = self.job["tasks"][self.task]
+        if not task.get("agent_job_id"):
+            return
+        try:
+            data = b"".join(self.client.job_logs(self.job_id, self.task, self._log_offset))
+        except RemoteError:
+            return
+        self._log_offset += len(data)
+        text = (self._log_text + data.decode("utf-8", "replace")).splitlines()[-self.tail_lines :]
+        self._log_text = "\n".join(text) + "\n" if text else ""
+        self.log_view.value = (
+            f"<pre style='margin:0;max-height:18em;overflow:auto'>"
+            f"{html.escape(self._log_text)}</pre>"
+        )
+
+    def stop(self) -> None:
+        """The Stop button: stop the job on its nodes."""
+        try:
+            self.job = self.client.stop_job(self.job_id)
+            self.refresh_safely()
+        except RemoteError as exc:
+            self.error_view.value = f"<span style='color:#c62828'>{html.escape(exc.message)}</span>"
+
+
+def wait_with_progress(client, job_id: str, widget: JobWidget | None = None, stream=None) -> dict:
+    """Block until the job ends: the widget updates in a notebook, a line elsewhere.
+
+    Ctrl+C (or the kernel's interrupt) stops the waiting, not the job.
+    """
+    job = client.job(job_id)
+    last = ""
+    try:
+        while job["status"] not in ("completed", "failed", "degraded", "stopped"):
+            job = client.wait_job(job_id, timeout=10)
+            if widget is None and stream is not None:
+                line = (
+                    f"\rjob {job_id}: {job['status']} {job['tasks_done']}/"
+                    f"{job['tasks_total']} tasks, {job['elapsed']:.0f} s"
+                )
+                if line != last:
+                    stream.write(line)
+                    stream.flush()
+                    last = line
+    except KeyboardInterrupt:
+        if stream is not None:
+            stream.write(
+                f"\nstopped waiting; job {job_id} goes on "
+                f"(%remote_job {job_id} to see it, %remote_stop {job_id} to stop it)\n"
+            )
+        return client.job(job_id)
+    if widget is None and stream is not None:
+        stream.write("\n")
+    return job

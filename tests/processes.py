@@ -1,0 +1,117 @@
+"""Real processes the tests and benchmarks start: agents (and, in server_process.py, servers)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import requests
+
+from jupyter_remote.agent_client import AgentClient
+
+BUSYBOX = "jupyter-remote/busybox:local"
+PYTHON = "jupyter-remote/python:local"
+RUN_ID = uuid.uuid4().hex[:6]
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ChildProcess:
+    """A real process of ours that a test can kill -9 or stop."""
+
+    proc: subprocess.Popen | None = None
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class AgentProcess(ChildProcess):
+    """A real `jupyter-remote agent` process that tests can kill, stop and restart."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        host: str = "127.0.0.1",
+        token: str | None = "t0ken",
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self.host = host
+        self.port = free_port(host)
+        self.token = token
+        self.data_dir = data_dir
+        self.node_id = f"pytest-{RUN_ID}-{uuid.uuid4().hex[:6]}"
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://{host}:{self.port}"
+        self.client = AgentClient(self.url, token)
+
+    def argv(self) -> list[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "jupyter_remote",
+            "agent",
+            "--listen",
+            f"{self.host}:{self.port}",
+            "--data-dir",
+            self.data_dir,
+            "--node-id",
+            self.node_id,
+            "--default-image",
+            BUSYBOX,
+            "--sample-interval",
+            "0.5",
+            *self.extra,
+        ]
+        if self.token:
+            argv += ["--token", self.token]
+        return argv
+
+    def start(self) -> AgentProcess:
+        log = open(os.path.join(self.data_dir, "test-agent.log"), "ab")
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}; see {log.name}")
+            try:
+                requests.get(
+                    self.url + "/v1", timeout=1, headers={"Authorization": f"Bearer {self.token}"}
+                )
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("agent did not start listening within 30 s")
+
+    def containers(self, docker_client, **labels) -> list:
+        wanted = [f"jupyter-remote.node={self.node_id}"]
+        wanted += [f"jupyter-remote.{k}={v}" for k, v in labels.items()]
+        return docker_client.containers.list(
+            all=True, filters={"label": wanted}, ignore_removed=True
+        )
+
+
+FAST = {"poll_interval": 0.3, "suspect_after": 1.5, "lost_after": 4.0}
+
+
+def node_config(agents: list[AgentProcess]) -> list[dict]:
+    return [{"url": a.url, "token": a.token, "node_id": a.node_id} for a in agents]

@@ -1,0 +1,131 @@
+"""%%remote and the line magics in a real IPython shell against a real server and agents."""
+
+from __future__ import annotations
+
+import io
+import os
+from contextlib import redirect_stderr, redirect_stdout
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.testing.globalipapp import get_ipython
+from stack import Stack
+
+from conftest import BUSYBOX, PYTHON
+
+
+@pytest.fixture(scope="module")
+def stack(docker_client):
+    running = Stack().start()
+    saved = {k: os.environ.get(k) for k in running.env}
+    running.export()
+    yield running
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    running.stop()
+    for agent in running.agents:
+        for c in agent.containers(docker_client):
+            c.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def ip(stack):
+    shell = get_ipython()
+    shell.run_line_magic("load_ext", "jupyter_remote")
+    return shell
+
+
+def cell(ip, line: str, body: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        ip.run_cell_magic("remote", line, body)
+    return out.getvalue(), err.getvalue()
+
+
+def test_remote_cell_streams_stdout_and_stderr_apart(ip):
+    out, err = cell(ip, f"--image {BUSYBOX} -o res", "echo out; echo err >&2")
+    assert out == "out\n" and err == "err\n"
+    res = ip.user_ns["res"]
+    assert res.returncode == 0 and res.stdout == "out\n" and res.node_id
+    assert ip.user_ns["_remote"] is res
+
+
+def test_python_cells_and_limits(ip):
+    out, _ = cell(
+        ip,
+        f"--python --image {PYTHON} --memory 256m --cpus 0.5 -e GREETING=hi",
+        "import os\nprint(os.environ['GREETING'] * 2)",
+    )
+    assert out == "hihi\n"
+
+
+def test_a_failing_command_is_one_clear_line_and_raise_stops(ip):
+    out, err = cell(ip, f"--image {BUSYBOX}", "exit 3")
+    assert err.strip().startswith("[remote] exit 3 (failed) on node")
+    result = ip.run_cell(f"%%remote --raise --image {BUSYBOX}\nexit 4")
+    assert not result.success
+    assert "exit 4" in str(result.error_in_exec)
+
+
+def test_bad_options_and_unknown_nodes_are_one_line(ip):
+    with pytest.raises(UsageError, match="unrecognized arguments"):
+        ip.run_cell_magic("remote", "--no-such-option", "true")
+    _, err = cell(ip, "--node nowhere", "true")
+    assert err.count("\n") == 1 and "no node 'nowhere'" in err
+    with pytest.raises(UsageError, match="no job"):
+        ip.run_line_magic("remote_job", "j-never")
+
+
+def test_line_magics_show_nodes_jobs_and_config(ip, stack):
+    out = io.StringIO()
+    with redirect_stdout(out):
+        ip.run_line_magic("remote_config", f"default_image={BUSYBOX}")
+    assert stack.server.url.rsplit("/remote/api", 1)[0] in out.getvalue()
+    assert "2 healthy of 2" in out.getvalue()
+    ip.run_line_magic("remote_nodes", "")
+    ip.run_line_magic("remote_jobs", "")
+    ip.run_cell_magic("remote", "--detach --name detached", "echo detached")
+    job_id = ip.user_ns["_remote_job"]
+    client = ip.find_magic("remote", "cell").__self__.client
+    final = client.wait_job(job_id, timeout=20)
+    assert final["status"] == "completed" and final["name"] == "detached"
+    logs = io.StringIO()
+    with redirect_stdout(logs):
+        ip.run_line_magic("remote_job", f"{job_id} --logs")
+    assert logs.getvalue() == "detached\n"
+
+
+def test_remote_docker_environment_keeps_state_and_cleans_up(stack, docker_client):
+    from jupyter_remote import RemoteDockerEnvironment
+
+    with RemoteDockerEnvironment(image=BUSYBOX, timeout=60) as env:
+        assert env.execute("echo data >> file.txt")["returncode"] == 0
+        env.execute("echo data >> file.txt")
+        result = env.execute("wc -l < file.txt")
+        assert result == {
+            "output": "2\n",
+            "returncode": 0,
+            "status": "completed",
+            "node_id": env.session["node_id"],
+        }
+        assert env.execute("exit 5")["returncode"] == 5
+        owner = env.owner
+    assert not [
+        c
+        for a in stack.agents
+        for c in a.containers(docker_client, kind="session")
+        if owner in c.name
+    ]
+
+
+def test_remote_environment_submit_autostop_blocks_until_the_end(stack):
+    from jupyter_remote import RemoteEnvironment
+
+    env = RemoteEnvironment("batch", image=BUSYBOX)
+    env.add("sleep 1; echo one").add("echo two").add("sleep 600", service=True)
+    final = env.submit(autostop=True)
+    assert final["status"] == "completed" and final["tasks_done"] == 3
+    assert [t["status"] for t in final["tasks"]] == ["completed", "completed", "stopped"]
