@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -33,7 +33,7 @@ class RemoteResult:
     message: str | None = None
     stdout: str = ""
     stderr: str = ""
-    events: list = field(default_factory=list, repr=False)
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -182,6 +182,8 @@ class RemoteMagics(Magics):
         self.shell.user_ns["_remote"] = result
         if args.output:
             self.shell.user_ns[args.output] = result
+        if result.interrupted:  # stops "Run all", in one line rather than a traceback
+            raise RemoteCommandFailed(f"[remote] interrupted: {result.message}")
         if result.returncode != 0:
             where = f" on node {result.node_id}" if result.node_id else ""
             why = f": {result.message}" if result.message else ""
@@ -216,22 +218,26 @@ class RemoteMagics(Magics):
                         result.message = event.get("message")
                         result.node_id = result.node_id or event.get("node_id")
             except KeyboardInterrupt:
-                self._interrupt(result, sig)
-                raise
+                result.interrupted = True
+                self._interrupt(result, sig, events)
         except RemoteError as exc:
             result.returncode, result.status, result.message = -1, exc.reason, exc.message
         result.stdout, result.stderr = "".join(stdout), "".join(stderr)
         return result
 
-    def _interrupt(self, result: RemoteResult, sig: str) -> None:
+    def _interrupt(self, result: RemoteResult, sig: str, events) -> None:
+        """Cancel on the node, then read the stream to its end (a second interrupt: leave)."""
         try:
             self.client.cancel(result.execution_id, sig)
-            print(
-                f"\n[remote] interrupted: {sig} sent to the command on node {result.node_id}",
-                file=sys.stderr,
-            )
+            result.message = f"{sig} sent to the command on node {result.node_id}"
         except RemoteError as exc:
-            print(f"\n[remote] interrupted, but cancelling failed: {exc.message}", file=sys.stderr)
+            result.message = f"cancelling on node {result.node_id} failed: {exc.message}"
+        try:
+            for event in events:
+                if event["event"] == "exit":
+                    result.returncode, result.status = event["returncode"], event["status"]
+        except (KeyboardInterrupt, RemoteError):
+            pass
 
     def _detach(self, body: dict, name: str | None):
         from jupyter_remote.widgets import JobWidget
@@ -412,5 +418,5 @@ def load_ipython_extension(ipython) -> None:
 
 
 def _show_failure(shell, etype, evalue, tb, tb_offset=None):
-    print(f"RemoteCommandFailed: {evalue}", file=sys.stderr)
+    print(str(evalue), file=sys.stderr)
     return None

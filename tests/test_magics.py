@@ -67,7 +67,7 @@ def test_a_failing_command_is_one_clear_line_and_raise_stops(ip):
     assert err.strip().startswith("[remote] exit 3 (failed) on node")
     result = ip.run_cell(f"%%remote --raise --image {BUSYBOX}\nexit 4")
     assert not result.success
-    assert "exit 4" in str(result.error_in_exec)
+    assert "[remote] exit 4 (failed) on node" in str(result.error_in_exec)
 
 
 def test_bad_options_and_unknown_nodes_are_one_line(ip):

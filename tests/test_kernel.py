@@ -1,0 +1,100 @@
+"""A real kernel, started by the real server, running %%remote: live output, interrupt, errors."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import requests
+from jupyter_client import BlockingKernelClient
+
+from conftest import BUSYBOX
+from stack import Stack
+
+
+@pytest.fixture(scope="module")
+def stack(docker_client):
+    running = Stack().start()
+    yield running
+    running.stop()
+    for agent in running.agents:
+        for c in agent.containers(docker_client):
+            c.remove(force=True)
+
+
+@pytest.fixture
+def kernel(stack):
+    """A kernel the server started (so it has the server's URL and token in its env)."""
+    server = stack.server
+    headers = {"Authorization": f"token {server.token}"}
+    base = f"http://127.0.0.1:{server.port}/api/kernels"
+    kernel_id = requests.post(base, json={"name": "python3"}, headers=headers,
+                              timeout=60).json()["id"]
+    client = BlockingKernelClient(
+        connection_file=os.path.join(server.env["JUPYTER_RUNTIME_DIR"],
+                                     f"kernel-{kernel_id}.json"))
+    client.load_connection_file()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    run(client, "%load_ext jupyter_remote")
+    client.interrupt_url = f"{base}/{kernel_id}/interrupt"
+    client.headers = headers
+    client.kernel_id = kernel_id
+    yield client
+    client.stop_channels()
+    requests.delete(f"{base}/{kernel_id}", headers=headers, timeout=60)
+
+
+def run(client, code: str, timeout: float = 60) -> list[tuple[float, str, str]]:
+    """Execute; every stream output as (seconds since sent, stream name, text)."""
+    seen: list[tuple[float, str, str]] = []
+    t0 = time.monotonic()
+
+    def hook(msg):
+        if msg["msg_type"] == "stream":
+            seen.append((time.monotonic() - t0, msg["content"]["name"], msg["content"]["text"]))
+        elif msg["msg_type"] == "error":
+            seen.append((time.monotonic() - t0, "error", "\n".join(msg["content"]["traceback"])))
+
+    client.execute_interactive(code, timeout=timeout, output_hook=hook)
+    return seen
+
+
+def test_output_arrives_live_while_the_command_runs(kernel):
+    seen = run(kernel, f"%%remote --image {BUSYBOX}\necho first; sleep 2; echo second")
+    first = next(t for t, name, text in seen if "first" in text)
+    second = next(t for t, name, text in seen if "second" in text)
+    assert first < 1.5 and second >= 2.0 and second - first >= 1.5, seen
+
+
+def test_interrupt_cancels_the_command_on_the_node(kernel, stack):
+    def interrupt_later():
+        time.sleep(1.5)
+        requests.post(kernel.interrupt_url, headers=kernel.headers, timeout=30)
+
+    threading.Thread(target=interrupt_later).start()
+    t0 = time.monotonic()
+    seen = run(kernel, f"%%remote --image {BUSYBOX}\necho started; sleep 30; echo never")
+    assert time.monotonic() - t0 < 10
+    text = "".join(t for _, _, t in seen)
+    assert "started" in text and "never" not in text
+    assert "[remote] interrupted: SIGTERM sent to the command on node" in text
+    records = requests.get(f"{stack.server.url}/executions",
+                           params={"kernel_id": kernel.kernel_id},
+                           headers=kernel.headers, timeout=30).json()["executions"]
+    assert records[0]["status"] == "cancelled", records[0]
+
+
+def test_errors_are_one_clear_line_not_a_traceback(kernel):
+    for code, words in [
+        ("%%remote --node nowhere\ntrue", "no node 'nowhere'"),
+        ("%remote_job j-never", "no job 'j-never'"),
+        ("%%remote --bogus\ntrue", "unrecognized arguments: --bogus"),
+        (f"%%remote --image {BUSYBOX}\nexit 7", "[remote] exit 7 (failed) on node"),
+    ]:
+        seen = run(kernel, code)
+        text = "".join(t for _, _, t in seen).strip()
+        assert words in text, (code, text)
+        assert "Traceback" not in text and len(text.splitlines()) == 1, (code, text)
