@@ -106,8 +106,9 @@ class RemoteClient(HttpApi):
     def delete_sessions(self, owner: str) -> list[dict]:
         return self._json("DELETE", f"/sessions/{owner}", timeout=120)["removed"]
 
-    def kernel_sessions(self, kernel_id: str) -> list[dict]:
-        return self._json("GET", f"/kernels/{kernel_id}/sessions")["sessions"]
+    def kernel_sessions(self, kernel_id: str) -> dict:
+        """{"sessions": [...], "known_kernel": whether this server started the kernel}."""
+        return self._json("GET", f"/kernels/{kernel_id}/sessions")
 
     def cleanup_kernel(self, kernel_id: str) -> list[dict]:
         return self._json("DELETE", f"/kernels/{kernel_id}/sessions", timeout=120)["removed"]

@@ -5,6 +5,7 @@ Load with ``%load_ext jupyter_remote``; every magic has ``?`` help with examples
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import uuid
@@ -77,6 +78,10 @@ class RemoteMagics(Magics):
     def __init__(self, shell, client: RemoteClient | None = None) -> None:
         super().__init__(shell)
         self._client = client
+        self._server_kernel: bool | None = None  # did this server start our kernel?
+        self._own_sessions: dict[str, dict] = {}  # image -> session, for other kernels
+        kernel_id = _kernel_id()
+        self.owner = f"kernel-{kernel_id}" if kernel_id else f"ipython-{uuid.uuid4().hex[:12]}"
 
     @property
     def client(self) -> RemoteClient:
@@ -172,13 +177,13 @@ class RemoteMagics(Magics):
             body["env"] = env
         if args.detach:
             return self._detach(body, args.name)
-        kernel_id = _kernel_id()
-        if kernel_id and not args.fresh:
-            body["kernel_id"] = kernel_id
-        else:
-            body["fresh"] = True
         sig = args.signal_on_interrupt or self.signal_on_interrupt
-        result = self._run(body, sig)
+        try:
+            self._place(body, args.fresh)
+        except RemoteError as exc:
+            result = RemoteResult("", returncode=-1, status=exc.reason, message=exc.message)
+        else:
+            result = self._run(body, sig)
         self.shell.user_ns["_remote"] = result
         if args.output:
             self.shell.user_ns[args.output] = result
@@ -191,6 +196,33 @@ class RemoteMagics(Magics):
             if args.raise_:
                 raise RemoteCommandFailed(line)
             print(line, file=sys.stderr)
+
+    def _place(self, body: dict, fresh: bool) -> None:
+        """This kernel's session: the server's own for kernels it started; otherwise one
+        the magics own (nbval, VS Code, a terminal IPython), removed when the kernel exits."""
+        if fresh:
+            body["fresh"] = True
+            return
+        kernel_id = _kernel_id()
+        if kernel_id and self._server_kernel is None:
+            self._server_kernel = self.client.kernel_sessions(kernel_id)["known_kernel"]
+        if kernel_id and self._server_kernel:
+            body["kernel_id"] = kernel_id
+            return
+        image = body.get("image", "")
+        if image not in self._own_sessions:
+            if not self._own_sessions:
+                atexit.register(self._cleanup_own, self.owner)
+            spec = {k: body[k] for k in ("image", "memory", "cpus", "node") if k in body}
+            self._own_sessions[image] = self.client.create_session(owner=self.owner, **spec)
+        session = self._own_sessions[image]
+        body.update(node=session["node_id"], session_id=session["session_id"])
+
+    def _cleanup_own(self, owner: str) -> None:
+        try:
+            self.client.delete_sessions(owner)
+        except RemoteError:
+            pass
 
     def _run(self, body: dict, sig: str) -> RemoteResult:
         result = RemoteResult(execution_id=f"x-{uuid.uuid4().hex}")
@@ -363,10 +395,13 @@ class RemoteMagics(Magics):
             %remote_cleanup
         """
         kernel_id = _kernel_id()
-        if not kernel_id:
-            raise UsageError("%remote_cleanup needs a Jupyter kernel")
+        removed = []
         with _one_line_errors():
-            removed = self.client.cleanup_kernel(kernel_id)
+            if kernel_id:
+                removed += self.client.cleanup_kernel(kernel_id)
+            if self._own_sessions:
+                removed += self.client.delete_sessions(self.owner)
+                self._own_sessions.clear()
         print(f"removed {len(removed)} session container(s)")
 
     @line_magic

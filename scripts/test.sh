@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run every test against the real Docker engine.
-# Extra arguments go to pytest, e.g. scripts/test.sh -k sessions -x
+# Set up (scripts/setup.sh) and run every test against the real Docker engine: the pytest
+# suite, then the example notebooks with nbval against a real server and real agents.
+# Extra arguments go to the first pytest run, e.g. scripts/test.sh -k sessions -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 mkdir -p test-output
-exec .venv/bin/python -m pytest -ra "$@"
+.venv/bin/python -m pytest -ra "$@"
+.venv/bin/python -m pytest --nbval-lax notebooks/ -p no:cacheprovider -q

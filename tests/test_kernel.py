@@ -30,11 +30,12 @@ def kernel(stack):
     server = stack.server
     headers = {"Authorization": f"token {server.token}"}
     base = f"http://127.0.0.1:{server.port}/api/kernels"
-    kernel_id = requests.post(base, json={"name": "python3"}, headers=headers,
-                              timeout=60).json()["id"]
+    kernel_id = requests.post(base, json={"name": "python3"}, headers=headers, timeout=60).json()[
+        "id"
+    ]
     client = BlockingKernelClient(
-        connection_file=os.path.join(server.env["JUPYTER_RUNTIME_DIR"],
-                                     f"kernel-{kernel_id}.json"))
+        connection_file=os.path.join(server.env["JUPYTER_RUNTIME_DIR"], f"kernel-{kernel_id}.json")
+    )
     client.load_connection_file()
     client.start_channels()
     client.wait_for_ready(timeout=60)
@@ -81,9 +82,12 @@ def test_interrupt_cancels_the_command_on_the_node(kernel, stack):
     text = "".join(t for _, _, t in seen)
     assert "started" in text and "never" not in text
     assert "[remote] interrupted: SIGTERM sent to the command on node" in text
-    records = requests.get(f"{stack.server.url}/executions",
-                           params={"kernel_id": kernel.kernel_id},
-                           headers=kernel.headers, timeout=30).json()["executions"]
+    records = requests.get(
+        f"{stack.server.url}/executions",
+        params={"kernel_id": kernel.kernel_id},
+        headers=kernel.headers,
+        timeout=30,
+    ).json()["executions"]
     assert records[0]["status"] == "cancelled", records[0]
 
 

@@ -181,7 +181,12 @@ class KernelSessionsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self, kernel_id: str) -> None:
-        self.send({"sessions": self.manager.kernels.for_kernel(kernel_id)})
+        self.send(
+            {
+                "sessions": self.manager.kernels.for_kernel(kernel_id),
+                "known_kernel": self.manager.known_kernel(kernel_id),
+            }
+        )
 
     @web.authenticated
     @authorized
