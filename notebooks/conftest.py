@@ -17,9 +17,9 @@ _stack = None
 
 def pytest_sessionstart(session):
     global _stack
-    from stack import Stack
-
     import docker
+
+    from stack import Stack
 
     try:
         docker.from_env().ping()

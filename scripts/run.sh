@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# The main job: set up, start a local agent as a daemon on the local Docker engine, and run
-# a short demo through it that shows what ran where.
+# The main job: set up, start a local agent as a daemon on the local Docker engine, and
+# start JupyterLab with the extension (the local agent is its default node) and the
+# quickstart notebook open.
+#   scripts/run.sh              JupyterLab on http://127.0.0.1:8888 (URL with token printed)
+#   scripts/run.sh --headless   run the quickstart notebook through a Jupyter server and
+#                               print its cells and outputs (for servers and CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 DATA_DIR=${JUPYTER_REMOTE_AGENT_DATA_DIR:-$HOME/.local/share/jupyter-remote/agent}
-LISTEN=${JUPYTER_REMOTE_AGENT_LISTEN:-127.0.0.1:9527}
-if .venv/bin/python - "$LISTEN" <<'PY'
-import socket, sys
-host, port = sys.argv[1].rsplit(":", 1)
-try:
-    socket.create_connection((host, int(port)), timeout=1).close()
-except OSError:
-    sys.exit(1)
-PY
-then
+LISTEN=127.0.0.1:9527
+PORT=${JUPYTER_PORT:-8888}
+if .venv/bin/python -c "import socket; socket.create_connection(('127.0.0.1', 9527), 1)" 2>/dev/null; then
   echo "==> an agent already listens on $LISTEN"
 else
   .venv/bin/jupyter-remote agent --daemon --listen "$LISTEN" --data-dir "$DATA_DIR"
 fi
-.venv/bin/python scripts/demo.py "http://$LISTEN"
-echo "==> the agent keeps running; stop it with: .venv/bin/jupyter-remote agent stop --data-dir $DATA_DIR"
+
+if [ "${1:-}" = "--headless" ]; then
+  exec .venv/bin/python scripts/headless.py notebooks/quickstart.ipynb
+fi
+echo "==> starting JupyterLab with jupyter-remote; the Remote cells run on the local agent"
+echo "    (stop the agent afterwards with: .venv/bin/jupyter-remote agent stop --data-dir $DATA_DIR)"
+exec .venv/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port="$PORT" \
+  --ServerApp.allow_root=True --ServerApp.open_browser=False notebooks/quickstart.ipynb

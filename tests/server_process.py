@@ -36,6 +36,7 @@ class ServerProcess(ChildProcess):
                     "RemoteApp": {
                         "nodes": node_config(agents),
                         "db_path": str(tmp_path / "remote.sqlite"),
+                        "local_agent_url": "",
                         **FAST,
                         **remote,
                     },

@@ -9,9 +9,9 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 from IPython.core.error import UsageError
 from IPython.testing.globalipapp import get_ipython
-from stack import Stack
 
 from conftest import BUSYBOX, PYTHON
+from stack import Stack
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,11 @@ class RemoteApp(ExtensionApp):
     default_image = Unicode(
         "jupyter-remote/python:local", help="Image used when a request names none."
     ).tag(config=True)
+    local_agent_url = Unicode(
+        "http://127.0.0.1:9527",
+        help="With no nodes configured, the local agent (jupyter-remote agent on this "
+        "machine's Docker engine) is the pool's one node; empty disables it.",
+    ).tag(config=True)
     db_path = Unicode(
         help="SQLite file holding jobs, executions, nodes and kernel sessions "
         "(default: JUPYTER_DATA_DIR/jupyter_remote.sqlite)."
@@ -79,6 +84,8 @@ class RemoteApp(ExtensionApp):
                 with open(entry["token_file"]) as fh:
                     entry["token"] = fh.readline().strip()
             out.append(entry)
+        if not out and self.local_agent_url:
+            out.append({"url": self.local_agent_url})
         return out
 
     def initialize_settings(self) -> None:

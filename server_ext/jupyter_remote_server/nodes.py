@@ -35,6 +35,7 @@ class Node:
     resources: dict = field(default_factory=dict)
     inflight: int = 0  # executions this server is streaming from the node right now
     polling: bool = False
+    provisional: bool = False  # named after its URL until the agent tells its own id
 
     @property
     def usable(self) -> bool:
@@ -136,9 +137,15 @@ class NodeRegistry:
         """A node from config or from the store: added even if it does not answer now."""
         url = check_url(url)
         client = self.make_client(url, token)
-        node_id = node_id or urlparse(url).netloc
-        node = Node(node_id=node_id, url=url, source=source, client=client, token=token)
-        self.nodes[node_id] = node
+        node = Node(
+            node_id=node_id or urlparse(url).netloc,
+            url=url,
+            source=source,
+            client=client,
+            token=token,
+            provisional=node_id is None,
+        )
+        self.nodes[node.node_id] = node
         return node
 
     def add_checked(self, url: str, token: str | None, source: str) -> tuple[Node, bool]:
@@ -218,6 +225,12 @@ class NodeRegistry:
             node.polling = False
         node.last_seen, node.last_seen_at = time.monotonic(), time.time()
         node.health, node.resources = health, resources
+        own_id = health.get("node_id")
+        if node.provisional and own_id and own_id not in self.nodes:
+            # before any work reached it (work needs a first answer): take the agent's name
+            self.nodes.pop(node.node_id, None)
+            node.node_id, node.provisional = own_id, False
+            self.nodes[own_id] = node
         state = "healthy" if health.get("healthy") else "unhealthy"
         self._set(node, state, health.get("message", ""))
 
