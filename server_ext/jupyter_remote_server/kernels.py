@@ -39,6 +39,8 @@ class KernelSessions:
         RemoteDockerEnvironment (kind "client", removed by their cleanup()).
         """
         key = self.key(kernel_id, image)
+        if node_id:
+            self.registry.get(node_id)  # an unknown node is a 404 before anything else
         with self._lock:
             known = self.sessions.get(key)
             if known:
