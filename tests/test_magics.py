@@ -129,3 +129,43 @@ def test_remote_environment_submit_autostop_blocks_until_the_end(stack):
     final = env.submit(autostop=True)
     assert final["status"] == "completed" and final["tasks_done"] == 3
     assert [t["status"] for t in final["tasks"]] == ["completed", "completed", "stopped"]
+
+
+def test_widgets_show_the_pool_and_a_job_and_stop_when_closed(stack):
+    import time
+
+    from jupyter_remote import RemoteClient
+    from jupyter_remote.widgets import JobWidget, NodesWidget
+
+    client = RemoteClient()
+    nodes = NodesWidget(client, interval=0.2).start()
+    assert len(nodes.children) == 2 + len(stack.agents)  # header, a row each, errors
+    assert "2 node(s)" in nodes.children[0].value
+    calls = []
+    nodes.refresh = lambda: calls.append(1)
+    time.sleep(0.5)
+    assert calls, "the widget does not refresh on its own"
+    nodes.close()
+    seen = len(calls)
+    time.sleep(0.6)
+    assert len(calls) == seen, "a closed widget still refreshes"
+
+    job = client.submit_job(
+        image=BUSYBOX,
+        name="widget-job",
+        tasks=[{"command": "echo one; sleep 1"}, {"command": "sleep 60"}],
+    )
+    widget = JobWidget(client, job["job_id"], interval=0.2).start()
+    deadline = time.monotonic() + 10
+    while widget.progress.value < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert widget.progress.value == 1 and widget.progress.max == 2
+    assert "1/2 tasks" == widget.counts.value and "running" in widget.title_view.value
+    assert "one" in widget.log_view.value
+    widget.stop_button.click()
+    assert client.job(job["job_id"])["status"] == "stopped"
+    deadline = time.monotonic() + 5
+    while "stopped" not in widget.title_view.value and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "stopped" in widget.title_view.value and widget.stop_button.disabled
+    widget.close()
