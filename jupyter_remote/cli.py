@@ -6,13 +6,17 @@ from traitlets.config import Application
 
 from jupyter_remote import __version__
 from jupyter_remote.agent.app import AgentApp
+from jupyter_remote.gateway.app import GatewayApp
 
 
 class JupyterRemoteApp(Application):
     name = "jupyter-remote"
     version = __version__
     description = "jupyter-remote: run notebook cells on a pool of remote Docker hosts."
-    subcommands = {"agent": (AgentApp, "Run the executor agent on this host.")}
+    subcommands = {
+        "agent": (AgentApp, "Run the executor agent on this host."),
+        "gateway": (GatewayApp, "Receive inference-engine states over UDP and log them."),
+    }
 
     def start(self) -> None:
         if self.subapp is None:

@@ -27,7 +27,9 @@ def is_alive(pid: int) -> bool:
     return True
 
 
-def daemonize(log_file: str, pid_file: str, host: str, port: int, wait: float = 30.0) -> None:
+def daemonize(
+    log_file: str, pid_file: str, host: str | None, port: int | None, wait: float = 30.0
+) -> None:
     """Fork twice; the original process returns only in the daemon, or exits once it listens.
 
     The parent waits until the daemon accepts connections, so `agent --daemon && curl ...`
@@ -40,6 +42,12 @@ def daemonize(log_file: str, pid_file: str, host: str, port: int, wait: float = 
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if daemon_pid and not is_alive(daemon_pid):
+                break
+            if host is None:  # nothing to connect to (UDP): running is enough
+                time.sleep(1.0)
+                if daemon_pid and is_alive(daemon_pid):
+                    print(f"started as a daemon (pid {daemon_pid}); log: {log_file}")
+                    os._exit(0)
                 break
             try:
                 with socket.create_connection((host, port), timeout=0.5):

@@ -1,0 +1,1 @@
+"""The engine-state gateway: UDP datagrams from inference engines, validated, kept, logged."""
