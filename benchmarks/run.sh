@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the benchmarks: set up, then measure against the baselines in one run.
 #   benchmarks/run.sh          both: the agent against Docker, the server against the agent
-#   benchmarks/run.sh agent    only the agent;   benchmarks/run.sh server   only the server
+#   benchmarks/run.sh agent | server | gateway     only that one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
@@ -13,4 +13,8 @@ fi
 if [ "$which" = all ] || [ "$which" = server ]; then
   echo "== server extension (benchmarks/server_bench.py)"
   .venv/bin/python benchmarks/server_bench.py
+fi
+if [ "$which" = all ] || [ "$which" = gateway ]; then
+  echo "== engine-state gateway and loader (benchmarks/gateway_bench.py)"
+  .venv/bin/python benchmarks/gateway_bench.py
 fi

@@ -41,10 +41,10 @@ def log_files(path: str) -> list[str]:
 
 def _read(path: str) -> pa.Table:
     options = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
-    with pa.input_stream(path, compression="detect") as stream:
-        return pj.read_json(
-            stream, parse_options=options, read_options=pj.ReadOptions(block_size=8 << 20)
-        )
+    if not path.endswith(".gz"):
+        return pj.read_json(path, parse_options=options)  # multi-threaded, from the file
+    with pa.input_stream(path, compression="gzip") as stream:
+        return pj.read_json(stream, parse_options=options)
 
 
 def load_engine_states(
