@@ -184,9 +184,8 @@ def main() -> None:
     base, base_mem = (sorted(r[i] for r in runs["pyarrow"])[1] for i in (1, 2))
     ours, our_mem = (sorted(r[i] for r in runs["ours"])[1] for i in (1, 2))
     ratio = ours / base
-    print(
-        f"loading {rows} states, median of 3 fresh processes each ({os.path.getsize(path) / 1e6:.0f} MB):"
-    )
+    size = os.path.getsize(path) / 1e6
+    print(f"loading {rows} states ({size:.0f} MB), median of 3 fresh processes each:")
     print(f"  pyarrow.json.read_json  {base:6.2f} s  peak RSS {base_mem:6.0f} MB")
     print(
         f"  load_engine_states      {ours:6.2f} s  peak RSS {our_mem:6.0f} MB  "
