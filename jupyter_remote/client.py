@@ -71,6 +71,10 @@ class RemoteClient(HttpApi):
     def remove_node(self, node_id: str) -> dict:
         return self._json("DELETE", f"/nodes/{node_id}", timeout=30)
 
+    def engine_states(self) -> dict:
+        """The in-server gateway's latest state per engine, with its counters."""
+        return self._json("GET", "/engine-states", timeout=30, control=True)
+
     # -- executions --------------------------------------------------------------------
     def execute_stream(self, **body) -> Iterator[dict]:
         """Run one execution; its events as they arrive (started ... exit)."""

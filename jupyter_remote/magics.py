@@ -435,6 +435,41 @@ class RemoteMagics(Magics):
         )
 
 
+@magics_class
+class EngineStateMagics(Magics):
+    """%remote_states: the latest inference-engine states."""
+
+    @magic_arguments()
+    @argument("--log", metavar="PATH", help="Read a gateway's JSONL log instead of the server.")
+    @argument("--stale-ms", type=int, default=2000, help="Stale after this many ms (log only).")
+    @argument("--sort", default="engine_id", help="Column to sort by.")
+    @line_magic
+    def remote_states(self, line: str):
+        """Show the latest state per engine (age, stale flag, KV-cache use), refreshing.
+
+        From the server's engine-state gateway (c.RemoteApp.gateway_port), or from a
+        `jupyter-remote gateway` log with --log.
+
+        Examples::
+
+            %remote_states
+            %remote_states --log /data/engine_states.jsonl --stale-ms 5000 --sort age_ms
+        """
+        from jupyter_remote.widgets import ENGINE_COLUMNS, EngineStateWidget
+
+        args = parse_argstring(self.remote_states, line)
+        if args.sort not in ENGINE_COLUMNS:
+            raise UsageError(f"--sort takes one of {', '.join(ENGINE_COLUMNS)}")
+        if args.log and not os.path.exists(args.log):
+            raise UsageError(f"[remote] no engine-state log at {args.log}")
+        with _one_line_errors():
+            source = args.log or RemoteClient()
+            widget = EngineStateWidget(source, args.stale_ms, args.sort)
+            widget.refresh()
+        display(widget)
+        widget.start()
+
+
 class _one_line_errors:
     """Turn a RemoteError into one clear line (a UsageError), not a traceback."""
 
@@ -449,6 +484,7 @@ class _one_line_errors:
 
 def load_ipython_extension(ipython) -> None:
     ipython.register_magics(RemoteMagics)
+    ipython.register_magics(EngineStateMagics)
     ipython.set_custom_exc((RemoteCommandFailed,), _show_failure)
 
 

@@ -205,3 +205,33 @@ def test_elrar_environment_variables_configure_the_gateway(tmp_path):
     gw.wait_for(lambda: gw.stats()["received"] == 1)
     out = gw.stop()
     assert "log off" in out and not os.path.exists(gw.log_file)
+
+
+def test_engine_state_widget_and_magic_read_a_log(tmp_path):
+    from IPython.testing.globalipapp import get_ipython
+
+    from jupyter_remote.widgets import EngineStateWidget
+
+    path = tmp_path / "states.jsonl"
+    now = int(time.time() * 1000)
+    lines = [state("b-fresh", now, pending_tokens_total=5),
+             state("a-stale", now - 60_000, pending_tokens_total=50)]
+    path.write_text("".join(json.dumps(s) + "\n" for s in lines))
+    widget = EngineStateWidget(str(path), stale_threshold_ms=2000)
+    widget.refresh()
+    assert [r["engine_id"] for r in widget.rows] == ["a-stale", "b-fresh"]
+    assert "1 stale" in widget.summary.value
+    table = widget.table_view.value
+    assert table.index("a-stale") < table.index("b-fresh")
+    assert "color:#c62828'><td>a-stale" in table  # the stale engine is marked
+    widget.sort.value, widget.descending.value = "pending_tokens_total", False
+    assert widget.table_view.value.index("b-fresh") < widget.table_view.value.index("a-stale")
+    widget.close()
+
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "jupyter_remote")
+    ip.run_line_magic("remote_states", f"--log {path} --sort age_ms")
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="no engine-state log"):
+        ip.run_line_magic("remote_states", f"--log {tmp_path}/missing.jsonl")

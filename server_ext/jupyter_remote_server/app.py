@@ -54,6 +54,19 @@ class RemoteApp(ExtensionApp):
         help="With no nodes configured, the local agent (jupyter-remote agent on this "
         "machine's Docker engine) is the pool's one node; empty disables it.",
     ).tag(config=True)
+    gateway_port = Int(
+        0, help="Run the engine-state gateway in this server on this UDP port (0: off)."
+    ).tag(config=True)
+    gateway_bind = Unicode(
+        "127.0.0.1", help="The in-server gateway's bind address (0.0.0.0 inside a container)."
+    ).tag(config=True)
+    gateway_mode = Unicode("unicast", help="unicast or broadcast.").tag(config=True)
+    gateway_log_file = Unicode(
+        "", help="JSONL log of every valid state from the in-server gateway (empty: none)."
+    ).tag(config=True)
+    stale_threshold_ms = Int(2000, help="Milliseconds after which an engine's state is stale.").tag(
+        config=True
+    )
     db_path = Unicode(
         help="SQLite file holding jobs, executions, nodes and kernel sessions "
         "(default: JUPYTER_DATA_DIR/jupyter_remote.sqlite)."
@@ -101,6 +114,14 @@ class RemoteApp(ExtensionApp):
             pool_connections=self.pool_connections,
             pool_maxsize=self.pool_maxsize,
         )
+        if self.gateway_port:
+            self.manager.configure_gateway(
+                bind=self.gateway_bind,
+                port=self.gateway_port,
+                mode=self.gateway_mode,
+                log_file=self.gateway_log_file,
+                stale_threshold_ms=self.stale_threshold_ms,
+            )
         self.settings.update(
             jupyter_remote_manager=self.manager, jupyter_remote_join_token=self.join_token
         )

@@ -263,6 +263,13 @@ class JobLogsHandler(RemoteHandler):
         await self.stream(logs, "text/plain; charset=utf-8")
 
 
+class EngineStatesHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.send(self.manager.engine_states())
+
+
 class StatusHandler(RemoteHandler):
     @web.authenticated
     @authorized
@@ -286,6 +293,7 @@ def handlers() -> list[tuple]:
     ident = r"([^/]+)"
     routes = [
         ("status", StatusHandler),
+        ("engine-states", EngineStatesHandler),
         ("nodes", NodesHandler),
         ("nodes/join", JoinHandler),
         (f"nodes/{ident}", NodeHandler),

@@ -6,7 +6,9 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from jupyter_remote.errors import RemoteError
+from jupyter_remote.errors import NotFound, RemoteError
+from jupyter_remote.gateway.core import StateGateway
+from jupyter_remote.gateway.jsonl import RotatingJsonl
 from jupyter_remote_server.executions import ExecutionService
 from jupyter_remote_server.jobs import JobService
 from jupyter_remote_server.kernels import KernelSessions
@@ -76,6 +78,30 @@ class RemoteManager:
             default_image=default_image,
         )
         self._background: list[asyncio.Task] = []
+        self.gateway: StateGateway | None = None
+
+    def configure_gateway(
+        self, *, bind: str, port: int, mode: str, log_file: str, stale_threshold_ms: int
+    ) -> None:
+        """Run the engine-state gateway in this server (started with the extension)."""
+        log = RotatingJsonl(log_file) if log_file else None
+        self.gateway = StateGateway(
+            bind=bind, port=port, mode=mode, log=log, stale_threshold_ms=stale_threshold_ms
+        )
+
+    def engine_states(self) -> dict:
+        if self.gateway is None or self.gateway.sock is None:
+            raise NotFound(
+                "the engine-state gateway is not enabled in this server "
+                "(set c.RemoteApp.gateway_port)",
+                reason="gateway_off",
+            )
+        return {
+            "engines": self.gateway.table(),
+            "counters": self.gateway.counters(),
+            "stale_threshold_ms": self.gateway.stale_threshold_ms,
+            "listening": f"udp {self.gateway.bind}:{self.gateway.port}",
+        }
 
     async def blocking(self, fn, *args):
         """Blocking I/O (requests to agents) on a thread, off tornado's event loop."""
@@ -90,6 +116,8 @@ class RemoteManager:
         loop = asyncio.get_running_loop()
         self.jobs.changes.loop = loop
         self.registry.start()
+        if self.gateway is not None:
+            self.gateway.start()
         self._background += [
             loop.create_task(self._every(0.25, self._tick)),
             loop.create_task(self._every(5.0, self._housekeeping)),
@@ -98,6 +126,8 @@ class RemoteManager:
     async def stop(self) -> None:
         self.registry.stop()
         self.jobs.stop_watching()
+        if self.gateway is not None:
+            self.gateway.stop()
         for task in self._background:
             task.cancel()
         self.pool_io.shutdown(wait=False, cancel_futures=True)
