@@ -96,3 +96,12 @@ def run(client: AgentClient, **body) -> tuple[list[dict], dict]:
 
 def output(events: list[dict], stream: str = "stdout") -> str:
     return "".join(e["data"] for e in events if e["event"] == stream)
+
+
+def ipython_shell():
+    """The one in-process IPython shell of the test run (started on first use)."""
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    start_ipython()
+    return get_ipython()

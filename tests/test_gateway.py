@@ -208,14 +208,14 @@ def test_elrar_environment_variables_configure_the_gateway(tmp_path):
 
 
 def test_engine_state_widget_and_magic_read_a_log(tmp_path):
-    from IPython.testing.globalipapp import get_ipython
-
     from jupyter_remote.widgets import EngineStateWidget
 
     path = tmp_path / "states.jsonl"
     now = int(time.time() * 1000)
-    lines = [state("b-fresh", now, pending_tokens_total=5),
-             state("a-stale", now - 60_000, pending_tokens_total=50)]
+    lines = [
+        state("b-fresh", now, pending_tokens_total=5),
+        state("a-stale", now - 60_000, pending_tokens_total=50),
+    ]
     path.write_text("".join(json.dumps(s) + "\n" for s in lines))
     widget = EngineStateWidget(str(path), stale_threshold_ms=2000)
     widget.refresh()
@@ -228,7 +228,9 @@ def test_engine_state_widget_and_magic_read_a_log(tmp_path):
     assert widget.table_view.value.index("b-fresh") < widget.table_view.value.index("a-stale")
     widget.close()
 
-    ip = get_ipython()
+    from conftest import ipython_shell
+
+    ip = ipython_shell()
     ip.run_line_magic("load_ext", "jupyter_remote")
     ip.run_line_magic("remote_states", f"--log {path} --sort age_ms")
     from IPython.core.error import UsageError

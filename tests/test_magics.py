@@ -8,9 +8,8 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import get_ipython
 
-from conftest import BUSYBOX, PYTHON
+from conftest import BUSYBOX, PYTHON, ipython_shell
 from stack import Stack
 
 
@@ -33,7 +32,7 @@ def stack(docker_client):
 
 @pytest.fixture(scope="module")
 def ip(stack):
-    shell = get_ipython()
+    shell = ipython_shell()
     shell.run_line_magic("load_ext", "jupyter_remote")
     return shell
 

@@ -25,16 +25,23 @@ def udp_port():
 
 @pytest.fixture
 def jp_server_config(udp_port, tmp_path):
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_remote_server": True}},
-            "RemoteApp": {"local_agent_url": "", "db_path": str(tmp_path / "r.sqlite"),
-                          "gateway_port": udp_port, "stale_threshold_ms": 1000,
-                          "gateway_log_file": str(tmp_path / "states.jsonl")}}
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_remote_server": True}},
+        "RemoteApp": {
+            "local_agent_url": "",
+            "db_path": str(tmp_path / "r.sqlite"),
+            "gateway_port": udp_port,
+            "stale_threshold_ms": 1000,
+            "gateway_log_file": str(tmp_path / "states.jsonl"),
+        },
+    }
 
 
 async def test_the_server_serves_the_latest_engine_states(jp_fetch, udp_port, tmp_path):
     now = int(time.time() * 1000)
-    send(udp_port, [state("e1", now - 5000), state("e1", now), state("e2", now - 3000),
-                    b"not json"])
+    send(
+        udp_port, [state("e1", now - 5000), state("e1", now), state("e2", now - 3000), b"not json"]
+    )
 
     async def four():
         answer = await api(jp_fetch, "engine-states")
@@ -48,8 +55,10 @@ async def test_the_server_serves_the_latest_engine_states(jp_fetch, udp_port, tm
     assert answer["stale_threshold_ms"] == 1000
 
 
-OFF = {"ServerApp": {"jpserver_extensions": {"jupyter_remote_server": True}},
-       "RemoteApp": {"local_agent_url": ""}}
+OFF = {
+    "ServerApp": {"jpserver_extensions": {"jupyter_remote_server": True}},
+    "RemoteApp": {"local_agent_url": ""},
+}
 
 
 @pytest.mark.parametrize("jp_server_config", [pytest.param(OFF, id="gateway-off")])
