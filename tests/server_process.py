@@ -16,6 +16,8 @@ from processes import FAST, ChildProcess, free_port, node_config
 class ServerProcess(ChildProcess):
     """`python -m jupyter_server` with our extension, as a user would run it."""
 
+    module = "jupyter_server"
+
     def __init__(self, tmp_path, agents, **remote) -> None:
         self.port = free_port("127.0.0.1")
         self.token = "restart-test-token"
@@ -56,7 +58,7 @@ class ServerProcess(ChildProcess):
     def start(self) -> ServerProcess:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jupyter_server", f"--config={self.config}"],
+                [sys.executable, "-m", self.module, f"--config={self.config}"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -102,3 +104,22 @@ class ServerProcess(ChildProcess):
                 pass
             time.sleep(0.2)
         raise AssertionError(f"not within {timeout} s; see {self.log}")
+
+
+class LabProcess(ServerProcess):
+    """`jupyter lab` itself, with its own settings dir (no news popup over screenshots)."""
+
+    module = "jupyterlab"
+
+    def __init__(self, tmp_path, agents, **remote) -> None:
+        super().__init__(tmp_path, agents, **remote)
+        settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
+        settings.mkdir(parents=True)
+        (settings / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False})
+        )
+        self.env.update(
+            JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
+            JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"),
+        )
+        self.lab_url = f"http://127.0.0.1:{self.port}/lab"

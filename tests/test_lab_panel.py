@@ -1,0 +1,167 @@
+"""The Remote panel in a real JupyterLab, driven in Debian's chromium by Playwright."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import tempfile
+import time
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import BUSYBOX
+from server_process import LabProcess
+from test_gateway import send, state
+
+CHROMIUM = "/usr/bin/chromium"
+OUTPUT = os.path.join(os.path.dirname(__file__), "..", "test-output")
+PANEL_TAB = 'li.lm-TabBar-tab[data-id="jupyter-remote-panel"]'
+
+
+@pytest.fixture
+def lab(tmp_path, make_agent):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")
+    agents = [make_agent(host=f"127.0.0.{i}") for i in (12, 13)]
+    notebook = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "metadata": {},
+                "outputs": [],
+                "execution_count": None,
+                "source": "%load_ext jupyter_remote\n",
+            }
+        ],
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (tmp_path / "start_job.ipynb").write_text(json.dumps(notebook))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        gateway_port = udp.getsockname()[1]
+    process = LabProcess(
+        tmp_path, agents, gateway_port=gateway_port, stale_threshold_ms=60_000
+    ).start()
+    process.agents, process.gateway_port = agents, gateway_port
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def page(lab):
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="jr-chromium-"),
+            executable_path=CHROMIUM,
+            headless=True,
+            viewport={"width": 1400, "height": 900},
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        page = context.pages[0] if context.pages else context.new_page()
+        page.set_default_timeout(30_000)
+        yield page
+        context.close()
+
+
+def test_the_panel_shows_nodes_jobs_and_node_states(lab, page):
+    page.goto(f"{lab.lab_url}/tree/start_job.ipynb?token={lab.token}")
+    page.locator(PANEL_TAB).click()
+    panel = page.locator("#jupyter-remote-panel")
+    expect(panel.locator(".jr-node")).to_have_count(2)
+    for agent in lab.agents:
+        node = panel.locator(f'.jr-node[data-node="{agent.node_id}"]')
+        expect(node.locator(".jr-state")).to_have_text("healthy")
+        expect(node.locator(".jr-bar")).to_have_count(3)
+
+    # a job started from a notebook cell appears in the panel
+    cell = page.locator(".jp-Notebook .jp-Cell").first
+    expect(page.locator(".jp-Notebook-ExecutionIndicator, .jp-Notebook")).not_to_have_count(0)
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("%load_ext jupyter_remote\n")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type(
+        f"%%remote --detach --name from-a-cell --image {BUSYBOX}\n"
+        "for i in $(seq 1 120); do echo tick $i; sleep 1; done"
+    )
+    page.keyboard.press("Shift+Enter")
+    job = panel.locator(".jr-job", has_text="from-a-cell")
+    expect(job.locator(".jr-status")).to_have_text("running", timeout=60_000)
+
+    # the log view follows it; Stop changes its status
+    job.locator(".jr-show-log").click()
+    expect(panel.locator(".jr-log")).to_contain_text("tick 2", timeout=20_000)
+    job.locator(".jr-stop").click()
+    expect(job.locator(".jr-status")).to_have_text("stopped", timeout=20_000)
+
+    # engine states from the in-server gateway, the stale one marked
+    now = int(time.time() * 1000)
+    send(lab.gateway_port, [state("engine-a", now), state("engine-b", now - 120_000)])
+    expect(panel.locator(".jr-engines tr.jr-stale")).to_contain_text("engine-b")
+    expect(panel.locator(".jr-engines tr", has_text="engine-a")).not_to_have_class("jr-stale")
+
+    # an agent that stops answering turns suspect
+    frozen = lab.agents[1]
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        node = panel.locator(f'.jr-node[data-node="{frozen.node_id}"] .jr-state')
+        expect(node).to_have_text("suspect", timeout=20_000)
+        os.makedirs(OUTPUT, exist_ok=True)
+        panel.screenshot(path=os.path.join(OUTPUT, "lab-panel.png"))
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+
+
+def test_without_the_server_extension_one_message_and_no_stream_of_errors(tmp_path):
+    lab = LabProcess(tmp_path, [])
+    config = json.loads(lab.config.read_text())
+    config["ServerApp"]["jpserver_extensions"] = {"jupyter_remote_server": False}
+    lab.config.write_text(json.dumps(config))
+    lab.wait_for = lambda check, timeout: None  # no /remote/api to wait for
+    lab.start()
+    try:
+        with sync_playwright() as p:
+            context = p.chromium.launch_persistent_context(
+                tempfile.mkdtemp(prefix="jr-chromium-"),
+                executable_path=CHROMIUM,
+                headless=True,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--no-first-run",
+                ],
+            )
+            page = context.pages[0] if context.pages else context.new_page()
+            calls = []
+            page.on("request", lambda r: calls.append(r.url) if "/remote/api/" in r.url else None)
+            for _ in range(60):
+                try:
+                    page.goto(f"{lab.lab_url}?token={lab.token}")
+                    break
+                except Exception:  # noqa: BLE001 - Lab is still starting
+                    time.sleep(0.5)
+            page.locator(PANEL_TAB).click(timeout=60_000)
+            message = page.locator("#jupyter-remote-panel .jr-message")
+            expect(message).to_contain_text("server extension is not enabled", timeout=30_000)
+            seen = len(calls)
+            page.wait_for_timeout(5000)
+            assert len(calls) == seen and seen <= 4, calls  # it stopped asking
+            context.close()
+    finally:
+        lab.stop()
