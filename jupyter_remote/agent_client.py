@@ -116,7 +116,10 @@ class AgentClient(HttpApi):
         self, job_id: str, task: int = 0, offset: int = 0, follow: bool = False
     ) -> requests.Response:
         params = {"task": task, "offset": offset, "follow": int(follow)}
-        return self._request("GET", f"/v1/jobs/{job_id}/logs", stream=True, params=params)
+        timeout = None if follow else 60  # a log read from a frozen node must not hang
+        return self._request(
+            "GET", f"/v1/jobs/{job_id}/logs", stream=True, params=params, timeout=timeout
+        )
 
     def open_execution_events(
         self, execution_id: str, offset: int = 0, follow: bool = False

@@ -26,15 +26,23 @@ def lab(tmp_path, make_agent):
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")
     agents = [make_agent(host=f"127.0.0.{i}") for i in (12, 13)]
+
+    def code(source: str) -> dict:
+        return {
+            "cell_type": "code",
+            "metadata": {},
+            "outputs": [],
+            "execution_count": None,
+            "source": source,
+        }
+
     notebook = {
         "cells": [
-            {
-                "cell_type": "code",
-                "metadata": {},
-                "outputs": [],
-                "execution_count": None,
-                "source": "%load_ext jupyter_remote\n",
-            }
+            code("%load_ext jupyter_remote"),
+            code(
+                f"%%remote --detach --name from-a-cell --image {BUSYBOX}\n"
+                "for i in $(seq 1 120); do echo tick $i; sleep 1; done"
+            ),
         ],
         "metadata": {
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -89,17 +97,13 @@ def test_the_panel_shows_nodes_jobs_and_node_states(lab, page):
         expect(node.locator(".jr-bar")).to_have_count(3)
 
     # a job started from a notebook cell appears in the panel
-    cell = page.locator(".jp-Notebook .jp-Cell").first
-    expect(page.locator(".jp-Notebook-ExecutionIndicator, .jp-Notebook")).not_to_have_count(0)
-    cell.locator(".cm-content").click()
-    page.keyboard.press("Control+a")
-    page.keyboard.type("%load_ext jupyter_remote\n")
-    page.keyboard.press("Shift+Enter")
-    page.keyboard.type(
-        f"%%remote --detach --name from-a-cell --image {BUSYBOX}\n"
-        "for i in $(seq 1 120); do echo tick $i; sleep 1; done"
-    )
-    page.keyboard.press("Shift+Enter")
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    expect(cells).to_have_count(2)
+    cells.first.locator(".jp-InputPrompt").click()
+    page.keyboard.press("Shift+Enter")  # %load_ext, once the kernel is up
+    expect(cells.first.locator(".jp-InputPrompt")).to_contain_text("[1]", timeout=60_000)
+    cells.nth(1).locator(".jp-InputPrompt").click()
+    page.keyboard.press("Shift+Enter")  # %%remote --detach
     job = panel.locator(".jr-job", has_text="from-a-cell")
     expect(job.locator(".jr-status")).to_have_text("running", timeout=60_000)
 

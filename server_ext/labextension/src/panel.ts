@@ -57,6 +57,7 @@ export class RemotePanel extends Widget {
   private logOffset = 0;
   private logText = '';
   private stopped = false;
+  private logPending = false;
 
   constructor() {
     super();
@@ -101,7 +102,7 @@ export class RemotePanel extends Widget {
       this.renderNodes(nodes.nodes);
       this.renderJobs(jobs.jobs);
       await this.refreshEngines();
-      await this.followLog(jobs.jobs);
+      this.followLogInBackground(jobs.jobs);
     } catch (error) {
       if (error instanceof RemoteApiError && error.status === 404) {
         this.stopped = true;
@@ -176,6 +177,22 @@ export class RemotePanel extends Widget {
     }
   }
 
+  /** A slow or frozen node must not hold up the rest of the panel. */
+  private followLogInBackground(jobs: IJob[]): void {
+    if (this.logPending) {
+      return;
+    }
+    this.logPending = true;
+    this.followLog(jobs)
+      .catch(error => {
+        const view = this.node.querySelector('.jr-log') as HTMLElement;
+        view.textContent = `${this.logText}\n(${(error as Error).message})`;
+      })
+      .finally(() => {
+        this.logPending = false;
+      });
+  }
+
   /** The log view follows a job's first task by offset: only new bytes are fetched. */
   private async followLog(jobs: IJob[]): Promise<void> {
     const view = this.node.querySelector('.jr-log') as HTMLElement;
@@ -186,7 +203,7 @@ export class RemotePanel extends Widget {
     }
     const chunk = await requestAPI<string>(
       `jobs/${encodeURIComponent(job.job_id)}/logs?task=0&offset=${this.logOffset}`,
-      {},
+      { signal: AbortSignal.timeout(10000) },
       true
     );
     this.logOffset += new TextEncoder().encode(chunk).length;
