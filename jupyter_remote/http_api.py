@@ -134,16 +134,15 @@ class HttpApi:
     # -- node --------------------------------------------------------------------------
 
     def _events(self, resp: requests.Response, what: str) -> Iterator[dict]:
-        try:
-            for line in resp.iter_lines(chunk_size=1 << 16):
+        """The NDJSON events of a streamed response, as they arrive."""
+        pending = b""
+        for chunk in stream_chunks(resp, f"{what} from {self.url}"):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
                 if line:
                     yield json.loads(line)
-        except requests.RequestException as exc:
-            raise ConnectionFailed(
-                f"the stream of {what} from {self.url} broke: {_why(exc)}", reason="stream_broken"
-            ) from None
-        finally:
-            resp.close()
+        if pending.strip():
+            yield json.loads(pending)
 
 
 def stream_chunks(resp: requests.Response, what: str) -> Iterator[bytes]:

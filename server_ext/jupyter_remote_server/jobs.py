@@ -427,8 +427,11 @@ class JobService:
             )
         node = self.registry.get(task["node_id"])
         if not node.usable:
-            raise Unavailable(f"node {node.node_id!r}, which ran task {index}, is {node.state} "
-                              f"({node.reason}); its log is there", reason="node_unavailable")
+            raise Unavailable(
+                f"node {node.node_id!r}, which ran task {index}, is {node.state} "
+                f"({node.reason}); its log is there",
+                reason="node_unavailable",
+            )
         pump = ThreadPump(
             lambda: node.client.open_job_logs(task["agent_job_id"], 0, offset, follow),
             f"node {node.node_id!r}",
