@@ -33,9 +33,7 @@ class EventLog:
 
     def append(self, event: dict) -> None:
         """Write one event to disk, then let readers know (safe from any thread)."""
-        self.append_raw(encode(event))
-
-    def append_raw(self, data: bytes) -> None:
+        data = encode(event)
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)

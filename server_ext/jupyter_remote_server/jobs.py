@@ -425,13 +425,9 @@ class JobService:
                 f"task {index} of job {job_id!r} has not started (status {task['status']})",
                 reason="not_started",
             )
-        node = self.registry.get(task["node_id"])
-        if not node.usable:
-            raise Unavailable(
-                f"node {node.node_id!r}, which ran task {index}, is {node.state} "
-                f"({node.reason}); its log is there",
-                reason="node_unavailable",
-            )
+        node = self.registry.usable(
+            task["node_id"], f", which ran task {index}", "its log is there, to read later"
+        )
         pump = ThreadPump(
             lambda: node.client.open_job_logs(task["agent_job_id"], 0, offset, follow),
             f"node {node.node_id!r}",

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import threading
 
-from jupyter_remote.errors import Conflict, NotFound, RemoteError, Unavailable
+from jupyter_remote.errors import Conflict, NotFound, RemoteError
 from jupyter_remote_server.nodes import NodeRegistry
 from jupyter_remote_server.pool import ExecutorPool
 from jupyter_remote_server.store import JobStore
@@ -50,14 +50,11 @@ class KernelSessions:
                         f"use --fresh to run on {node_id!r}",
                         reason="session_elsewhere",
                     )
-                node = self.registry.get(known["node_id"])
-                if not node.usable:
-                    raise Unavailable(
-                        f"node {node.node_id!r}, which holds this kernel's session, is "
-                        f"{node.state} ({node.reason}); use --fresh, or %remote_cleanup to "
-                        "start over on another node",
-                        reason="session_node_unavailable",
-                    )
+                self.registry.usable(
+                    known["node_id"],
+                    ", which holds this kernel's session",
+                    "use --fresh, or %remote_cleanup to start over on another node",
+                )
                 return known
             node = self.pool.pick(node_id, image)
             digest = hashlib.sha1(image.encode()).hexdigest()[:8]

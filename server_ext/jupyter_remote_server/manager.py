@@ -6,7 +6,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from jupyter_remote.errors import NotFound, RemoteError
+from jupyter_remote.errors import NotFound
 from jupyter_remote.gateway.core import StateGateway
 from jupyter_remote.gateway.jsonl import RotatingJsonl
 from jupyter_remote_server.executions import ExecutionService
@@ -186,6 +186,3 @@ class RemoteManager:
             "jobs": len(self.jobs.jobs),
             "executions": len(self.executions.records),
         }
-
-
-__all__ = ["RemoteManager", "RemoteError"]

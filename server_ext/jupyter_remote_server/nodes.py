@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from jupyter_remote.agent_client import AgentClient
-from jupyter_remote.errors import BadRequest, Conflict, NotFound, RemoteError
+from jupyter_remote.errors import BadRequest, Conflict, NotFound, RemoteError, Unavailable
 
 log = logging.getLogger("jupyter_remote_server")
 
@@ -129,6 +129,16 @@ class NodeRegistry:
             raise NotFound(
                 f"no node {node_id!r} in the pool (known: {known})", reason="node_not_found"
             ) from None
+
+    def usable(self, node_id: str, role: str = "", then: str = "work never goes to it") -> Node:
+        """The node, if it may be used now; else a 503 naming its state, reason and `then`."""
+        node = self.get(node_id)
+        if not node.usable:
+            raise Unavailable(
+                f"node {node_id!r}{role} is {node.state} ({node.reason}); {then}",
+                reason="node_unavailable",
+            )
+        return node
 
     def list(self) -> list[dict]:
         return [n.to_json() for n in self.nodes.values()]

@@ -28,12 +28,7 @@ class ExecutorPool:
     ) -> Node:
         """A node that may take work now; 404 for an unknown node, 503 when none can."""
         if node_id:
-            node = self.registry.get(node_id)
-            if not node.usable:
-                raise Unavailable(
-                    f"node {node_id!r} is {node.state} ({node.reason}); work never goes to it",
-                    reason="node_unavailable",
-                )
+            node = self.registry.usable(node_id)
             if not node.has_image(image):
                 raise Unavailable(
                     f"node {node_id!r} does not have image {image!r} (nodes never pull images)",
