@@ -7,18 +7,10 @@ set -euo pipefail
 
 BUSYBOX_IMAGE=jupyter-remote/busybox:local
 PYTHON_IMAGE=jupyter-remote/python:local
-MIRROR=${JUPYTER_REMOTE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The mirror apt is configured with (JUPYTER_REMOTE_DEBIAN_MIRROR overrides).
+MIRROR=$("$(dirname "$0")/debian-mirror.sh")
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
-need_pkg() {
-  command -v "$1" >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" != 0 ]; then
-    echo "error: $1 is missing (Debian package $2); install it or run as root." >&2
-    exit 1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null \
-    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }
-}
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -26,12 +18,7 @@ trap 'rm -rf "$work"' EXIT
 if ! have_image "$BUSYBOX_IMAGE"; then
   echo "==> building $BUSYBOX_IMAGE from Debian's busybox-static"
   # Debian's busybox-static: a dynamically linked busybox would not run in a scratch image.
-  if ! dpkg -s busybox-static >/dev/null 2>&1; then
-    [ "$(id -u)" = 0 ] || { echo "error: install Debian's busybox-static first" >&2; exit 1; }
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq busybox-static >/dev/null \
-      || { apt-get update -qq && apt-get install -y -qq busybox-static >/dev/null; }
-  fi
+  "$(dirname "$0")/apt-install.sh" busybox-static
   bb=/bin/busybox
   mkdir -p "$work/bb/bin" "$work/bb/tmp" "$work/bb/root"
   cp "$bb" "$work/bb/bin/busybox"
@@ -44,8 +31,8 @@ if ! have_image "$BUSYBOX_IMAGE"; then
 fi
 
 if ! have_image "$PYTHON_IMAGE"; then
-  echo "==> building $PYTHON_IMAGE with debootstrap (about a minute)"
-  need_pkg debootstrap debootstrap
+  echo "==> building $PYTHON_IMAGE with debootstrap from $MIRROR (about a minute)"
+  "$(dirname "$0")/apt-install.sh" debootstrap
   debootstrap --variant=minbase --include=python3 bookworm "$work/py" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
     || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
   rm -rf "$work/py/var/cache/apt/archives/"*.deb "$work/py/var/lib/apt/lists/"*

@@ -18,10 +18,7 @@ if ! command -v dockerd >/dev/null 2>&1; then
     echo "       install Docker (Debian: apt-get install docker.io) or run this as root." >&2
     exit 1
   fi
-  echo "==> installing Debian's docker.io"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq docker.io >/dev/null
+  "$(dirname "$0")/apt-install.sh" docker.io
 fi
 
 if [ "$(id -u)" != 0 ]; then

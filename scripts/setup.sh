@@ -24,15 +24,7 @@ fi
 scripts/ensure-docker.sh
 scripts/build-images.sh
 
-# Debian's chromium for the Lab panel's browser test (Playwright drives it; it downloads
-# no browser of its own).
-if ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "==> installing Debian's chromium (for the browser test)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq --no-install-recommends chromium >/dev/null \
-      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
-  else
-    echo "note: chromium is missing and we are not root; the browser test will fail" >&2
-  fi
-fi
+# Every program a test or a script calls, from Debian: chromium for the Lab panel's browser
+# test (Playwright drives it and downloads no browser of its own), netcat for the gateway's
+# "send a state with nc" test, iproute2 for tests that build hosts in network namespaces.
+scripts/apt-install.sh chromium netcat-openbsd iproute2
