@@ -180,9 +180,11 @@ class RemoteManager:
         return node.to_json()
 
     def status(self) -> dict:
+        states = [n.state for n in self.registry.nodes.values()]
         return {
             "nodes": len(self.registry.nodes),
-            "healthy": sum(n.usable for n in self.registry.nodes.values()),
+            "healthy": states.count("healthy"),
+            "busy": states.count("busy"),
             "jobs": len(self.jobs.jobs),
             "executions": len(self.executions.records),
         }

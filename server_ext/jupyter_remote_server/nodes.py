@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 from urllib.parse import urlparse
 
 from jupyter_remote.agent_client import AgentClient
@@ -14,7 +15,9 @@ from jupyter_remote.errors import BadRequest, Conflict, NotFound, RemoteError, U
 
 log = logging.getLogger("jupyter_remote_server")
 
-USABLE = "healthy"
+USABLE = ("healthy", "busy")  # busy: CPU/memory pressure; still takes work
+ANSWERING = ("healthy", "busy", "unhealthy")  # answered its last poll in time
+WARNING_CHECKS = ("cpu", "memory")  # pressure, for agents that give no severity
 
 
 @dataclass
@@ -26,7 +29,7 @@ class Node:
     source: str  # config | api | join
     client: AgentClient
     token: str | None = None
-    state: str = "unknown"  # unknown | healthy | unhealthy | suspect | lost
+    state: str = "unknown"  # unknown | healthy | busy | unhealthy | suspect | lost
     reason: str = "not contacted yet"
     added_at: float = field(default_factory=time.time)
     last_seen: float | None = None  # monotonic
@@ -39,7 +42,18 @@ class Node:
 
     @property
     def usable(self) -> bool:
-        return self.state == USABLE
+        return self.state in USABLE
+
+    @property
+    def answering(self) -> bool:
+        return self.state in ANSWERING
+
+    @property
+    def warnings(self) -> list[str]:
+        """Messages of the failing warning checks: why a node is busy."""
+        if not self.answering:
+            return []  # an old sample says nothing about a silent node
+        return [c.get("message", "") for c in failing(self.health, "warning")]
 
     def has_image(self, image: str | None) -> bool:
         images = self.resources.get("images")
@@ -65,6 +79,7 @@ class Node:
             "added_at": self.added_at,
             "last_seen_at": self.last_seen_at,
             "health": self.health.get("checks", []),
+            "warnings": self.warnings,
             "cpu": res.get("cpu"),
             "memory": res.get("memory"),
             "disk": res.get("disk"),
@@ -76,6 +91,41 @@ class Node:
             "own_containers": res.get("own_containers", []),
             "images": res.get("images", []),
         }
+
+
+def severity(check: dict) -> str:
+    """A check's severity; agents from before severities name the pressure checks."""
+    return check.get("severity") or (
+        "warning" if check.get("name") in WARNING_CHECKS else "critical"
+    )
+
+
+def failing(health: dict, level: str) -> list[dict]:
+    return [c for c in health.get("checks", []) if not c.get("ok") and severity(c) == level]
+
+
+def state_of(health: dict) -> tuple[str, str]:
+    """(state, reason) from an agent's /v1/health: pressure makes a node busy, not unhealthy.
+
+    Agents that report `busy` judge themselves (`healthy` = no critical check fails); older
+    ones say unhealthy for any failing check, so their checks are judged here by name.
+    """
+    critical = "; ".join(c.get("message", "") for c in failing(health, "critical"))
+    warnings = "; ".join(c.get("message", "") for c in failing(health, "warning"))
+    if "busy" in health:
+        if not health.get("healthy"):
+            return "unhealthy", critical or health.get("message") or "unhealthy"
+        return ("busy", warnings or "busy") if health["busy"] else ("healthy", "ok")
+    if critical or (not health.get("healthy") and not warnings):
+        return "unhealthy", critical or health.get("message") or "unhealthy"
+    return ("busy", warnings) if warnings else ("healthy", "ok")
+
+
+def _refuse(node: Node, role: str, then: str) -> NoReturn:
+    raise Unavailable(
+        f"node {node.node_id!r}{role} is {node.state} ({node.reason}); {then}",
+        reason="node_unavailable",
+    )
 
 
 def check_url(url: object) -> str:
@@ -131,14 +181,18 @@ class NodeRegistry:
             ) from None
 
     def usable(self, node_id: str, role: str = "", then: str = "work never goes to it") -> Node:
-        """The node, if it may be used now; else a 503 naming its state, reason and `then`."""
+        """The node, if it may take work now (healthy or busy); else a 503 saying why."""
         node = self.get(node_id)
-        if not node.usable:
-            raise Unavailable(
-                f"node {node_id!r}{role} is {node.state} ({node.reason}); {then}",
-                reason="node_unavailable",
-            )
-        return node
+        return node if node.usable else _refuse(node, role, then)
+
+    def answering(self, node_id: str, role: str = "", then: str = "work never goes to it") -> Node:
+        """The node, if it answers polls (even busy or unhealthy); else usable()'s 503.
+
+        A kernel's session lives on one node, so its cells follow it there while it answers;
+        only silence (suspect, lost, never contacted) refuses them.
+        """
+        node = self.get(node_id)
+        return node if node.answering else _refuse(node, role, then)
 
     def list(self) -> list[dict]:
         return [n.to_json() for n in self.nodes.values()]
@@ -228,7 +282,7 @@ class NodeRegistry:
             wait = max(1.0, min(10.0, self.suspect_after / 2))
             health, resources = await self.blocking(_fetch, node.client, wait)
         except RemoteError as exc:
-            if node.state in ("unknown", "healthy", "unhealthy"):
+            if node.state == "unknown" or node.answering:
                 node.reason = f"last poll failed: {exc.message}"
             return
         finally:
@@ -241,8 +295,7 @@ class NodeRegistry:
             self.nodes.pop(node.node_id, None)
             node.node_id, node.provisional = own_id, False
             self.nodes[own_id] = node
-        state = "healthy" if health.get("healthy") else "unhealthy"
-        self._set(node, state, health.get("message", ""))
+        self._set(node, *state_of(health))
 
     def _age(self, node: Node) -> None:
         seen = node.last_seen

@@ -7,13 +7,15 @@ from jupyter_remote_server.nodes import Node, NodeRegistry
 
 
 class NodeChooser:
-    """The default choice: a healthy node with the image, least busy, most free memory.
+    """The default choice: a healthy node before a busy one, then least loaded, most free memory.
 
-    Swap it with `c.RemoteApp.node_chooser_class` (a subclass overriding `choose`).
+    Busy nodes (CPU/memory pressure) still take new work, but only when no healthy node with
+    the image is left. Swap it with `c.RemoteApp.node_chooser_class` (a subclass overriding
+    `choose`; candidates are every usable node with the image, busy ones included).
     """
 
     def choose(self, candidates: list[Node], image: str | None) -> Node:
-        return min(candidates, key=lambda n: n.load())
+        return min(candidates, key=lambda n: (n.state == "busy", n.load()))
 
 
 class ExecutorPool:
@@ -38,7 +40,7 @@ class ExecutorPool:
         return self.chooser.choose(self.candidates(image, among), image)
 
     def candidates(self, image: str | None = None, among: list[str] | None = None) -> list[Node]:
-        """Healthy nodes with the image (within `among`); 503 saying why when there are none."""
+        """Usable nodes with the image (within `among`); 503 saying why when there are none."""
         nodes = [n for n in self.registry.nodes.values() if among is None or n.node_id in among]
         usable = [n for n in nodes if n.usable]
         with_image = [n for n in usable if n.has_image(image)]
@@ -47,8 +49,8 @@ class ExecutorPool:
                 why = "no nodes are registered; add one with %remote_nodes --add URL"
             elif not usable:
                 states = ", ".join(f"{n.node_id}: {n.state}" for n in nodes)
-                why = f"no node is healthy ({states})"
+                why = f"no node is usable ({states})"
             else:
-                why = f"no healthy node has image {image!r} (nodes never pull images)"
+                why = f"no usable node has image {image!r} (nodes never pull images)"
             raise Unavailable(why, reason="no_node")
         return with_image
