@@ -181,8 +181,9 @@ def test_bad_requests_get_4xx_json_and_change_nothing(agent, client, session, do
         f"{agent.url}/v1/executions", json={}, headers={"Authorization": "Bearer wrong"}
     )
     assert wrong.status_code == 401 and wrong.json()["reason"] == "bad_token"
-    big = requests.post(f"{agent.url}/v1/executions", data=b"x" * (2 << 20), headers=auth)
+    big = requests.post(f"{agent.url}/v1/executions", data=b"x" * (33 << 20), headers=auth)
     assert big.status_code == 413 and "limit" in big.json()["message"]
+    assert big.json()["reason"] == "payload_too_large"
     assert (len(client.executions()), len(agent.containers(docker_client))) == before
 
 

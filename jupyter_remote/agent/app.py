@@ -116,7 +116,18 @@ class AgentApp(Application):
     allow_network = Bool(
         False, help="Let requests ask for network host or bridge instead of none.", config=True
     )
-    max_request_bytes = Int(1 << 20, help="Largest request body accepted.", config=True)
+    max_request_bytes = Int(
+        1 << 20,
+        help="Largest request body accepted, except for the bodies that carry a cell "
+        "(see --max-execution-bytes).",
+        config=True,
+    )
+    max_execution_bytes = Int(
+        32 << 20,
+        help="Largest body of POST /v1/executions and POST /execute, which carry the cell "
+        "itself; a cell travels on stdin, so it may be far larger than the 128 KiB argv cap.",
+        config=True,
+    )
     join = Unicode(
         "",
         help="Jupyter server URL whose pool this agent joins by itself (needs --join-token).",
@@ -158,6 +169,7 @@ class AgentApp(Application):
         "max-memory": "AgentApp.max_memory",
         "max-cpus": "AgentApp.max_cpus",
         "max-request-bytes": "AgentApp.max_request_bytes",
+        "max-execution-bytes": "AgentApp.max_execution_bytes",
         "kill-grace": "AgentApp.kill_grace",
         "sample-interval": "AgentApp.sample_interval",
         "cpu-max": "AgentApp.cpu_max",
@@ -263,6 +275,14 @@ class AgentApp(Application):
         except RemoteError as exc:
             raise UsageFailure(exc.message) from None
 
+    def check_body_limits(self) -> None:
+        for flag, value in (
+            ("--max-request-bytes", self.max_request_bytes),
+            ("--max-execution-bytes", self.max_execution_bytes),
+        ):
+            if value < 1:
+                raise UsageFailure(f"{flag} must be a positive number of bytes; got {value}")
+
     def start(self) -> None:
         if self.subapp is not None:
             return self.subapp.start()
@@ -281,6 +301,7 @@ class AgentApp(Application):
                 "--token or --token-file (only loopback binds may go without)"
             )
         limits = self.limits()
+        self.check_body_limits()
         if self.join and not self.join_token:
             raise UsageFailure("--join needs --join-token (the server's c.RemoteApp.join_token)")
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
@@ -293,7 +314,9 @@ class AgentApp(Application):
 
     async def _serve(self, host: str, port: int, token: str, limits: Limits) -> None:
         from jupyter_remote.agent.core import Agent
-        from jupyter_remote.agent.handlers import make_app
+        from jupyter_remote.agent.handlers import BodyLimits, make_app
+
+        body_limits = BodyLimits(execution=self.max_execution_bytes, other=self.max_request_bytes)
 
         try:
             agent = Agent(
@@ -317,8 +340,8 @@ class AgentApp(Application):
         agent.jobs.changes.loop = asyncio.get_running_loop()
         await agent.blocking(agent.start)
         server = HTTPServer(
-            make_app(agent, token or None, self.max_request_bytes),
-            max_body_size=self.max_request_bytes + 1,
+            make_app(agent, token or None, body_limits),
+            max_body_size=body_limits.largest + 1,
             idle_connection_timeout=300,
         )
         try:

@@ -15,11 +15,12 @@ from docker.errors import DockerException
 
 from jupyter_remote.agent.containers import ContainerFactory, OomWatcher
 from jupyter_remote.agent.eventlog import EventLog, encode
+from jupyter_remote.agent.execio import exec_output
 from jupyter_remote.agent.processes import kill_tree
 from jupyter_remote.agent.specs import (
     ContainerSpec,
     check_id,
-    parse_argv,
+    parse_command,
     parse_container_spec,
     parse_env,
     parse_timeout,
@@ -60,6 +61,8 @@ class Execution:
     spec: ContainerSpec | None = None
     kill_reason: str | None = None
     exec_id: str | None = None
+    stdin: bytes | None = None  # the cell's source, sent on stdin; dropped once sent
+    input_bytes: int = 0
     log: EventLog | None = None
     done: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -69,6 +72,7 @@ class Execution:
             "execution_id": self.execution_id,
             "node_id": self.node_id,
             "argv": self.argv,
+            "input_bytes": self.input_bytes,
             "mode": self.mode,
             "image": self.image,
             "session_id": self.session_id,
@@ -163,7 +167,7 @@ class ExecutionManager:
             execution_id = check_id(body.get("execution_id"), "execution_id")
         else:
             execution_id = f"x-{os.urandom(8).hex()}"
-        argv = parse_argv(body)
+        argv, stdin = parse_command(body)
         timeout = parse_timeout(body, self.default_timeout)
         env = parse_env(body.get("env"))
         workdir = parse_workdir(body)
@@ -181,6 +185,8 @@ class ExecutionManager:
                 timeout=timeout,
                 env=env,
                 workdir=workdir,
+                stdin=stdin,
+                input_bytes=len(stdin or b""),
             )
         spec = parse_container_spec(body, self.limits, self.default_image)
         return Execution(
@@ -193,6 +199,8 @@ class ExecutionManager:
             env=env,
             workdir=workdir,
             spec=spec,
+            stdin=stdin,
+            input_bytes=len(stdin or b""),
         )
 
     def claim(self, ex: Execution) -> None:
@@ -250,13 +258,18 @@ class ExecutionManager:
                 if ex.kill_reason:
                     raise _Killed()
                 ex.exec_id = self.api.exec_create(
-                    ex.container_id, ex.argv, environment=ex.env or None, workdir=ex.workdir
+                    ex.container_id,
+                    ex.argv,
+                    stdin=True,
+                    environment=ex.env or None,
+                    workdir=ex.workdir,
                 )["Id"]
             if ex.timeout:
                 timer = threading.Timer(ex.timeout, self.kill, (ex, "timeout"))
                 timer.daemon = True
                 timer.start()
-            self._pump(ex, self.api.exec_start(ex.exec_id, stream=True, demux=True))
+            stdin, ex.stdin = ex.stdin, None
+            self._pump(ex, exec_output(self.api, ex.exec_id, stdin))
             ex.returncode = self.api.exec_inspect(ex.exec_id)["ExitCode"]
             self._classify(ex, oom_before)
         except _Killed:

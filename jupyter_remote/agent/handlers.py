@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import json
 import logging
+from dataclasses import dataclass
 
 from tornado import web
 from tornado.iostream import StreamClosedError
@@ -27,16 +28,31 @@ log = logging.getLogger("jupyter_remote.agent")
 NDJSON = "application/x-ndjson"
 
 
+@dataclass(frozen=True)
+class BodyLimits:
+    """Request body caps in bytes: executions carry whole cells, everything else is small."""
+
+    execution: int = 32 << 20
+    other: int = 1 << 20
+
+    @property
+    def largest(self) -> int:
+        return max(self.execution, self.other)
+
+
 @web.stream_request_body
 class AgentHandler(web.RequestHandler):
     """Bearer-token auth, a size cap on bodies, JSON in and out, JSON errors."""
 
     agent: Agent
+    carries_cells = False  # True where a POST body holds a cell: it gets the larger cap
 
-    def initialize(self, agent: Agent, token: str | None, max_body: int) -> None:
+    def initialize(self, agent: Agent, token: str | None, limits: BodyLimits) -> None:
         self.agent = agent
         self._token = token
-        self._max_body = max_body
+        self._max_body = limits.other
+        if self.carries_cells and self.request.method == "POST":
+            self._max_body = limits.execution
         self._body = bytearray()
 
     def prepare(self) -> None:
@@ -150,6 +166,8 @@ class SessionHandler(AgentHandler):
 
 
 class ExecutionsHandler(AgentHandler):
+    carries_cells = True
+
     def get(self) -> None:
         self.send_json({"executions": self.agent.executions.list(self.int_arg("limit", 100))})
 
@@ -237,6 +255,8 @@ class JobStopHandler(AgentHandler):
 class ExecuteHandler(AgentHandler):
     """Seed 000's plain endpoint: {"command", "timeout"} in, {"output", "returncode"} out."""
 
+    carries_cells = True
+
     async def post(self) -> None:
         agent = self.agent
         body = self.json_body()
@@ -283,9 +303,9 @@ class NotFoundHandler(AgentHandler):
         )
 
 
-def make_app(agent: Agent, token: str | None, max_body: int) -> web.Application:
+def make_app(agent: Agent, token: str | None, limits: BodyLimits) -> web.Application:
     """The tornado application serving one agent."""
-    kw = {"agent": agent, "token": token, "max_body": max_body}
+    kw = {"agent": agent, "token": token, "limits": limits}
     ident = r"([^/]+)"
     routes = [
         (r"/v1/?", InfoHandler),

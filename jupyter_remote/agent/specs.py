@@ -178,6 +178,33 @@ def parse_container_spec(body: dict, limits: Limits, default_image: str) -> Cont
     )
 
 
+# A cell travels on stdin, never in argv: the kernel caps one argument at 128 KiB. The
+# shell reads the whole cell before it runs any of it, so the cell's own commands see an
+# empty stdin (as with `sh -c CELL`); a shell without `cat` fails loudly, not silently.
+SHELL_FROM_STDIN = [
+    "sh",
+    "-c",
+    '__jr_cell=$(cat) || exit 126\neval "unset __jr_cell\n$__jr_cell"',
+]
+
+
+def parse_command(body: dict) -> tuple[list[str], bytes | None]:
+    """The argv to exec and the bytes for its stdin: shell and Python source go on stdin.
+
+    Python parses all of stdin (`python3 -`) before it runs a line, and keeps sys.path[0]
+    as '' like `-c` does.
+    """
+    argv = parse_argv(body)
+    key = "command" if body.get("command") is not None else "python"
+    if body.get(key) is None:
+        return argv, None
+    try:
+        source = body[key].encode()
+    except UnicodeEncodeError as exc:
+        raise BadRequest(f"{key} is not valid text: {exc.reason}", reason="bad_command") from None
+    return (list(SHELL_FROM_STDIN) if key == "command" else [argv[0], "-"]), source
+
+
 def parse_argv(body: dict) -> list[str]:
     """The command as argv: shell by default, Python source with "python", or raw "argv"."""
     given = [k for k in ("command", "python", "argv") if body.get(k) is not None]
