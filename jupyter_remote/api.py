@@ -54,6 +54,7 @@ class RemoteDockerEnvironment:
     def execute(self, command: str, timeout: int | None = None, **kw) -> dict:
         """Run `command` once in this environment: {"output", "returncode", ...}."""
         output: list[str] = []
+        notices: list[str] = []
         final: dict = {}
         try:
             session = self._ensure_session()
@@ -67,18 +68,23 @@ class RemoteDockerEnvironment:
             ):
                 if event["event"] in ("stdout", "stderr"):
                     output.append(event["data"])
+                elif event["event"] == "notice":
+                    notices.append(event.get("message", ""))
                 elif event["event"] == "exit":
-                    final = event
+                    final = event  # the stream ends at the first exit: the true one
         except RemoteError as exc:
             return {"output": "".join(output) + f"Error: {exc.message}", "returncode": -1}
         if final.get("returncode") == -1 and final.get("message"):
             output.append(f"Error: {final['message']}")
-        return {
+        answer = {
             "output": "".join(output),
             "returncode": final.get("returncode", -1),
             "status": final.get("status"),
             "node_id": session["node_id"],
         }
+        if notices:  # what the server said about the session (replaced, limits kept)
+            answer["notices"] = notices
+        return answer
 
     def cleanup(self) -> None:
         """Remove this environment's container."""

@@ -7,7 +7,9 @@ the kernel's environment, else a running Jupyter server that answers /remote/api
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 
 import requests
 
@@ -76,8 +78,8 @@ class RemoteClient(HttpApi):
         return self._json("GET", "/engine-states", timeout=30, control=True)
 
     # -- executions --------------------------------------------------------------------
-    def execute_stream(self, **body) -> Iterator[dict]:
-        """Run one execution; its events as they arrive (started ... exit)."""
+    def execute_stream(self, **body) -> ExecutionStream:
+        """Run one execution; its events as they arrive (started ... the first exit)."""
         resp = self._request(
             "POST",
             "/executions",
@@ -85,7 +87,8 @@ class RemoteClient(HttpApi):
             stream=True,
             timeout=request_timeout(body.get("timeout")),
         )
-        return self._events(resp, f"execution {body.get('execution_id', '')}".strip())
+        what = f"execution {body.get('execution_id', '')}".strip()
+        return ExecutionStream(self._events(resp, what), resp.close)
 
     def execution(self, execution_id: str) -> dict:
         return self._json("GET", f"/executions/{execution_id}")
@@ -148,4 +151,58 @@ class RemoteClient(HttpApi):
         return stream_chunks(resp, f"logs of job {job_id}")
 
 
-__all__ = ["RemoteClient", "RemoteError", "discover"]
+class ExecutionStream:
+    """An execution's events, read on a thread of its own, ending at the first exit event.
+
+    The first exit event is the result: anything after it (a broken connection's second
+    exit) is read and dropped, never handed on. Reading on a thread lets the kernel's
+    interrupt stop the caller without closing the stream, so the caller can cancel the
+    command and keep reading the same stream to the real exit.
+    """
+
+    def __init__(self, events: Iterator[dict], close: Callable[[], None] = lambda: None) -> None:
+        self.exit: dict | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._close = close
+        self._thread = threading.Thread(target=self._read, args=(events,), daemon=True)
+        self._thread.start()
+
+    def _read(self, events: Iterator[dict]) -> None:
+        try:
+            for event in events:
+                self._queue.put((event, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, if it still reads
+            self._queue.put((None, exc))
+        else:
+            self._queue.put((None, None))
+
+    def next(self, timeout: float | None = None) -> dict | None:
+        """The next event; None once the stream is over; queue.Empty after `timeout` s."""
+        if self.exit is not None:
+            return None
+        event, error = self._queue.get(timeout=timeout)
+        if error is not None:
+            self._queue.put((None, error))  # it stays the answer to every later call
+            raise error
+        if event is None:
+            self._queue.put((None, None))
+            return None
+        if event.get("event") == "exit":
+            self.exit = event
+        return event
+
+    def __iter__(self) -> ExecutionStream:
+        return self
+
+    def __next__(self) -> dict:
+        event = self.next()
+        if event is None:
+            raise StopIteration
+        return event
+
+    def close(self) -> None:
+        """Stop reading: the connection is closed (the server then cancels the command)."""
+        self._close()
+
+
+__all__ = ["ExecutionStream", "RemoteClient", "RemoteError", "discover"]

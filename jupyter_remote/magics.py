@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import atexit
 import os
+import queue
 import sys
+import threading
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -35,10 +38,54 @@ class RemoteResult:
     stdout: str = ""
     stderr: str = ""
     interrupted: bool = False
+    notices: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+
+class EventFold:
+    """Folds one execution's events into its RemoteResult, writing output as it comes.
+
+    The first exit event is the result: a later one (a connection broken after the end)
+    never overwrites it. A notice (the server telling of a replaced session or of limits
+    that did not apply) is shown once, as one line on stderr, and kept in `notices`.
+    """
+
+    def __init__(self, result: RemoteResult) -> None:
+        self.result = result
+        self.ended = False
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+
+    def feed(self, event: dict) -> None:
+        if self.ended:
+            return
+        result, kind = self.result, event.get("event")
+        if kind == "started":
+            result.node_id = event.get("node_id") or result.node_id
+        elif kind in ("stdout", "stderr"):
+            stream = sys.stdout if kind == "stdout" else sys.stderr
+            stream.write(event["data"])
+            stream.flush()
+            (self._stdout if kind == "stdout" else self._stderr).append(event["data"])
+        elif kind == "notice":
+            message = str(event.get("message") or "").strip()
+            if message and message not in result.notices:
+                result.notices.append(message)
+                print(f"[remote] {' '.join(message.split())}", file=sys.stderr, flush=True)
+        elif kind == "exit":
+            self.ended = True
+            result.returncode = event.get("returncode", -1)
+            result.status = event.get("status")
+            result.duration = event.get("duration")
+            result.message = event.get("message")
+            result.node_id = result.node_id or event.get("node_id")
+
+    def finish(self) -> None:
+        self.result.stdout = "".join(self._stdout)
+        self.result.stderr = "".join(self._stderr)
 
 
 class RemoteCommandFailed(Exception):
@@ -73,6 +120,11 @@ class RemoteMagics(Magics):
         0,
         help="Timeout in seconds for %%remote cells that give none "
         "(0: the agent's default, 1800 s).",
+    ).tag(config=True)
+    interrupt_wait = Float(
+        30,
+        help="After an interrupt, seconds to wait for the command's real exit (its last "
+        "output, its returncode) before giving up; a second interrupt gives up at once.",
     ).tag(config=True)
 
     def __init__(self, shell, client: RemoteClient | None = None) -> None:
@@ -227,49 +279,62 @@ class RemoteMagics(Magics):
     def _run(self, body: dict, sig: str) -> RemoteResult:
         result = RemoteResult(execution_id=f"x-{uuid.uuid4().hex}")
         body["execution_id"] = result.execution_id
-        stdout, stderr = [], []
+        fold = EventFold(result)
         try:
-            events = self.client.execute_stream(**body)
+            stream = self.client.execute_stream(**body)
             try:
-                for event in events:
-                    kind = event["event"]
-                    if kind == "started":
-                        result.node_id = event.get("node_id")
-                    elif kind == "stdout":
-                        sys.stdout.write(event["data"])
-                        sys.stdout.flush()
-                        stdout.append(event["data"])
-                    elif kind == "stderr":
-                        sys.stderr.write(event["data"])
-                        sys.stderr.flush()
-                        stderr.append(event["data"])
-                    elif kind == "exit":
-                        result.returncode = event["returncode"]
-                        result.status = event["status"]
-                        result.duration = event.get("duration")
-                        result.message = event.get("message")
-                        result.node_id = result.node_id or event.get("node_id")
+                for event in stream:
+                    fold.feed(event)
             except KeyboardInterrupt:
-                result.interrupted = True
-                self._interrupt(result, sig, events)
+                self._interrupt(result, sig, stream, fold)
         except RemoteError as exc:
-            result.returncode, result.status, result.message = -1, exc.reason, exc.message
-        result.stdout, result.stderr = "".join(stdout), "".join(stderr)
+            if not fold.ended:
+                result.returncode, result.status, result.message = -1, exc.reason, exc.message
+        fold.finish()
         return result
 
-    def _interrupt(self, result: RemoteResult, sig: str, events) -> None:
-        """Cancel on the node, then read the stream to its end (a second interrupt: leave)."""
+    def _interrupt(self, result: RemoteResult, sig: str, stream, fold: EventFold) -> None:
+        """Cancel on the node, then read the same stream on to the real exit, so the cell
+        shows what the command wrote after the signal and `_remote` its real returncode.
+        The wait is bounded by `interrupt_wait`; a second interrupt ends it at once."""
+        result.interrupted = True
+        cancel = {"message": f"{sig} sent to the command on node {result.node_id}"}
+
+        def send() -> None:
+            try:
+                self.client.cancel(result.execution_id, sig)
+            except RemoteError as exc:
+                cancel["message"] = f"cancelling on node {result.node_id} failed: {exc.message}"
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        deadline = time.monotonic() + self.interrupt_wait
+        why = f"no exit within {self.interrupt_wait:g} s"
         try:
-            self.client.cancel(result.execution_id, sig)
-            result.message = f"{sig} sent to the command on node {result.node_id}"
+            while not fold.ended and time.monotonic() < deadline:
+                try:
+                    event = stream.next(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    continue
+                if event is None:
+                    why = "the stream ended without an exit event"
+                    break
+                fold.feed(event)
+            if fold.ended:
+                sender.join(timeout=5)
+        except KeyboardInterrupt:
+            why = "interrupted again"
         except RemoteError as exc:
-            result.message = f"cancelling on node {result.node_id} failed: {exc.message}"
-        try:
-            for event in events:
-                if event["event"] == "exit":
-                    result.returncode, result.status = event["returncode"], event["status"]
-        except (KeyboardInterrupt, RemoteError):
-            pass
+            why = exc.message
+        if fold.ended:
+            result.message = f"{cancel['message']}; it exited {result.returncode} ({result.status})"
+            return
+        stream.close()
+        result.returncode, result.status = -1, "unknown"
+        result.message = (
+            f"{cancel['message']}; stopped waiting for its end ({why}); "
+            f"its record: GET /remote/api/executions/{result.execution_id}"
+        )
 
     def _detach(self, body: dict, name: str | None):
         from jupyter_remote.widgets import JobWidget

@@ -91,6 +91,32 @@ def test_interrupt_cancels_the_command_on_the_node(kernel, stack):
     assert records[0]["status"] == "cancelled", records[0]
 
 
+def test_after_an_interrupt_the_cell_shows_the_command_to_its_real_exit(kernel):
+    """The trap's last words and its exit code arrive after the signal: none is dropped."""
+    interrupted = threading.Event()
+
+    def hook(msg):
+        text = msg["content"].get("text", "") if msg["msg_type"] == "stream" else ""
+        if "ready" in text and not interrupted.is_set():
+            interrupted.set()
+            requests.post(kernel.interrupt_url, headers=kernel.headers, timeout=30)
+        if msg["msg_type"] in ("stream", "error"):
+            seen.append(text or "\n".join(msg["content"].get("traceback", [])))
+
+    seen: list[str] = []
+    kernel.execute_interactive(
+        f"%%remote --image {BUSYBOX}\n"
+        "trap 'echo trapped; exit 5' INT TERM; echo ready; while :; do sleep 0.1; done",
+        timeout=60,
+        output_hook=hook,
+    )
+    text = "".join(seen)
+    assert interrupted.is_set() and "trapped" in text, text
+    assert "it exited 5 (cancelled)" in text, text
+    result = run(kernel, "print(_remote.returncode, _remote.status, _remote.interrupted)")
+    assert result[-1][2].split() == ["5", "cancelled", "True"], result
+
+
 def test_errors_are_one_clear_line_not_a_traceback(kernel):
     for code, words in [
         ("%%remote --node nowhere\ntrue", "no node 'nowhere'"),
