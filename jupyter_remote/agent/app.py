@@ -145,7 +145,10 @@ class AgentApp(Application):
         config=True,
     )
     kill_grace = Float(
-        1.0, help="Seconds between SIGTERM and SIGKILL on cancel and timeout.", config=True
+        5.0,
+        help="Seconds a cancelled or timed-out command has, after its signal (SIGINT, "
+        "SIGTERM), to write its last lines and exit with its own code before SIGKILL.",
+        config=True,
     )
     sample_interval = Float(2.0, help="Seconds between resource samples.", config=True)
     cpu_max = Float(95.0, help="CPU percent above which the node reports unhealthy.", config=True)

@@ -60,6 +60,8 @@ class Execution:
     message: str | None = None
     spec: ContainerSpec | None = None
     kill_reason: str | None = None
+    kill_signal: str | None = None  # what cancel or timeout sent first
+    escalated: bool = False  # it outlived the grace and got SIGKILL
     exec_id: str | None = None
     stdin: bytes | None = None  # the cell's source, sent on stdin; dropped once sent
     input_bytes: int = 0
@@ -270,7 +272,7 @@ class ExecutionManager:
                 timer.start()
             stdin, ex.stdin = ex.stdin, None
             self._pump(ex, exec_output(self.api, ex.exec_id, stdin))
-            ex.returncode = self.api.exec_inspect(ex.exec_id)["ExitCode"]
+            ex.returncode = self._exit_code(ex.exec_id)
             self._classify(ex, oom_before)
         except _Killed:
             ex.returncode = -1
@@ -307,14 +309,37 @@ class ExecutionManager:
             if text := dec.decode(b"", final=True):
                 append({"event": name, "data": text})
 
+    def _exit_code(self, exec_id: str) -> int:
+        """The exec's real exit code; Docker may close the stream a moment before it has it."""
+        deadline = time.monotonic() + 10
+        while True:
+            state = self.api.exec_inspect(exec_id)
+            if state.get("ExitCode") is not None and not state.get("Running"):
+                return state["ExitCode"]
+            if time.monotonic() > deadline:
+                raise RuntimeError("Docker did not report the command's exit code within 10 s")
+            time.sleep(0.02)
+
+    def _how_it_ended(self, ex: Execution) -> str:
+        """What the signal did, in words: the command's own exit, or SIGKILL after the grace."""
+        sig = ex.kill_signal or "SIGTERM"
+        if ex.exec_id is None:
+            return "it was stopped before it started"
+        if ex.escalated:
+            return (
+                f"{sig} was sent; still running after the {self.kill_grace:g} s grace, "
+                f"it was killed with SIGKILL (returncode {ex.returncode})"
+            )
+        return f"{sig} was sent; the command exited with {ex.returncode}"
+
     def _classify(self, ex: Execution, oom_before: int) -> None:
         rc = ex.returncode
         if ex.kill_reason == "timeout":
             ex.status, ex.timed_out = "timed_out", True
-            ex.message = f"timed out after {ex.timeout:g} s; the command was killed"
+            ex.message = f"timed out after {ex.timeout:g} s; {self._how_it_ended(ex)}"
         elif ex.kill_reason:
             ex.status, ex.cancelled = "cancelled", True
-            ex.message = f"cancelled ({ex.kill_reason}); the command was killed"
+            ex.message = f"cancelled ({ex.kill_reason}); {self._how_it_ended(ex)}"
         elif rc == 137 and self.oom.wait_for_more(ex.container_id, oom_before, 1.0):
             ex.status, ex.oom_killed = "failed", True
             ex.message = "killed by the kernel: out of memory (the container's memory limit)"
@@ -376,7 +401,8 @@ class ExecutionManager:
         with ex.lock:
             if ex.done.is_set():
                 return
-            ex.kill_reason = ex.kill_reason or reason
+            if ex.kill_reason is None:
+                ex.kill_reason, ex.kill_signal = reason, signal.Signals(sig).name
             exec_id = ex.exec_id
         if exec_id is None:
             return  # the run thread sees kill_reason before it execs
@@ -384,7 +410,9 @@ class ExecutionManager:
             pid = self.api.exec_inspect(exec_id).get("Pid")
         except DockerException:
             pid = None
-        if not pid or not kill_tree(pid, self.kill_grace, sig):
+        if not pid or not kill_tree(
+            pid, self.kill_grace, sig, on_escalate=lambda: setattr(ex, "escalated", True)
+        ):
             if ex.mode == "fresh" and ex.container_id:
                 self.factory.remove(ex.container_id)
 

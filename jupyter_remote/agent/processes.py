@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 
 import psutil
 
 SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL")
 
 
-def kill_tree(pid: int, grace: float, first: signal.Signals = signal.SIGTERM) -> bool:
+def kill_tree(
+    pid: int,
+    grace: float,
+    first: signal.Signals = signal.SIGTERM,
+    on_escalate: Callable[[], None] = lambda: None,
+) -> bool:
     """Signal the process and its descendants (`first`, SIGTERM by default), then SIGKILL
-    what is left after `grace` seconds.
+    what is left after `grace` seconds (calling `on_escalate` first).
 
+    Like Ctrl-C in a terminal, the whole tree hears the signal; a command that traps it
+    has `grace` seconds to write its last lines and exit with a code of its own.
     Docker has no API to kill an exec'd process; its host PID (exec_inspect) is visible to
     an agent that runs beside the engine. Returns False when the process was already gone.
     """
@@ -27,6 +35,8 @@ def kill_tree(pid: int, grace: float, first: signal.Signals = signal.SIGTERM) ->
         except psutil.NoSuchProcess:
             pass
     _, alive = psutil.wait_procs(procs, timeout=grace)
+    if alive:
+        on_escalate()
     for proc in alive:
         try:
             proc.kill()

@@ -1,0 +1,91 @@
+"""An interrupted command's last words are kept: trap output after the signal, its exit code."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from conftest import BUSYBOX, PYTHON, new_id, output
+
+SHELL_TRAP = (
+    "trap 'echo bye; echo gone >&2; exit 5' INT TERM; echo ready; while :; do sleep 0.1; done"
+)
+PYTHON_TRAP = """
+import signal, sys, time
+def bye(signum, frame):
+    print("bye from", signal.Signals(signum).name, flush=True)
+    time.sleep(0.3)  # a handler that takes a moment is not cut short
+    print("cleaned up", flush=True)
+    sys.exit(5)
+signal.signal(signal.SIGINT, bye)
+signal.signal(signal.SIGTERM, bye)
+print("ready", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+def _run_then_cancel(client, sig: str, **body) -> tuple[list[dict], dict]:
+    """Start an execution, cancel it with `sig` once it printed "ready"; (events, model)."""
+    eid = new_id()
+    events: list[dict] = []
+    ready = threading.Event()
+
+    def read():
+        for event in client.execute_stream(eid, timeout=60, **body):
+            events.append(event)
+            if "ready" in event.get("data", ""):
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert ready.wait(30), events
+    model = client.cancel(eid, signal=sig)
+    reader.join(30)
+    assert not reader.is_alive()
+    return events, model
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_shell_trap_is_heard_and_its_exit_code_kept(client, sig):
+    sid = new_id("trap")
+    client.create_session(session_id=sid, image=BUSYBOX, memory="64m")
+    try:
+        events, model = _run_then_cancel(client, sig, session_id=sid, command=SHELL_TRAP)
+    finally:
+        client.delete_session(sid)
+    exit_ = events[-1]
+    assert output(events) == "ready\nbye\n" and output(events, "stderr").endswith("gone\n")
+    assert exit_["event"] == "exit" and exit_["returncode"] == 5, exit_
+    assert exit_["status"] == "cancelled" and exit_["cancelled"] is True
+    assert "exited with 5" in exit_["message"]
+    assert model["returncode"] == 5 and model["status"] == "cancelled"
+    logged = list(client.execution_events(model["execution_id"]))
+    assert output(logged) == "ready\nbye\n" and logged[-1]["returncode"] == 5
+
+
+def test_a_python_handler_runs_to_its_end_in_a_fresh_container(client):
+    events, model = _run_then_cancel(client, "SIGINT", image=PYTHON, python=PYTHON_TRAP)
+    exit_ = events[-1]
+    assert output(events) == "ready\nbye from SIGINT\ncleaned up\n", events
+    assert exit_["returncode"] == 5 and exit_["status"] == "cancelled"
+    assert model["returncode"] == 5
+
+
+def test_a_command_that_ignores_the_signal_is_killed_after_the_grace(make_agent):
+    node = make_agent(extra=("--kill-grace", "1.5"))
+    sid = new_id("deaf")
+    node.client.create_session(session_id=sid, image=BUSYBOX, memory="64m")
+    t0 = time.monotonic()
+    events, model = _run_then_cancel(
+        node.client,
+        "SIGINT",
+        session_id=sid,
+        command="trap '' INT TERM; echo ready; while :; do sleep 0.1; done",
+    )
+    elapsed = time.monotonic() - t0
+    exit_ = events[-1]
+    assert exit_["returncode"] == 137 and exit_["status"] == "cancelled", exit_
+    assert "SIGKILL" in exit_["message"] and 1.5 <= elapsed < 10
