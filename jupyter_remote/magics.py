@@ -5,9 +5,12 @@ Load with ``%load_ext jupyter_remote``; every magic has ``?`` help with examples
 
 from __future__ import annotations
 
+import argparse
 import atexit
+import math
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -92,6 +95,57 @@ class RemoteCommandFailed(Exception):
     """Raised by ``%%remote --raise`` for a non-zero exit, so "Run all" stops there."""
 
 
+MAX_TIMEOUT = 30 * 24 * 3600  # 30 days; longer work belongs in a detached job's own loop
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _timeout(text: str, zero_means_default: bool = False) -> float:
+    """Seconds > 0 and finite: 0 would silently mean the agent's default, 1800 s."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if zero_means_default and value == 0:
+        return 0.0
+    if not (0 < value <= MAX_TIMEOUT):
+        raise argparse.ArgumentTypeError(
+            f"timeout must be > 0 seconds and at most {MAX_TIMEOUT} (30 days); got {text!r}"
+            + ("" if zero_means_default else " (leave it out for the default, 1800 s)")
+        )
+    return value
+
+
+def _memory(text: str) -> str:
+    """A size the agent takes (512m, 2g, 1.5GiB, bytes), checked before anything is sent."""
+    m = _SIZE.match(text)
+    if not m or float(m.group(1)) * _UNITS[m.group(2).lower()] < 6 << 20:
+        raise argparse.ArgumentTypeError(
+            f"memory must be a size like 512m or 2g (units k, m, g, t; at least 6m); got {text!r}"
+        )
+    return text.strip()
+
+
+def _cpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0.01):
+        raise argparse.ArgumentTypeError(
+            f"cpus must be a finite number of CPUs like 0.5 or 2 (at least 0.01); got {text!r}"
+        )
+    return value
+
+
+def _pids(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 16:
+        raise argparse.ArgumentTypeError(
+            f"pids-limit must be a whole number of processes, at least 16; got {text!r}"
+        )
+    return int(text)
+
+
 def _kernel_id() -> str | None:
     try:
         from ipykernel.connect import get_connection_file
@@ -145,9 +199,20 @@ class RemoteMagics(Magics):
     @magic_arguments()
     @argument("--node", "-n", help="Run on this node (default: the pool's choice).")
     @argument("--image", "-i", help="Container image (default: the server's).")
-    @argument("--timeout", "-t", type=float, help="Kill the command after this many seconds.")
-    @argument("--memory", "-m", help="Memory limit, e.g. 512m or 2g.")
-    @argument("--cpus", type=float, help="CPU limit, e.g. 0.5 or 2.")
+    @argument(
+        "--timeout",
+        "-t",
+        type=_timeout,
+        help=f"Kill the command after this many seconds (> 0, at most {MAX_TIMEOUT}).",
+    )
+    @argument(
+        "--memory",
+        "-m",
+        type=_memory,
+        help="Memory limit, e.g. 512m or 2g (a session takes it when it is made).",
+    )
+    @argument("--cpus", type=_cpus, help="CPU limit, e.g. 0.5 or 2.")
+    @argument("--pids-limit", type=_pids, help="Most processes at once, e.g. 256.")
     @argument(
         "--env",
         "-e",
@@ -222,6 +287,7 @@ class RemoteMagics(Magics):
             ("timeout", args.timeout or self.default_timeout),
             ("memory", args.memory),
             ("cpus", args.cpus),
+            ("pids_limit", args.pids_limit),
         ):
             if value:
                 body[key] = value
@@ -265,7 +331,8 @@ class RemoteMagics(Magics):
         if image not in self._own_sessions:
             if not self._own_sessions:
                 atexit.register(self._cleanup_own, self.owner)
-            spec = {k: body[k] for k in ("image", "memory", "cpus", "node") if k in body}
+            keys = ("image", "memory", "cpus", "pids_limit", "node")
+            spec = {k: body[k] for k in keys if k in body}
             self._own_sessions[image] = self.client.create_session(owner=self.owner, **spec)
         session = self._own_sessions[image]
         body.update(node=session["node_id"], session_id=session["session_id"])
@@ -488,7 +555,12 @@ class RemoteMagics(Magics):
                 )
             if name == "signal_on_interrupt" and value not in SIGNALS:
                 raise UsageError(f"signal_on_interrupt must be one of {', '.join(SIGNALS)}")
-            setattr(self, name, float(value) if name == "default_timeout" else value)
+            if name == "default_timeout":
+                try:
+                    value = _timeout(value, zero_means_default=True)
+                except argparse.ArgumentTypeError as exc:
+                    raise UsageError(f"default_{exc}") from None
+            setattr(self, name, value)
         with _one_line_errors():
             status = self.client.status()
         print(

@@ -52,13 +52,62 @@ def test_remote_cell_streams_stdout_and_stderr_apart(ip):
     assert ip.user_ns["_remote"] is res
 
 
-def test_python_cells_and_limits(ip):
+def test_python_cells_and_limits(ip, stack, docker_client):
     out, _ = cell(
         ip,
-        f"--python --image {PYTHON} --memory 256m --cpus 0.5 -e GREETING=hi",
+        f"--python --image {PYTHON} --memory 256m --cpus 0.5 --pids-limit 128 -e GREETING=hi "
+        "-o res",
         "import os\nprint(os.environ['GREETING'] * 2)",
     )
     assert out == "hihi\n"
+    assert ip.user_ns["res"].returncode == 0
+    session = [
+        c
+        for a in stack.agents
+        for c in a.containers(docker_client, kind="session")
+        if c.attrs["Config"]["Image"] == PYTHON and magics(ip).owner in c.name
+    ]
+    host = session[0].attrs["HostConfig"]
+    assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (256 << 20, 5 * 10**8, 128)
+
+
+def magics(ip):
+    return ip.find_magic("remote", "cell").__self__
+
+
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ("--memory lots", "memory must be a size like 512m or 2g"),
+        ("--memory 1k", "at least 6m"),
+        ("--timeout 0", "timeout must be > 0 seconds and at most 2592000"),
+        ("--timeout -5", "timeout must be > 0"),
+        ("--timeout nan", "timeout must be > 0"),
+        ("--timeout inf", "timeout must be > 0"),
+        ("--timeout soon", "timeout must be > 0"),
+        ("--cpus 0", "cpus must be a finite number"),
+        ("--cpus inf", "cpus must be a finite number"),
+        ("--cpus nan", "cpus must be a finite number"),
+        ("--pids-limit 4", "pids-limit must be a whole number"),
+        ("--pids-limit many", "pids-limit must be a whole number"),
+    ],
+)
+def test_bad_sizes_and_timeouts_are_one_line_and_nothing_is_sent(ip, line, words):
+    before = len(magics(ip).client.executions(limit=1000))
+    with pytest.raises(UsageError, match=words) as info:
+        ip.run_cell_magic("remote", f"--fresh --image {BUSYBOX} {line}", "true")
+    assert "\n" not in str(info.value)
+    assert len(magics(ip).client.executions(limit=1000)) == before
+
+
+def test_default_timeout_takes_zero_for_the_default_and_nothing_bad(ip):
+    with pytest.raises(UsageError, match="default_timeout must be > 0"):
+        ip.run_line_magic("remote_config", "default_timeout=-1")
+    with pytest.raises(UsageError, match="default_timeout must be > 0"):
+        ip.run_line_magic("remote_config", "default_timeout=nan")
+    with redirect_stdout(io.StringIO()):
+        ip.run_line_magic("remote_config", "default_timeout=0")
+    assert magics(ip).default_timeout == 0
 
 
 def test_a_failing_command_is_one_clear_line_and_raise_stops(ip):
@@ -88,7 +137,7 @@ def test_line_magics_show_nodes_jobs_and_config(ip, stack):
     ip.run_line_magic("remote_jobs", "")
     ip.run_cell_magic("remote", "--detach --name detached", "echo detached")
     job_id = ip.user_ns["_remote_job"]
-    client = ip.find_magic("remote", "cell").__self__.client
+    client = magics(ip).client
     final = client.wait_job(job_id, timeout=20)
     assert final["status"] == "completed" and final["name"] == "detached"
     logs = io.StringIO()
