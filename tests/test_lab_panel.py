@@ -26,6 +26,7 @@ def lab(tmp_path, make_agent):
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")
     agents = [make_agent(host=f"127.0.0.{i}") for i in (12, 13)]
+    busy = make_agent(host="127.0.0.14", extra=("--AgentApp.memory_max=0",))  # always "busy"
 
     def code(source: str) -> dict:
         return {
@@ -55,9 +56,11 @@ def lab(tmp_path, make_agent):
         udp.bind(("127.0.0.1", 0))
         gateway_port = udp.getsockname()[1]
     process = LabProcess(
-        tmp_path, agents, gateway_port=gateway_port, stale_threshold_ms=60_000
-    ).start()
-    process.agents, process.gateway_port = agents, gateway_port
+        tmp_path, [*agents, busy], gateway_port=gateway_port, stale_threshold_ms=60_000
+    )
+    process.expect_nodes = len(agents)  # healthy ones; the busy one is busy
+    process.start()
+    process.agents, process.busy, process.gateway_port = agents, busy, gateway_port
     yield process
     process.stop()
 
@@ -90,11 +93,16 @@ def test_the_panel_shows_nodes_jobs_and_node_states(lab, page):
     page.goto(f"{lab.lab_url}/tree/start_job.ipynb?token={lab.token}")
     page.locator(PANEL_TAB).click()
     panel = page.locator("#jupyter-remote-panel")
-    expect(panel.locator(".jr-node")).to_have_count(2)
+    expect(panel.locator(".jr-node")).to_have_count(3)
     for agent in lab.agents:
         node = panel.locator(f'.jr-node[data-node="{agent.node_id}"]')
         expect(node.locator(".jr-state")).to_have_text("healthy")
         expect(node.locator(".jr-bar")).to_have_count(3)
+        expect(node.locator(".jr-warnings")).to_have_count(0)
+    # a busy node (memory over its limit) shows a warning badge and why, not an error
+    busy = panel.locator(f'.jr-node[data-node="{lab.busy.node_id}"]')
+    expect(busy.locator(".jr-state.jr-busy")).to_have_text("busy")
+    expect(busy.locator(".jr-warnings")).to_contain_text("memory use")
 
     # a job started from a notebook cell appears in the panel
     cells = page.locator(".jp-Notebook .jp-Cell")

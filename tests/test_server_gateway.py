@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 
 import pytest
-from tornado.httpclient import HTTPClientError
 
 from server_fixtures import api, remote_started, until
 from test_gateway import send, state
@@ -52,7 +52,7 @@ async def test_the_server_serves_the_latest_engine_states(jp_fetch, udp_port, tm
     assert set(engines) == {"e1", "e2"} and engines["e1"]["timestamp_ms"] == now
     assert engines["e1"]["stale"] is False and engines["e2"]["stale"] is True
     assert answer["counters"]["dropped"]["not_json"] == 1
-    assert answer["stale_threshold_ms"] == 1000
+    assert answer["stale_threshold_ms"] == 1000 and answer["enabled"] is True
 
 
 OFF = {
@@ -62,8 +62,11 @@ OFF = {
 
 
 @pytest.mark.parametrize("jp_server_config", [pytest.param(OFF, id="gateway-off")])
-async def test_without_a_gateway_the_endpoint_says_so(jp_fetch, jp_server_config):
-    with pytest.raises(HTTPClientError) as err:
-        await jp_fetch("remote", "api", "engine-states")
-    assert err.value.code == 404
-    assert "gateway_port" in json.loads(err.value.response.body)["message"]
+async def test_without_a_gateway_the_endpoint_says_it_is_off(jp_fetch, jp_server_config, caplog):
+    """Off is the default, and the panel polls this: a 200, never a 404 and a log WARNING."""
+    for _ in range(2):
+        resp = await jp_fetch("remote", "api", "engine-states")
+        answer = json.loads(resp.body)
+        assert resp.code == 200 and answer["enabled"] is False
+        assert "gateway_port" in answer["message"] and "engines" not in answer
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from jupyter_remote.errors import NotFound
 from jupyter_remote.gateway.core import StateGateway
 from jupyter_remote.gateway.jsonl import RotatingJsonl
 from jupyter_remote_server.executions import ExecutionService
@@ -90,13 +89,18 @@ class RemoteManager:
         )
 
     def engine_states(self) -> dict:
+        """The latest state per engine; with the gateway off (the default), just that.
+
+        Off is a setting, not an error: the panel polls this, so a 404 would fill the log.
+        """
         if self.gateway is None or self.gateway.sock is None:
-            raise NotFound(
-                "the engine-state gateway is not enabled in this server "
-                "(set c.RemoteApp.gateway_port)",
-                reason="gateway_off",
-            )
+            return {
+                "enabled": False,
+                "message": "the engine-state gateway is off in this server "
+                "(set c.RemoteApp.gateway_port to receive states)",
+            }
         return {
+            "enabled": True,
             "engines": self.gateway.table(),
             "counters": self.gateway.counters(),
             "stale_threshold_ms": self.gateway.stale_threshold_ms,

@@ -12,6 +12,7 @@ interface INode {
   memory?: { percent: number };
   disk?: { percent: number };
   running_executions: number;
+  warnings?: string[]; // failing warning checks (CPU/memory pressure): why it is busy
 }
 interface IJob {
   job_id: string;
@@ -24,6 +25,11 @@ interface IJob {
   degraded: boolean;
   tasks_lost: number;
   tasks: { agent_job_id: string | null }[];
+}
+interface IEngineStates {
+  enabled: boolean;
+  message?: string;
+  engines?: IEngine[];
 }
 interface IEngine {
   engine_id: string;
@@ -48,6 +54,16 @@ function bar(label: string, percent?: number): string {
   return `<div class="jr-bar" title="${label} ${value.toFixed(0)}%"><span>${label}</span>
     <div class="jr-bar-track"><div class="jr-bar-fill jr-${level}" style="width:${value}%"></div></div>
     <span>${value.toFixed(0)}%</span></div>`;
+}
+
+/** Why a node is busy: it still takes work, so a warning, not an error. */
+function warnings(n: INode): string {
+  const list = n.warnings ?? [];
+  return list.length
+    ? `<div class="jr-warnings" title="busy: still takes work; new work prefers other nodes">${list
+        .map(w => `<div>⚠ ${esc(w)}</div>`)
+        .join('')}</div>`
+    : '';
 }
 
 /** The panel: one Poll refreshes everything; it stands by while the panel is hidden. */
@@ -133,6 +149,7 @@ export class RemotePanel extends Widget {
         <div><b>${esc(n.node_id)}</b>
           <span class="jr-state jr-${esc(n.state)}" title="${esc(n.reason)}">${esc(n.state)}</span>
           <button class="jr-remove" data-node="${esc(n.node_id)}" title="Remove from the pool">✕</button></div>
+        ${warnings(n)}
         ${bar('CPU', n.cpu?.percent)}${bar('mem', n.memory?.percent)}${bar('disk', n.disk?.percent)}
         <div class="jr-running">${n.running_executions} running</div></div>`
           )
@@ -161,9 +178,15 @@ export class RemotePanel extends Widget {
   private async refreshEngines(): Promise<void> {
     const body = this.section('engines');
     try {
-      const answer = await requestAPI<{ engines: IEngine[] }>('engine-states');
-      body.innerHTML = answer.engines.length
-        ? `<table><tr><th>engine</th><th>age</th><th>latency</th><th>pending</th><th>KV</th></tr>${answer.engines
+      const answer = await requestAPI<IEngineStates>('engine-states');
+      if (!answer.enabled) {
+        const why = answer.message ?? 'the engine-state gateway is off';
+        body.innerHTML = `<i class="jr-off">${esc(why)}</i>`;
+        return;
+      }
+      const engines = answer.engines ?? [];
+      body.innerHTML = engines.length
+        ? `<table><tr><th>engine</th><th>age</th><th>latency</th><th>pending</th><th>KV</th></tr>${engines
             .map(
               e => `<tr class="${e.stale ? 'jr-stale' : ''}" title="${e.stale ? 'stale' : ''}">
           <td>${esc(e.engine_id)}</td><td>${e.age_ms} ms</td><td>${e.latency_pred_ms.toFixed(0)} ms</td>
