@@ -151,9 +151,21 @@ class AgentApp(Application):
         config=True,
     )
     sample_interval = Float(2.0, help="Seconds between resource samples.", config=True)
-    cpu_max = Float(95.0, help="CPU percent above which the node reports unhealthy.", config=True)
-    memory_max = Float(95.0, help="Memory percent above which the node is unhealthy.", config=True)
-    disk_max = Float(90.0, help="Disk percent above which the node is unhealthy.", config=True)
+    cpu_max = Float(
+        95.0,
+        help="CPU percent above which the node reports busy (a warning: it still takes work).",
+        config=True,
+    )
+    memory_max = Float(
+        95.0,
+        help="Memory percent above which the node reports busy (a warning: it still takes work).",
+        config=True,
+    )
+    disk_max = Float(
+        90.0,
+        help="Disk percent (of --data-dir) above which the node is unhealthy: it takes no work.",
+        config=True,
+    )
 
     aliases = {
         "listen": "AgentApp.listen",

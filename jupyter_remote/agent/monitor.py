@@ -134,39 +134,61 @@ class ResourceMonitor:
         return out
 
     def health(self) -> dict:
-        """Each check with a message; unhealthy when any fails (as seed 001's worker does)."""
+        """Seed 001's checks, each with a severity.
+
+        A failing `critical` check (Docker unreachable, disk full) makes the node unusable:
+        `healthy` is false. A failing `warning` (CPU or memory pressure) makes it `busy`:
+        still usable, since a node running hot is exactly when a user is working on it.
+        """
         s = self.sample
         docker_state = s.get("docker", {})
         t = self.thresholds
+        docker_ok = bool(docker_state.get("ok"))
         checks = [
             {
                 "name": "docker",
-                "ok": bool(docker_state.get("ok")),
+                "ok": docker_ok,
+                "severity": CRITICAL,
+                "value": docker_ok,
+                "threshold": True,
+                "limit": None,
                 "message": "Docker engine reachable"
-                if docker_state.get("ok")
+                if docker_ok
                 else f"Docker engine unreachable: {docker_state.get('error')}",
             },
-            _threshold("cpu", "CPU", s["cpu"]["percent"], t["cpu"]),
-            _threshold("memory", "memory", s["memory"]["percent"], t["memory"]),
-            _threshold("disk", f"disk ({self.disk_path})", s["disk"]["percent"], t["disk"]),
+            _threshold("cpu", "CPU", s["cpu"]["percent"], t["cpu"], WARNING),
+            _threshold("memory", "memory", s["memory"]["percent"], t["memory"], WARNING),
+            _threshold(
+                "disk", f"disk ({self.disk_path})", s["disk"]["percent"], t["disk"], CRITICAL
+            ),
         ]
-        healthy = all(c["ok"] for c in checks)
+        failing = [c for c in checks if not c["ok"]]
+        healthy = not any(c["severity"] == CRITICAL for c in failing)
+        busy = any(c["severity"] == WARNING for c in failing)
+        status = "unhealthy" if not healthy else "busy" if busy else "healthy"
         return {
-            "status": "healthy" if healthy else "unhealthy",
+            "status": status,
             "healthy": healthy,
+            "busy": busy,
             "checks": checks,
             "sampled_at": s["sampled_at"],
-            "message": "; ".join(c["message"] for c in checks if not c["ok"]) or "ok",
+            "message": "; ".join(f"{c['severity']}: {c['message']}" for c in failing) or "ok",
         }
 
 
-def _threshold(name: str, label: str, value: float, limit: float) -> dict:
+WARNING = "warning"  # pressure: the node is busy but takes work
+CRITICAL = "critical"  # the node cannot run work
+
+
+def _threshold(name: str, label: str, value: float, limit: float, severity: str) -> dict:
     ok = value <= limit
     verdict = "within" if ok else "above"
     return {
         "name": name,
         "ok": ok,
+        "severity": severity,
         "value": value,
+        "threshold": limit,
         "limit": limit,
         "message": f"{label} use {value:.1f}% is {verdict} the {limit:g}% limit",
     }
