@@ -60,6 +60,7 @@ class Agent:
             limits=limits,
             default_image=default_image,
             idle_timeout=idle_timeout,
+            data_dir=data_dir,
         )
         self.executions = ExecutionManager(
             data_dir=data_dir,

@@ -20,6 +20,7 @@ from jupyter_remote.agent.specs import (
     parse_container_spec,
     safe_name,
 )
+from jupyter_remote.agent.tombstones import Tombstones
 from jupyter_remote.errors import BadRequest, Conflict, NotFound
 
 log = logging.getLogger("jupyter_remote.agent")
@@ -58,8 +59,11 @@ class SessionManager:
         limits: Limits,
         default_image: str,
         idle_timeout: float,
+        data_dir: str,
     ) -> None:
         self.node_id = node_id
+        self.removed = Tombstones(os.path.join(data_dir, "sessions", "removed"))
+        self._pruned_at = 0.0
         self.factory = factory
         self.limits = limits
         self.default_image = default_image
@@ -102,16 +106,29 @@ class SessionManager:
             )
             session = Session(sid, cid, spec, idle_timeout)
             self.sessions[sid] = session
+            self.removed.clear(sid)
         log.info("session %s started in container %s (%s)", sid, cid[:12], spec.image)
         return session
 
     def get(self, sid: str) -> Session:
-        try:
-            return self.sessions[sid]
-        except KeyError:
+        """The live session; 404 `session_expired` if the idle reaper removed it."""
+        session = self.sessions.get(sid)
+        if session is not None:
+            return session
+        removed = self.removed.get(sid)
+        if removed is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(removed["removed_at"]))
             raise NotFound(
-                f"no session {sid!r} on node {self.node_id!r}", reason="session_not_found"
-            ) from None
+                f"session {sid!r} on node {self.node_id!r} was removed at {when} after "
+                f"{removed['idle_for']:.0f} s idle (its idle timeout is "
+                f"{removed['idle_timeout']:g} s); its container and files are gone. "
+                "Create it again (the same id works) to start afresh.",
+                reason="session_expired",
+                session_id=sid,
+                removed_at=removed["removed_at"],
+                idle_timeout=removed["idle_timeout"],
+            )
+        raise NotFound(f"no session {sid!r} on node {self.node_id!r}", reason="session_not_found")
 
     def list(self) -> list[dict]:
         return [s.to_json() for s in self.sessions.values()]
@@ -138,19 +155,34 @@ class SessionManager:
         return session.to_json()
 
     def reap_idle(self) -> list[str]:
-        """Remove sessions idle longer than their timeout; returns their ids."""
+        """Remove sessions idle longer than their timeout, leaving a tombstone for each;
+        returns their ids."""
         now = time.time()
+        if now - self._pruned_at > 600:
+            self._pruned_at = now
+            self.removed.prune()
         idle = [
-            s.session_id
+            s
             for s in list(self.sessions.values())
             if s.idle_timeout and not s.running and now - s.last_used_at > s.idle_timeout
         ]
-        for sid in idle:
+        reaped = []
+        for session in idle:
+            sid = session.session_id
             try:
                 self.delete(sid, reason="idle timeout")
             except (DockerException, NotFound) as exc:
                 log.warning("could not reap idle session %s: %s", sid, exc)
-        return idle
+                continue
+            self.removed.add(
+                sid,
+                removed_at=time.time(),
+                idle_for=now - session.last_used_at,
+                idle_timeout=session.idle_timeout,
+                image=session.spec.image,
+            )
+            reaped.append(sid)
+        return reaped
 
     def recover(self) -> int:
         """Adopt this node's session containers after a restart; remove dead ones."""
