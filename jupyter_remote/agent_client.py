@@ -52,8 +52,8 @@ class AgentClient(HttpApi):
             timeout=request_timeout(body.get("timeout")),
         )
 
-    def execution(self, execution_id: str) -> dict:
-        return self._json("GET", f"/v1/executions/{execution_id}")
+    def execution(self, execution_id: str, timeout: float | None = None) -> dict:
+        return self._json("GET", f"/v1/executions/{execution_id}", timeout=timeout)
 
     def executions(self, limit: int = 100) -> list[dict]:
         return self._json("GET", "/v1/executions", params={"limit": limit})["executions"]

@@ -12,8 +12,9 @@ from concurrent.futures import Executor
 
 from jupyter_remote.agent.specs import check_id
 from jupyter_remote.errors import BadRequest, Conflict, ConnectionFailed, NotFound, RemoteError
+from jupyter_remote_server.framing import EventLines
 from jupyter_remote_server.kernels import KernelSessions
-from jupyter_remote_server.nodes import NodeRegistry
+from jupyter_remote_server.nodes import Node, NodeRegistry
 from jupyter_remote_server.pool import ExecutorPool
 from jupyter_remote_server.pump import ThreadPump
 from jupyter_remote_server.store import JobStore
@@ -23,11 +24,18 @@ log = logging.getLogger("jupyter_remote_server")
 FINAL = ("completed", "failed", "timed_out", "cancelled", "lost", "not_started")
 TAIL = 16384
 SERVER_FIELDS = ("execution_id", "kernel_id", "node", "fresh", "session_id")
+SETTLE_WAIT = 5.0  # seconds to ask a node for an outcome after its stream broke
+SESSION_GONE = ("session_not_found", "session_expired")
 
 
 def exit_event(status: str, message: str, **extra) -> bytes:
     event = {"event": "exit", "returncode": -1, "status": status, "message": message, **extra}
     return json.dumps(event).encode() + b"\n"
+
+
+def notice_event(message: str) -> bytes:
+    """A line for the user about how the cell was placed (shown once, not an error)."""
+    return json.dumps({"event": "notice", "message": message}).encode() + b"\n"
 
 
 class ExecutionService:
@@ -54,6 +62,10 @@ class ExecutionService:
         self.default_image = default_image
         self.known_kernel = known_kernel
         self.records: dict[str, dict] = {r["execution_id"]: r for r in store.load("execution")}
+        for record in self.records.values():
+            if record["status"] == "placing":  # the server stopped before sending it
+                record.update(status="not_started", returncode=-1, message="never sent")
+                self._save(record)
 
     def _save(self, record: dict) -> None:
         self.records[record["execution_id"]] = record
@@ -70,18 +82,15 @@ class ExecutionService:
         return sorted(records, key=lambda r: r["created_at"], reverse=True)[:limit]
 
     # -- placing -----------------------------------------------------------------------
-    def parse(self, body: dict) -> dict:
-        """Server-side fields checked here; the agent checks the rest before running."""
+    def reserve(self, body: dict) -> dict:
+        """Check the server-side fields, then claim the id before anything else happens.
+
+        Runs on the event loop with no await inside, and the store's insert is atomic: of
+        two requests with one id, exactly one gets past here; the other is a 409.
+        """
         eid = body.get("execution_id") or f"x-{uuid.uuid4().hex}"
         check_id(eid, "execution_id")
-        if eid in self.records:
-            first = self.records[eid]
-            raise Conflict(
-                f"execution {eid!r} was already received (status {first['status']}); it is "
-                "never run twice",
-                reason="duplicate_execution",
-                execution=first,
-            )
+        self._refuse_duplicate(eid)
         kernel_id = body.get("kernel_id")
         if kernel_id is not None and not self.known_kernel(kernel_id):
             raise BadRequest(
@@ -97,105 +106,219 @@ class ExecutionService:
             )
         if not isinstance(body.get("fresh", False), bool):
             raise BadRequest("fresh must be true or false", reason="bad_fresh")
-        return {"execution_id": eid, "kernel_id": kernel_id, "node": node, "body": body}
-
-    def place(self, req: dict) -> tuple:
-        """Choose the node and the container (blocking: may create the kernel's session)."""
-        body = req["body"]
-        image = body.get("image") or self.default_image
-        agent_body = {k: v for k, v in body.items() if k not in SERVER_FIELDS}
-        if body.get("session_id"):
-            node = self.pool.pick(req["node"])
-            agent_body["session_id"] = body["session_id"]
-        elif req["kernel_id"] and not body.get("fresh"):
-            session = self.kernels.ensure(req["kernel_id"], image, req["node"], body)
-            node = self.registry.get(session["node_id"])
-            agent_body["session_id"] = session["session_id"]
-        else:
-            node = self.pool.pick(req["node"], image)
-            agent_body["image"] = image
-        return node, agent_body
-
-    # -- running -----------------------------------------------------------------------
-    async def run(self, body: dict) -> AsyncIterator[bytes]:
-        """The execution's NDJSON events as the agent sends them, then an exit event always."""
-        req = self.parse(body)
-        node, agent_body = await self.blocking(self.place, req)
-        eid = req["execution_id"]
         record = {
             "execution_id": eid,
-            "node_id": node.node_id,
-            "kernel_id": req["kernel_id"],
-            "session_id": agent_body.get("session_id"),
-            "status": "running",
+            "node_id": node,
+            "kernel_id": kernel_id,
+            "session_id": body.get("session_id"),
+            "status": "placing",
             "returncode": None,
             "message": None,
             "created_at": time.time(),
             "finished_at": None,
         }
-        pump = ThreadPump(
-            lambda: node.client.open_execution(eid, **agent_body),
-            f"node {node.node_id!r}",
-            self.stream_executor,
+        if not self.store.reserve("execution", eid, record):
+            self._refuse_duplicate(eid, self.store_record(eid) or record)
+        self.records[eid] = record
+        return {"execution_id": eid, "kernel_id": kernel_id, "node": node, "body": body}
+
+    def store_record(self, execution_id: str) -> dict | None:
+        return next(
+            (r for r in self.store.load("execution") if r["execution_id"] == execution_id), None
         )
-        node.inflight += 1
-        self._save(record)
-        sent_any = False
-        tail = b""
+
+    def _refuse_duplicate(self, eid: str, first: dict | None = None) -> None:
+        first = first or self.records.get(eid)
+        if first is not None:
+            raise Conflict(
+                f"execution {eid!r} was already received (status {first['status']}); it is "
+                "never run twice",
+                reason="duplicate_execution",
+                execution=first,
+            )
+
+    def _release(self, execution_id: str) -> None:
+        """Forget a reservation whose request was refused before anything ran."""
+        self.records.pop(execution_id, None)
+        self.store.delete("execution", execution_id)
+
+    def place(self, req: dict) -> tuple[Node, dict, list[str]]:
+        """Choose the node and the container (blocking: may create the kernel's session)."""
+        body = req["body"]
+        image = body.get("image") or self.default_image
+        agent_body = {k: v for k, v in body.items() if k not in SERVER_FIELDS}
+        notices: list[str] = []
+        if body.get("session_id"):
+            node = self.pool.pick(req["node"])
+            agent_body["session_id"] = body["session_id"]
+        elif req["kernel_id"] and not body.get("fresh"):
+            session = self.kernels.ensure(req["kernel_id"], image, req["node"], body)
+            notices += self.kernels.unmet_limits(session, body)
+            node = self.registry.get(session["node_id"])
+            agent_body["session_id"] = session["session_id"]
+        else:
+            node = self.pool.pick(req["node"], image)
+            agent_body["image"] = image
+        return node, agent_body, notices
+
+    @staticmethod
+    def _session_gone(req: dict, exc: RemoteError) -> bool:
+        """The node no longer has the kernel's session (its idle timeout removed it)."""
+        body = req["body"]
+        return (
+            exc.status == 404
+            and exc.reason in SESSION_GONE
+            and bool(req["kernel_id"])
+            and not body.get("session_id")
+            and not body.get("fresh")
+        )
+
+    def replace_session(self, req: dict, gone: RemoteError) -> tuple[Node, dict, list[str]]:
+        """The kernel's session was removed on its node (idle): make a new one (blocking).
+
+        Nothing ran (the node refused the request), so this is not a re-send.
+        """
+        body = req["body"]
+        image = body.get("image") or self.default_image
+        old = self.kernels.forget(req["kernel_id"], image)
+        node, agent_body, notices = self.place(req)
+        where = f" on node {old['node_id']!r}" if old else ""
+        notices.insert(
+            0,
+            f"this kernel's {image} session{where} is gone ({gone.message}); a new one was "
+            f"made on node {node.node_id!r}: the old one's files and state are not in it.",
+        )
+        return node, agent_body, notices
+
+    # -- running -----------------------------------------------------------------------
+    async def run(self, body: dict) -> AsyncIterator[bytes]:
+        """Whole NDJSON event lines as the agent sends them, ending in one exit event."""
+        req = self.reserve(body)
+        eid = req["execution_id"]
         try:
-            async for chunk in pump.start():
-                sent_any = True
-                tail = tail[-TAIL:] + chunk[-TAIL:]  # enough to hold the exit event
-                yield chunk
-            yield self._finish(record, tail.rstrip(b"\n").rsplit(b"\n", 1)[-1])
+            node, agent_body, notices = await self.blocking(self.place, req)
+        except BaseException:
+            self._release(eid)
+            raise
+        record = self.records[eid]
+        for attempt in (1, 2):
+            record.update(node_id=node.node_id, session_id=agent_body.get("session_id"))
+            try:
+                pump, events, first = await self._open(node, eid, agent_body)
+                break
+            except RemoteError as exc:
+                if attempt == 1 and self._session_gone(req, exc):
+                    try:
+                        node, agent_body, notices = await self.blocking(
+                            self.replace_session, req, exc
+                        )
+                    except BaseException:
+                        self._release(eid)
+                        raise
+                    continue
+                if exc.status < 500:  # the agent refused it: nothing ran, keep nothing
+                    self._release(eid)
+                    raise
+                record["status"] = "running"
+                yield self._broken(record, node, exc, sent=exc.details.get("sent", True))
+                return
+        record["status"] = "running"
+        self._save(record)
+        node.inflight += 1
+        lines = EventLines()
+        try:
+            head = b"".join(notice_event(n) for n in notices)
+            yield head + lines.feed(first)
+            async for chunk in events:
+                out = lines.feed(chunk)
+                if out:
+                    yield out
+                if lines.exit is not None:
+                    break
+            if lines.exit is None:
+                raise ConnectionFailed("the stream ended before the exit event", sent=True)
         except RemoteError as exc:
-            if not sent_any and exc.status < 500:
-                record["status"] = "refused"  # the agent refused it: nothing ran, keep nothing
-                del self.records[eid]
-                self.store.delete("execution", eid)
-                raise
-            yield self._broken(record, node.node_id, exc, sent_any)
+            if lines.exit is None:
+                yield await self._settle_broken(record, node, exc)
         finally:
             node.inflight -= 1
             pump.close()
-            if record["status"] == "running":  # the caller left before the end
+            if lines.exit is not None:
+                self._finish(record, lines.exit)
+            elif record["status"] == "running":  # the caller left before the end
                 record.update(status="unknown", message="the caller went away; cancelled")
                 self._save(record)
                 asyncio.get_running_loop().create_task(self._cancel_quietly(node, eid))
 
-    def _finish(self, record: dict, last: bytes) -> bytes:
-        try:
-            event = json.loads(last)
-        except ValueError:
-            event = {}
-        if event.get("event") == "exit":
-            record.update(
-                status=event["status"],
-                returncode=event["returncode"],
-                message=event.get("message"),
-                finished_at=time.time(),
-            )
-            self._save(record)
-            return b""
-        return self._broken(
-            record, record["node_id"], ConnectionFailed("the stream ended early", sent=True), True
-        )
+    async def _open(self, node: Node, eid: str, agent_body: dict):
+        """Send the execution; its pump, the rest of its chunks and the first chunk.
 
-    def _broken(self, record: dict, node_id: str, exc: RemoteError, sent_any: bool) -> bytes:
+        A refusal or a failure before the first byte is raised here, while the caller can
+        still get a JSON error instead of a stream.
+        """
+        pump = ThreadPump(
+            lambda: node.client.open_execution(eid, **agent_body),
+            f"node {node.node_id!r}",
+            self.stream_executor,
+        ).start()
+        events = aiter(pump)
+        try:
+            first = await anext(events)
+        except StopAsyncIteration:
+            first = b""
+        except BaseException:
+            pump.close()
+            raise
+        return pump, events, first
+
+    def _finish(self, record: dict, event: dict) -> None:
+        record.update(
+            status=event.get("status", "unknown"),
+            returncode=event.get("returncode", -1),
+            message=event.get("message"),
+            finished_at=time.time(),
+        )
+        self._save(record)
+
+    async def _settle_broken(self, record: dict, node: Node, exc: RemoteError) -> bytes:
+        """The one exit event after a break: the node's own outcome if it knows it."""
+        try:
+            theirs = await self.blocking(node.client.execution, record["execution_id"], SETTLE_WAIT)
+        except RemoteError:
+            theirs = None
+        if theirs and theirs.get("status") in FINAL:
+            message = (theirs.get("message") or "") + (
+                f" (the stream from node {node.node_id!r} broke at its end: {exc.message}; "
+                "this outcome is the node's own record)"
+            )
+            event = {
+                "event": "exit",
+                "returncode": theirs["returncode"],
+                "status": theirs["status"],
+                "message": message.strip(),
+                "settled": True,
+            }
+            self._finish(record, event)
+            return json.dumps(event).encode() + b"\n"
+        return self._broken(record, node, exc, sent=True)
+
+    def _broken(self, record: dict, node: Node, exc: RemoteError, sent: bool) -> bytes:
         """Turn a failure between server and agent into the final event; never re-send."""
-        sent = sent_any or exc.details.get("sent", True)
         if sent:
             status = "unknown"
             message = (
-                f"node {node_id!r}: {exc.message}; the command had been sent, so its outcome "
-                "is unknown. It was not re-sent; its record will be settled from the node."
+                f"node {node.node_id!r}: {exc.message}; the command had been sent, so its "
+                "outcome is unknown. It was not re-sent; its record will be settled from the "
+                "node."
             )
         else:
             status = "not_started"
-            message = f"node {node_id!r}: {exc.message}; the command was not run"
+            message = f"node {node.node_id!r}: {exc.message}; the command was not run"
         record.update(status=status, returncode=-1, message=message, finished_at=time.time())
         self._save(record)
-        return exit_event(status, message, node_id=node_id, execution_id=record["execution_id"])
+        return exit_event(
+            status, message, node_id=node.node_id, execution_id=record["execution_id"]
+        )
 
     async def _cancel_quietly(self, node, execution_id: str) -> None:
         try:

@@ -137,8 +137,7 @@ class JobService:
         check_id(job_id, "job_id")
         if "." in job_id:
             raise BadRequest("job_id may not contain '.'", reason="bad_id")
-        if job_id in self.jobs:
-            raise Conflict(f"job {job_id!r} exists already", reason="duplicate_job")
+        self._refuse_duplicate(job_id)
         raw = body.get("tasks")
         if raw is None:
             raw = [{k: body[k] for k in TASK_FIELDS if k in body}]
@@ -160,7 +159,7 @@ class JobService:
             )
         defaults = {k: body[k] for k in DEFAULT_FIELDS if k in body}
         tasks = [self._parse_task(i, t, defaults) for i, t in enumerate(raw)]
-        return {
+        job = {
             "job_id": job_id,
             "name": body.get("name") or job_id,
             "created_at": time.time(),
@@ -171,6 +170,21 @@ class JobService:
             "nodes": nodes,
             "tasks": tasks,
         }
+        # Claimed with no await since the check above, and atomically in the store: of two
+        # requests with one job id, one gets here; the other is a 409.
+        if not self.store.reserve("job", job_id, job):
+            raise Conflict(f"job {job_id!r} exists already", reason="duplicate_job")
+        self.jobs[job_id] = job
+        return job
+
+    def _refuse_duplicate(self, job_id: str) -> None:
+        first = self.jobs.get(job_id)
+        if first is not None:
+            raise Conflict(
+                f"job {job_id!r} exists already (status {job_status(first)})",
+                reason="duplicate_job",
+                job=self.model(first),
+            )
 
     def _parse_task(self, index: int, raw: object, defaults: dict) -> dict:
         if not isinstance(raw, dict):
@@ -200,7 +214,7 @@ class JobService:
         }
 
     async def submit(self, job: dict) -> dict:
-        self.jobs[job["job_id"]] = job
+        """Start a job that parse() reserved."""
         self._changed(job)
         await self.dispatch(job)
         return self.model(job)

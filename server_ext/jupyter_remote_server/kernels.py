@@ -6,7 +6,8 @@ import hashlib
 import logging
 import threading
 
-from jupyter_remote.errors import Conflict, NotFound, RemoteError
+from jupyter_remote.agent.specs import parse_memory
+from jupyter_remote.errors import BadRequest, Conflict, NotFound, RemoteError
 from jupyter_remote_server.nodes import NodeRegistry
 from jupyter_remote_server.pool import ExecutorPool
 from jupyter_remote_server.store import JobStore
@@ -14,6 +15,7 @@ from jupyter_remote_server.store import JobStore
 log = logging.getLogger("jupyter_remote_server")
 
 SESSION_FIELDS = ("image", "memory", "cpus", "pids_limit", "network")
+LIMIT_FIELDS = ("memory", "cpus", "pids_limit", "network")  # fixed when a session is made
 
 
 class KernelSessions:
@@ -50,7 +52,8 @@ class KernelSessions:
                         f"use --fresh to run on {node_id!r}",
                         reason="session_elsewhere",
                     )
-                self.registry.usable(
+                # a busy node still takes its sessions' cells: only silence stops them
+                self.registry.answering(
                     known["node_id"],
                     ", which holds this kernel's session",
                     "use --fresh, or %remote_cleanup to start over on another node",
@@ -60,7 +63,7 @@ class KernelSessions:
             digest = hashlib.sha1(image.encode()).hexdigest()[:8]
             session_id = f"k-{kernel_id}-{digest}"
             spec = {k: body[k] for k in SESSION_FIELDS if body.get(k) is not None}
-            node.client.create_session(session_id=session_id, **{**spec, "image": image})
+            made = node.client.create_session(session_id=session_id, **{**spec, "image": image})
             record = {
                 "key": key,
                 "kernel_id": kernel_id,
@@ -68,11 +71,40 @@ class KernelSessions:
                 "node_id": node.node_id,
                 "session_id": session_id,
                 "kind": kind,
+                "limits": {k: made.get(k) for k in LIMIT_FIELDS},
             }
             self.sessions[key] = record
             self.store.save("kernel_session", key, record)
             log.info("kernel %s: session %s on node %s", kernel_id, session_id, node.node_id)
             return record
+
+    def forget(self, kernel_id: str, image: str) -> dict | None:
+        """Drop the record of a session its node no longer has; the next ensure makes one."""
+        key = self.key(kernel_id, image)
+        with self._lock:
+            record = self.sessions.pop(key, None)
+        self.store.delete("kernel_session", key)
+        return record
+
+    @staticmethod
+    def unmet_limits(session: dict, body: dict) -> list[str]:
+        """A notice when a cell asks for limits its existing session was not made with."""
+        have = session.get("limits") or {}
+        asked = []
+        for field in LIMIT_FIELDS:
+            want = body.get(field)
+            if want is None or have.get(field) is None:
+                continue
+            if _normal(field, want) != _normal(field, have[field]):
+                asked.append(f"{field}={_shown(field, want)} (it has {_shown(field, have[field])})")
+        if not asked:
+            return []
+        return [
+            f"limits apply when a session is made: this kernel's session on node "
+            f"{session['node_id']!r} keeps its own, so {', '.join(asked)} was not applied. "
+            "Run %remote_cleanup to remove the session (and its files) and get a new one "
+            "with these limits, or use --fresh for a one-off container."
+        ]
 
     def for_kernel(self, kernel_id: str) -> list[dict]:
         return [r for r in self.sessions.values() if r["kernel_id"] == kernel_id]
@@ -100,3 +132,21 @@ class KernelSessions:
             self.store.delete("kernel_session", record["key"])
             removed.append(record)
         return removed
+
+
+def _normal(field: str, value: object) -> object:
+    if field == "memory":
+        return parse_memory(value)  # a bad size is a 400 here, before anything is sent
+    if field in ("cpus", "pids_limit"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadRequest(f"{field} must be a number; got {value!r}", reason=f"bad_{field}")
+        return float(value)
+    return value
+
+
+def _shown(field: str, value: object) -> str:
+    if field == "memory" and isinstance(value, int):
+        for unit, size in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+            if value % size == 0:
+                return f"{value // size}{unit}"
+    return str(value)

@@ -14,6 +14,13 @@ class JobStore:
     def save(self, kind: str, key: str, record: dict) -> None:
         raise NotImplementedError
 
+    def reserve(self, kind: str, key: str, record: dict) -> bool:
+        """Save `record` only if `key` is new, atomically; False when it existed already.
+
+        This is what makes an id run once even when two servers share one store.
+        """
+        raise NotImplementedError
+
     def delete(self, kind: str, key: str) -> None:
         raise NotImplementedError
 
@@ -50,6 +57,16 @@ class SQLiteJobStore(JobStore):
                 "DO UPDATE SET body = excluded.body, updated = julianday('now')",
                 (kind, key, body),
             )
+
+    def reserve(self, kind: str, key: str, record: dict) -> bool:
+        body = json.dumps(record, separators=(",", ":"))
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO records (kind, key, body) VALUES (?, ?, ?) "
+                "ON CONFLICT(kind, key) DO NOTHING",
+                (kind, key, body),
+            )
+        return cursor.rowcount == 1
 
     def delete(self, kind: str, key: str) -> None:
         with self._lock:
