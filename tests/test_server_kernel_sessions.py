@@ -1,0 +1,97 @@
+"""A kernel's session through the server: it survives a hot node, and an idle-culled one is
+replaced with one line of notice instead of failing every later cell."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conftest import BUSYBOX
+from server_fixtures import FAST, api, execute, jp_server_config, node_config, remote_started, until
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+__all__ = ["jp_server_config", "remote_started"]
+
+
+@pytest.fixture
+def agents(make_agent):
+    """One agent whose sessions are culled after 2 s idle, which is busy above 90 % CPU."""
+    return [make_agent(host="127.0.0.7", extra=("--idle-timeout", "2", "--cpu-max", "90"))]
+
+
+@pytest.fixture
+def remote_config(agents, tmp_path):
+    return {"nodes": node_config(agents), "db_path": str(tmp_path / "remote.sqlite"), **FAST}
+
+
+async def node_state(jp_fetch) -> str:
+    return (await api(jp_fetch, "nodes"))["nodes"][0]["state"]
+
+
+def exits(events: list[dict]) -> list[dict]:
+    return [e for e in events if e["event"] == "exit"]
+
+
+def notices(events: list[dict]) -> list[str]:
+    return [e["message"] for e in events if e["event"] == "notice"]
+
+
+async def test_an_idle_culled_session_is_replaced_with_one_notice(jp_fetch, jp_serverapp, agents):
+    await until(lambda: _state_in(jp_fetch, "healthy", "busy"))
+    kernel_id = await jp_serverapp.kernel_manager.start_kernel()
+    try:
+        first = await execute(
+            jp_fetch, kernel_id=kernel_id, image=BUSYBOX, command="echo kept > /tmp/f"
+        )
+        assert exits(first)[0]["status"] == "completed" and not notices(first)
+        old = (await api(jp_fetch, "kernels", kernel_id, "sessions"))["sessions"][0]
+
+        async def culled():
+            models = await asyncio.to_thread(agents[0].client.sessions)
+            return not any(s["session_id"] == old["session_id"] for s in models)
+
+        await until(culled, timeout=20)
+        after = await execute(jp_fetch, kernel_id=kernel_id, image=BUSYBOX, command="ls /tmp/f")
+        (notice,) = notices(after)
+        assert "idle" in notice and "new one" in notice and "\n" not in notice
+        assert exits(after)[0]["returncode"] != 0  # the old session's files are gone
+        again = await execute(jp_fetch, kernel_id=kernel_id, image=BUSYBOX, command="echo ok")
+        assert exits(again)[0]["status"] == "completed" and not notices(again)
+        assert [e["data"] for e in again if e["event"] == "stdout"] == ["ok\n"]
+    finally:
+        await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
+
+
+async def test_a_kernels_cells_keep_running_on_a_node_pinned_by_a_job(jp_fetch, jp_serverapp):
+    await until(lambda: _state_in(jp_fetch, "healthy"))
+    kernel_id = await jp_serverapp.kernel_manager.start_kernel()
+    job = await api(
+        jp_fetch,
+        "jobs",
+        method="POST",
+        body={
+            "image": BUSYBOX,
+            "cpus": 1,
+            "timeout": 60,
+            "tasks": [{"command": "while :; do :; done"} for _ in range(2)],
+        },
+    )
+    try:
+        await until(lambda: _state_in(jp_fetch, "busy"), timeout=20)
+        results = []
+        for i in range(12):
+            events = await execute(
+                jp_fetch, kernel_id=kernel_id, image=BUSYBOX, command=f"echo cell {i}"
+            )
+            results.append(exits(events)[0])
+        assert [r["status"] for r in results] == ["completed"] * 12, results
+        nodes = (await api(jp_fetch, "nodes"))["nodes"]
+        assert nodes[0]["state"] == "busy" and nodes[0]["warnings"], nodes[0]
+    finally:
+        await api(jp_fetch, "jobs", job["job_id"], "stop", method="POST", body={})
+        await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
+
+
+async def _state_in(jp_fetch, *states: str) -> bool:
+    return await node_state(jp_fetch) in states
