@@ -8,7 +8,7 @@ import sys
 
 import requests
 
-from conftest import free_port
+from conftest import BUSYBOX, free_port
 
 
 def agent_cmd(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -64,3 +64,50 @@ def test_daemon_mode_writes_pid_and_log_and_stops(docker_client, tmp_path):
     assert not pid_file.exists()
     again = agent_cmd("stop", env=env)
     assert again.returncode == 1 and "no agent pid file" in again.stderr
+
+
+def test_help_all_shows_the_real_defaults():
+    result = agent_cmd("--help-all")
+    assert result.returncode == 0, result.stderr
+    defaults = {}
+    option = None
+    for line in result.stdout.splitlines():
+        if line.startswith("--"):
+            option = line[2:].split("=")[0]
+        elif line.strip().startswith("Default:") and option:
+            defaults[option] = line.split("Default:", 1)[1].strip()
+    assert defaults["idle-timeout"] == "3600.0" and defaults["default-timeout"] == "1800.0"
+    assert defaults["memory"] == "'2g'" and defaults["cpus"] == "1.0"
+    assert defaults["pids-limit"] == "1024" and defaults["listen"] == "'127.0.0.1:9527'"
+    assert defaults["default-image"] == "'jupyter-remote/python:local'"
+    assert defaults["max-execution-bytes"] == str(32 << 20)
+
+
+def test_environment_variables_still_set_options_and_bad_ones_are_one_line_errors(tmp_path):
+    env = {**os.environ, "JUPYTER_REMOTE_AGENT_LISTEN": "nowhere"}
+    from_env = agent_cmd("--data-dir", str(tmp_path), env=env)
+    assert from_env.returncode == 2 and "HOST:PORT" in from_env.stderr
+    env = {**os.environ, "JUPYTER_REMOTE_AGENT_CPUS": "lots"}
+    bad = agent_cmd("--data-dir", str(tmp_path), env=env)
+    assert bad.returncode == 2 and "JUPYTER_REMOTE_AGENT_CPUS='lots' is not valid" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_numbers_out_of_range_are_refused_at_start(tmp_path):
+    for flag, value, words in [
+        ("--kill-grace", "nan", "--kill-grace must be between 0 and 3600"),
+        ("--cpu-max", "150", "--cpu-max must be between 0 and 100"),
+        ("--idle-timeout", "-1", "--idle-timeout must be >= 0"),
+        ("--max-execution-bytes", "0", "--max-execution-bytes must be >= 1"),
+    ]:
+        result = agent_cmd(flag, value, "--data-dir", str(tmp_path))
+        assert result.returncode == 2 and words in result.stderr, (flag, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_an_idle_timeout_from_the_environment_reaches_the_sessions(make_agent, monkeypatch):
+    monkeypatch.setenv("JUPYTER_REMOTE_AGENT_IDLE_TIMEOUT", "77")  # the agent inherits it
+    node = make_agent()
+    model = node.client.create_session(image=BUSYBOX, memory="64m")
+    assert model["idle_timeout"] == 77
+    node.client.delete_session(model["session_id"])

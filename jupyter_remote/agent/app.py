@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 
 from tornado.httpserver import HTTPServer
-from traitlets import Bool, Float, Int, Unicode, default
-from traitlets.config import Application
+from traitlets import Bool, Float, Int, TraitError, Unicode, default
+from traitlets.config import Application, Config
 
 from jupyter_remote import __version__
 from jupyter_remote.agent import daemon
@@ -79,12 +80,20 @@ class AgentApp(Application):
     jupyter-remote agent stop
     """
 
-    listen = Unicode(help="HOST:PORT to listen on; a non-loopback host needs a token.", config=True)
+    listen = Unicode(
+        "127.0.0.1:9527",
+        help="HOST:PORT to listen on; a non-loopback host needs a token.",
+        config=True,
+    )
     token = Unicode(
-        help="Bearer token clients must send (Authorization: Bearer TOKEN).", config=True
+        "", help="Bearer token clients must send (Authorization: Bearer TOKEN).", config=True
     )
     token_file = Unicode("", help="File holding the bearer token (first line).", config=True)
-    data_dir = Unicode(help="Where execution logs, job logs and records live.", config=True)
+    data_dir = Unicode(
+        os.path.expanduser("~/.local/share/jupyter-remote/agent"),
+        help="Where execution logs, job logs and records live.",
+        config=True,
+    )
     node_id = Unicode(
         help="This node's name in the pool and in container labels "
         "(default: the host name, plus -PORT when the port is not 9527).",
@@ -95,20 +104,24 @@ class AgentApp(Application):
     )
     log_file = Unicode(help="Log file in daemon mode (default: DATA_DIR/agent.log).", config=True)
     pid_file = Unicode(help="Pid file in daemon mode (default: DATA_DIR/agent.pid).", config=True)
-    default_image = Unicode(help="Image used when a request names none.", config=True)
+    default_image = Unicode(
+        "jupyter-remote/python:local", help="Image used when a request names none.", config=True
+    )
     default_timeout = Float(
+        1800.0,
         help="Seconds before a command is killed when the request "
         "gives no timeout; 0 means no limit.",
         config=True,
     )
     idle_timeout = Float(
+        3600.0,
         help="Seconds a session container may sit idle before it is "
         "removed; 0 keeps it until deleted.",
         config=True,
     )
-    memory = Unicode(help="Default memory limit per container (e.g. 2g).", config=True)
-    cpus = Float(help="Default CPU limit per container.", config=True)
-    pids_limit = Int(help="Default process limit per container.", config=True)
+    memory = Unicode("2g", help="Default memory limit per container (e.g. 512m, 2g).", config=True)
+    cpus = Float(1.0, help="Default CPU limit per container.", config=True)
+    pids_limit = Int(1024, help="Default process limit per container.", config=True)
     max_memory = Unicode(
         "", help="Largest memory limit a request may ask for (empty: none).", config=True
     )
@@ -134,6 +147,7 @@ class AgentApp(Application):
         config=True,
     )
     join_token = Unicode(
+        "",
         help="The server's join token (c.RemoteApp.join_token). Env: "
         "JUPYTER_REMOTE_AGENT_JOIN_TOKEN.",
         config=True,
@@ -208,59 +222,64 @@ class AgentApp(Application):
     def _d_log_level(self):
         return logging.INFO  # noqa: E704 - operators want to see starts
 
-    @default("join_token")
-    def _d_join_token(self):  # noqa: E704
-        return _env("JOIN_TOKEN", "")
+    def initialize(self, argv=None) -> None:
+        """Environment first (JUPYTER_REMOTE_AGENT_<OPTION>), then the command line over it."""
+        try:
+            self.update_config(self.config_from_env(os.environ))
+        except UsageFailure as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            self.exit(2)
+        super().initialize(argv)
 
-    @default("listen")
-    def _d_listen(self):
-        return _env("LISTEN", "127.0.0.1:9527")  # noqa: E704
+    @classmethod
+    def config_from_env(cls, environ) -> Config:
+        """Each option's JUPYTER_REMOTE_AGENT_<NAME> variable, parsed like the option."""
+        config = Config()
+        for name, trait in cls.class_own_traits(config=True).items():
+            raw = environ.get(ENV + name.upper())
+            if raw is None:
+                continue
+            try:
+                config.AgentApp[name] = trait.from_string(raw)
+            except (TraitError, ValueError) as exc:
+                raise UsageFailure(f"{ENV}{name.upper()}={raw!r} is not valid: {exc}") from None
+        return config
 
-    @default("token")
-    def _d_token(self):
-        return _env("TOKEN", "")  # noqa: E704
-
-    @default("data_dir")
-    def _d_data_dir(self):  # noqa: E704
-        return _env("DATA_DIR", os.path.expanduser("~/.local/share/jupyter-remote/agent"))
+    def check_numbers(self) -> None:
+        """Every number from the command line or environment: finite and in range."""
+        rules = [
+            ("--default-timeout", self.default_timeout, 0, None, "0 means no limit"),
+            ("--idle-timeout", self.idle_timeout, 0, None, "0 keeps sessions"),
+            ("--cpus", self.cpus, 0.01, None, ""),
+            ("--pids-limit", self.pids_limit, 16, None, ""),
+            ("--max-cpus", self.max_cpus, 0, None, "0 means no ceiling"),
+            ("--max-request-bytes", self.max_request_bytes, 1, None, ""),
+            ("--max-execution-bytes", self.max_execution_bytes, 1, None, ""),
+            ("--kill-grace", self.kill_grace, 0, 3600, ""),
+            ("--sample-interval", self.sample_interval, 0.05, 3600, ""),
+            ("--cpu-max", self.cpu_max, 0, 100, "percent"),
+            ("--memory-max", self.memory_max, 0, 100, "percent"),
+            ("--disk-max", self.disk_max, 0, 100, "percent"),
+        ]
+        for flag, value, low, high, note in rules:
+            if not math.isfinite(value) or value < low or (high is not None and value > high):
+                span = f">= {low:g}" if high is None else f"between {low:g} and {high:g}"
+                extra = f" ({note})" if note else ""
+                raise UsageFailure(f"{flag} must be {span}{extra}; got {value!r}")
 
     @default("node_id")
     def _d_node_id(self):
         host, port = self.host_port()
         name = socket.gethostname()
-        return _env("NODE_ID", name if port == 9527 else f"{name}-{port}")
+        return name if port == 9527 else f"{name}-{port}"
 
     @default("log_file")
     def _d_log_file(self):
-        return _env("LOG_FILE", os.path.join(self.data_dir, "agent.log"))  # noqa: E704,E501
+        return os.path.join(self.data_dir, "agent.log")
 
     @default("pid_file")
     def _d_pid_file(self):
-        return _env("PID_FILE", os.path.join(self.data_dir, "agent.pid"))  # noqa: E704,E501
-
-    @default("default_image")
-    def _d_image(self):
-        return _env("DEFAULT_IMAGE", "jupyter-remote/python:local")  # noqa: E704
-
-    @default("default_timeout")
-    def _d_timeout(self):
-        return float(_env("DEFAULT_TIMEOUT", "1800"))  # noqa: E704
-
-    @default("idle_timeout")
-    def _d_idle(self):
-        return float(_env("IDLE_TIMEOUT", "3600"))  # noqa: E704
-
-    @default("memory")
-    def _d_memory(self):
-        return _env("MEMORY", "2g")  # noqa: E704
-
-    @default("cpus")
-    def _d_cpus(self):
-        return float(_env("CPUS", "1"))  # noqa: E704
-
-    @default("pids_limit")
-    def _d_pids(self):
-        return int(_env("PIDS_LIMIT", "1024"))  # noqa: E704
+        return os.path.join(self.data_dir, "agent.pid")
 
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
@@ -275,7 +294,7 @@ class AgentApp(Application):
                     return fh.readline().strip()
             except OSError as exc:
                 raise UsageFailure(f"cannot read --token-file: {exc}") from None
-        return self.token or _env("TOKEN", "")
+        return self.token
 
     def limits(self) -> Limits:
         try:
@@ -289,14 +308,6 @@ class AgentApp(Application):
             )
         except RemoteError as exc:
             raise UsageFailure(exc.message) from None
-
-    def check_body_limits(self) -> None:
-        for flag, value in (
-            ("--max-request-bytes", self.max_request_bytes),
-            ("--max-execution-bytes", self.max_execution_bytes),
-        ):
-            if value < 1:
-                raise UsageFailure(f"{flag} must be a positive number of bytes; got {value}")
 
     def start(self) -> None:
         if self.subapp is not None:
@@ -316,7 +327,7 @@ class AgentApp(Application):
                 "--token or --token-file (only loopback binds may go without)"
             )
         limits = self.limits()
-        self.check_body_limits()
+        self.check_numbers()
         if self.join and not self.join_token:
             raise UsageFailure("--join needs --join-token (the server's c.RemoteApp.join_token)")
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
