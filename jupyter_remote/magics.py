@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import html
 import math
 import os
 import queue
@@ -93,6 +94,11 @@ class EventFold:
 
 class RemoteCommandFailed(Exception):
     """Raised by ``%%remote --raise`` for a non-zero exit, so "Run all" stops there."""
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of a traceback: the one line says it all (ipyparallel
+        does the same), and IPython's one custom_exc slot stays free for others."""
+        return [str(self)]
 
 
 MAX_TIMEOUT = 30 * 24 * 3600  # 30 days; longer work belongs in a detached job's own loop
@@ -459,8 +465,10 @@ class RemoteMagics(Magics):
         """
         with _one_line_errors():
             jobs = self.client.jobs()
+        esc = html.escape
         rows = "".join(
-            f"<tr><td>{j['job_id']}</td><td>{j['name']}</td><td>{j['status']}</td>"
+            f"<tr><td>{esc(j['job_id'])}</td><td>{esc(j['name'])}</td>"
+            f"<td>{esc(j['status'])}</td>"
             f"<td>{j['tasks_done']}/{j['tasks_total']}</td><td>{j['elapsed']:.1f} s</td>"
             f"<td>{'yes' if j['autostop'] else ''}</td>"
             f"<td>{'degraded' if j['degraded'] else ''}</td></tr>"
@@ -622,9 +630,3 @@ class _one_line_errors:
 def load_ipython_extension(ipython) -> None:
     ipython.register_magics(RemoteMagics)
     ipython.register_magics(EngineStateMagics)
-    ipython.set_custom_exc((RemoteCommandFailed,), _show_failure)
-
-
-def _show_failure(shell, etype, evalue, tb, tb_offset=None):
-    print(str(evalue), file=sys.stderr)
-    return None

@@ -123,6 +123,8 @@ def test_errors_are_one_clear_line_not_a_traceback(kernel):
         ("%remote_job j-never", "no job 'j-never'"),
         ("%%remote --bogus\ntrue", "unrecognized arguments: --bogus"),
         (f"%%remote --image {BUSYBOX}\nexit 7", "[remote] exit 7 (failed) on node"),
+        (f"%%remote --raise --image {BUSYBOX}\nexit 8", "[remote] exit 8 (failed) on node"),
+        ("%%remote --memory lots\ntrue", "memory must be a size like 512m or 2g"),
     ]:
         seen = run(kernel, code)
         text = "".join(t for _, _, t in seen).strip()

@@ -113,9 +113,43 @@ def test_default_timeout_takes_zero_for_the_default_and_nothing_bad(ip):
 def test_a_failing_command_is_one_clear_line_and_raise_stops(ip):
     out, err = cell(ip, f"--image {BUSYBOX}", "exit 3")
     assert err.strip().startswith("[remote] exit 3 (failed) on node")
-    result = ip.run_cell(f"%%remote --raise --image {BUSYBOX}\nexit 4")
+    shown = io.StringIO()
+    with redirect_stdout(shown), redirect_stderr(shown):
+        result = ip.run_cell(f"%%remote --raise --image {BUSYBOX}\nexit 4")
     assert not result.success
     assert "[remote] exit 4 (failed) on node" in str(result.error_in_exec)
+    assert shown.getvalue().startswith("[remote] exit 4 (failed) on node")
+    assert shown.getvalue().count("\n") == 1 and "Traceback" not in shown.getvalue()
+
+
+def test_the_extension_leaves_ipythons_one_custom_exc_slot_alone(ip):
+    def theirs(shell, etype, evalue, tb, tb_offset=None):
+        return None
+
+    ip.set_custom_exc((LookupError,), theirs)
+    try:
+        with redirect_stdout(io.StringIO()):
+            ip.run_line_magic("reload_ext", "jupyter_remote")
+        assert ip.custom_exceptions == (LookupError,)
+    finally:
+        ip.set_custom_exc((), None)
+
+
+def test_remote_jobs_escapes_what_it_shows(ip):
+    from IPython.utils.capture import capture_output
+
+    name = "<script>alert(1)</script>"
+    job = magics(ip).client.submit_job(image=BUSYBOX, name=name, tasks=[{"command": "true"}])
+    formats = ip.display_formatter.active_types
+    ip.display_formatter.active_types = [*formats, "text/html"]  # as in a notebook
+    try:
+        with capture_output() as captured:
+            ip.run_line_magic("remote_jobs", "")
+    finally:
+        ip.display_formatter.active_types = formats
+    table = captured.outputs[0].data["text/html"]
+    assert job["job_id"] in table and "&lt;script&gt;alert(1)&lt;/script&gt;" in table
+    assert "<script>" not in table
 
 
 def test_bad_options_and_unknown_nodes_are_one_line(ip):
@@ -189,6 +223,12 @@ def test_widgets_show_the_pool_and_a_job_and_stop_when_closed(stack):
     nodes = NodesWidget(client, interval=0.2).start()
     assert len(nodes.children) == 2 + len(stack.agents)  # header, a row each, errors
     assert "2 node(s)" in nodes.children[0].value
+    from ipywidgets.widgets.widget import _instances
+
+    live = len(_instances)
+    for _ in range(10):
+        nodes.refresh()
+    assert len(_instances) == live, "refreshing makes new widgets"
     calls = []
     nodes.refresh = lambda: calls.append(1)
     time.sleep(0.5)
