@@ -117,6 +117,30 @@ def test_after_an_interrupt_the_cell_shows_the_command_to_its_real_exit(kernel):
     assert result[-1][2].split() == ["5", "cancelled", "True"], result
 
 
+def test_server_notices_are_one_line_once_and_kept_on_the_result(kernel, stack):
+    """Limits a session was not made with, and a session removed on its node."""
+    run(kernel, f"%%remote --image {BUSYBOX}\necho made > /tmp/f")
+    seen = run(kernel, f"%%remote --image {BUSYBOX} --memory 96m --pids-limit 64 -o r\ntrue")
+    told = "".join(t for _, name, t in seen if name == "stderr")
+    assert told.startswith("[remote] limits apply when a session is made"), seen
+    assert "memory=96m" in told and "pids_limit=64" in told and told.count("\n") == 1, told
+
+    sessions = requests.get(
+        f"{stack.server.url}/kernels/{kernel.kernel_id}/sessions",
+        headers=kernel.headers,
+        timeout=30,
+    ).json()["sessions"]
+    agent = next(a for a in stack.agents if a.node_id == sessions[0]["node_id"])
+    agent.client.delete_session(sessions[0]["session_id"])  # as the idle reaper does
+    seen = run(kernel, f"%%remote --image {BUSYBOX} -o r2\nls /tmp/f 2>/dev/null; echo fresh")
+    told = [t for _, name, t in seen if name == "stderr"]
+    assert len(told) == 1 and told[0].startswith("[remote] this kernel's"), seen
+    assert "is gone" in told[0] and "a new one was made" in told[0], told
+    assert "".join(t for _, name, t in seen if name == "stdout") == "fresh\n", seen
+    shown = run(kernel, "print(len(r.notices), len(r2.notices), r2.returncode)")
+    assert shown[-1][2].split() == ["1", "1", "0"], shown
+
+
 def test_errors_are_one_clear_line_not_a_traceback(kernel):
     for code, words in [
         ("%%remote --node nowhere\ntrue", "no node 'nowhere'"),
