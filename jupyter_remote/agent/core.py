@@ -7,6 +7,7 @@ import hashlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import docker
 
@@ -16,13 +17,28 @@ from jupyter_remote.agent.executions import ExecutionManager
 from jupyter_remote.agent.jobs import JobManager
 from jupyter_remote.agent.monitor import ResourceMonitor
 from jupyter_remote.agent.sessions import SessionManager
-from jupyter_remote.agent.specs import Limits
-from jupyter_remote.errors import Unavailable
+from jupyter_remote.agent.specs import Limits, check_host_fits
+from jupyter_remote.errors import BadRequest, Unavailable
 
 log = logging.getLogger("jupyter_remote.agent")
 
 API_VERSION = 1
 DEFAULT_SESSION = "default"
+
+
+def with_host(limits: Limits, engine: dict) -> Limits:
+    """The limits plus what the engine's host has, so requests beyond it get our 400, not
+    Docker's; the agent's own defaults must fit too."""
+    limits = replace(
+        limits,
+        host_cpus=float(engine.get("NCPU") or 0),
+        host_memory=int(engine.get("MemTotal") or 0),
+    )
+    try:
+        check_host_fits(limits, limits.memory, limits.cpus)
+    except BadRequest as exc:
+        raise BadRequest(f"the default for new containers does not fit: {exc.message}") from None
+    return limits
 
 
 class Agent:
@@ -48,10 +64,12 @@ class Agent:
         try:
             self.client = docker_client or docker.from_env(max_pool_size=128)
             self.client.ping()
+            engine = self.client.info()
         except docker.errors.DockerException as exc:
             raise Unavailable(
                 f"cannot reach the Docker engine: {exc}", reason="docker_unavailable"
             ) from None
+        limits = with_host(limits, engine)
         self.factory = ContainerFactory(self.client, node_id)
         self.oom = OomWatcher(self.client, node_id)
         self.sessions = SessionManager(

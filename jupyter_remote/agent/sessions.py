@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -81,7 +82,12 @@ class SessionManager:
         sid = check_id(sid, "session_id") if sid is not None else f"s-{os.urandom(6).hex()}"
         spec = parse_container_spec(body, self.limits, self.default_image)
         idle = body.get("idle_timeout", self.idle_timeout)
-        if isinstance(idle, bool) or not isinstance(idle, (int, float)) or idle < 0:
+        if (
+            isinstance(idle, bool)
+            or not isinstance(idle, (int, float))
+            or not math.isfinite(idle)
+            or idle < 0
+        ):
             raise BadRequest(
                 f"idle_timeout must be seconds >= 0 (0: never); got {idle!r}",
                 reason="bad_idle_timeout",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -24,6 +25,8 @@ class Limits:
     max_memory: int = 0  # 0: no ceiling beyond the host
     max_cpus: float = 0.0
     allow_network: bool = False
+    host_cpus: float = 0.0  # what the Docker engine's host has; 0: unknown, not checked
+    host_memory: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,9 @@ def safe_name(value: str) -> str:
 def parse_memory(value: object) -> int:
     """Bytes from 536870912, "512m", "1g", "1.5GiB"."""
     if isinstance(value, bool):
-        raise BadRequest(f"memory must be bytes or a size like '512m'; got {value!r}")
+        raise BadRequest(
+            f"memory must be bytes or a size like '512m'; got {value!r}", reason="bad_memory"
+        )
     if isinstance(value, int):
         size = value
     elif isinstance(value, str) and (m := _MEMORY_RE.match(value)):
@@ -90,8 +95,12 @@ def _number(body: dict, key: str, default, kind, *, minimum=None, allow_none=Fal
     value = body.get(key, default)
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-        raise BadRequest(f"{key} must be a number; got {value!r}", reason=f"bad_{key}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float) if kind is float else int)
+        or not math.isfinite(value)
+    ):
+        raise BadRequest(f"{key} must be a finite number; got {value!r}", reason=f"bad_{key}")
     if minimum is not None and value < minimum:
         raise BadRequest(f"{key} must be >= {minimum}; got {value!r}", reason=f"bad_{key}")
     return kind(value)
@@ -138,18 +147,42 @@ def parse_workdir(body: dict) -> str | None:
     return workdir
 
 
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.1f} GiB"
+
+
+def check_host_fits(limits: Limits, memory: int | None, cpus: float | None) -> None:
+    """Refuse what the host cannot give, in our words rather than Docker's raw 400."""
+    if cpus is not None and limits.host_cpus and cpus > limits.host_cpus:
+        raise BadRequest(
+            f"cpus {cpus:g} is more than this node's {limits.host_cpus:g} CPUs; "
+            f"ask for at most {limits.host_cpus:g}",
+            reason="bad_cpus",
+            host_cpus=limits.host_cpus,
+        )
+    if memory is not None and limits.host_memory and memory > limits.host_memory:
+        raise BadRequest(
+            f"memory {_gib(memory)} is more than this node's {_gib(limits.host_memory)} "
+            "of memory in total; ask for less",
+            reason="bad_memory",
+            host_memory=limits.host_memory,
+        )
+
+
 def parse_container_spec(body: dict, limits: Limits, default_image: str) -> ContainerSpec:
     """Image, limits and environment from a request, within the agent's ceilings."""
     image = body.get("image") or default_image
     if not isinstance(image, str) or not image.strip() or len(image) > 255:
         raise BadRequest(f"image must be an image name; got {image!r}", reason="bad_image")
     memory = parse_memory(body["memory"]) if body.get("memory") is not None else limits.memory
+    check_host_fits(limits, memory, None)
     if limits.max_memory and memory > limits.max_memory:
         raise BadRequest(
             f"memory {memory} bytes is above this node's ceiling of {limits.max_memory} bytes",
             reason="bad_memory",
         )
     cpus = _number(body, "cpus", limits.cpus, float, minimum=0.01)
+    check_host_fits(limits, None, cpus)
     if limits.max_cpus and cpus > limits.max_cpus:
         raise BadRequest(
             f"cpus {cpus} is above this node's ceiling of {limits.max_cpus}", reason="bad_cpus"
