@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from jupyter_core.paths import jupyter_data_dir
@@ -16,6 +17,7 @@ from jupyter_remote_server.store import JobStore, SQLiteJobStore
 KERNEL_ACTIONS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 ENV_URL = "JUPYTER_REMOTE_SERVER_URL"
 ENV_TOKEN = "JUPYTER_REMOTE_SERVER_TOKEN"
+LOGGER = "jupyter_remote_server"  # the logger every module of the extension uses
 
 
 class RemoteApp(ExtensionApp):
@@ -102,6 +104,9 @@ class RemoteApp(ExtensionApp):
         return out
 
     def initialize_settings(self) -> None:
+        # Every module logs to the package's logger; hang it under the server's log, as
+        # ServerApp does with tornado's, so its lines reach the server's handlers and level.
+        logging.getLogger(LOGGER).parent = self.serverapp.log
         self.manager = RemoteManager(
             store=self.job_store_class(self.db_path),
             chooser=self.node_chooser_class(),

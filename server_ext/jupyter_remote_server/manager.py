@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import Executor, Future
 
 from jupyter_remote.gateway.core import StateGateway
 from jupyter_remote.gateway.jsonl import RotatingJsonl
@@ -16,6 +18,67 @@ from jupyter_remote_server.pool import ExecutorPool, NodeChooser
 from jupyter_remote_server.store import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
+
+
+class AbandonedAtExit(Executor):
+    """A thread pool whose threads never hold up the process's exit.
+
+    Calls to agents block for long (a job feed's long poll, an execution's stream, a poll
+    of a frozen node). concurrent.futures joins its pools' threads at exit, so a stopping
+    server waited for them; these are abandoned instead: what they were reading is on the
+    agents, and a restarted server reattaches to it.
+    """
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._max, self._name = max_workers, name
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self._name}: cannot take work after shutdown")
+            self._queue.put((future, fn, args, kwargs))
+            if self._idle:
+                self._idle -= 1
+            elif len(self._threads) < self._max:
+                name = f"{self._name}-{len(self._threads)}"
+                thread = threading.Thread(target=self._work, name=name, daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+                    future.set_exception(exc)
+            del item, future  # no reference to a finished call's result while idle
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            while cancel_futures:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+            for _ in self._threads:
+                self._queue.put(None)  # idle threads end now, busy ones after their call
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 class RemoteManager:
@@ -37,8 +100,8 @@ class RemoteManager:
     ) -> None:
         self.store = store
         self.kernel_manager = kernel_manager
-        self.pool_io = ThreadPoolExecutor(32, thread_name_prefix="remote-io")
-        self.stream_io = ThreadPoolExecutor(512, thread_name_prefix="remote-stream")
+        self.pool_io = AbandonedAtExit(32, "remote-io")
+        self.stream_io = AbandonedAtExit(512, "remote-stream")
         self.registry = NodeRegistry(
             poll_interval=poll_interval,
             suspect_after=suspect_after,
