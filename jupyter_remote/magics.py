@@ -569,10 +569,18 @@ class RemoteMagics(Magics):
                 except argparse.ArgumentTypeError as exc:
                     raise UsageError(f"default_{exc}") from None
             setattr(self, name, value)
+        kernel_id = _kernel_id()
         with _one_line_errors():
             status = self.client.status()
+            known = kernel_id and self.client.kernel_sessions(kernel_id)["known_kernel"]
+        kernel = (
+            f"{kernel_id} (started by this server, which keeps its sessions)"
+            if known
+            else f"{kernel_id or 'not named by a connection file'} (not started by this "
+            f"server; the magics keep its sessions as {self.owner})"
+        )
         print(
-            f"server: {self.client.server_url}\nkernel: {_kernel_id()}\n"
+            f"server: {self.client.server_url}\nkernel: {kernel}\n"
             f"nodes: {status['healthy']} healthy of {status['nodes']}\n"
             f"default_image: {self.default_image or '(server default)'}\n"
             f"default_timeout: {self.default_timeout or '(agent default)'}\n"

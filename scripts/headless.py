@@ -1,8 +1,11 @@
 """Run a notebook through a real Jupyter server with jupyter-remote, and print it.
 
-The server is started here (loopback, a fresh token) with the local agent as its node;
-the notebook's kernel finds it through JUPYTER_REMOTE_SERVER_URL/TOKEN, as the server's
-own kernels do. Exit status 1 when a cell failed unexpectedly.
+The server is started here (loopback, a fresh token) with the local agent as its node,
+and so is the notebook's kernel, as JupyterLab does: the server knows the kernel by its
+id (it keeps the kernel's session and removes it with the kernel), and the kernel finds
+the server through the JUPYTER_REMOTE_SERVER_URL/TOKEN the server gave it. Arguments after
+the notebook go to the server (e.g. --RemoteApp.local_agent_url=...). Exit status 1 when
+a cell failed unexpectedly.
 """
 
 from __future__ import annotations
@@ -17,8 +20,24 @@ import time
 
 import nbformat
 import requests
+from jupyter_client import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+
+class ServerKernel(AsyncKernelManager):
+    """A kernel the Jupyter server started, driven by nbclient through its connection file
+    (nbclient's own kernels are unknown to the server: %%remote could not use its session)."""
+
+    interrupt_url = ""
+    headers: dict = {}
+
+    @property
+    def has_kernel(self) -> bool:
+        return True
+
+    async def interrupt_kernel(self) -> None:
+        requests.post(self.interrupt_url, headers=self.headers, timeout=30)
 
 
 def free_port() -> int:
@@ -27,9 +46,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main(path: str) -> int:
+def main(path: str, server_args: list[str]) -> int:
     port, token = free_port(), secrets.token_hex(16)
     work = tempfile.mkdtemp(prefix="jupyter-remote-headless-")
+    runtime = os.path.join(work, "runtime")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -42,11 +62,15 @@ def main(path: str) -> int:
             "--ServerApp.open_browser=False",
             f"--ServerApp.root_dir={work}",
             f"--RemoteApp.db_path={work}/remote.sqlite",
+            *server_args,
         ],
         stdout=open(os.path.join(work, "server.log"), "w"),
         stderr=subprocess.STDOUT,
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime},
     )
     url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"token {token}"}
+    kernel = None
     try:
         for _ in range(300):
             try:
@@ -63,15 +87,22 @@ def main(path: str) -> int:
         else:
             print(f"error: the server or its local agent did not come up; see {work}/server.log")
             return 1
-        os.environ.update(JUPYTER_REMOTE_SERVER_URL=url, JUPYTER_REMOTE_SERVER_TOKEN=token)
+        kernel = requests.post(
+            f"{url}/api/kernels", json={"name": "python3"}, headers=headers, timeout=60
+        ).json()["id"]
+        km = ServerKernel(connection_file=os.path.join(runtime, f"kernel-{kernel}.json"))
+        km.load_connection_file()
+        km.interrupt_url, km.headers = f"{url}/api/kernels/{kernel}/interrupt", headers
         book = nbformat.read(path, as_version=4)
         failed = False
+        client = NotebookClient(book, km=km, timeout=600, allow_errors=False)
         try:
-            NotebookClient(
-                book, timeout=600, allow_errors=False, resources={"metadata": {"path": work}}
-            ).execute()
+            client.execute()
         except CellExecutionError as exc:
             failed = "nbval-raises-exception" not in str(exc)
+        finally:
+            if client.kc is not None:
+                client.kc.stop_channels()
         for cell in book.cells:
             if cell.cell_type != "code":
                 continue
@@ -89,9 +120,12 @@ def main(path: str) -> int:
         )
         return 1 if failed else 0
     finally:
+        if kernel:  # the server removes the kernel's session containers with it
+            requests.delete(f"{url}/api/kernels/{kernel}", headers=headers, timeout=60)
         server.terminate()
         server.wait(30)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "notebooks/quickstart.ipynb"))
+    args = sys.argv[1:] or ["notebooks/quickstart.ipynb"]
+    sys.exit(main(args[0], args[1:]))

@@ -12,16 +12,20 @@ scripts/setup.sh
 DATA_DIR=${JUPYTER_REMOTE_AGENT_DATA_DIR:-$HOME/.local/share/jupyter-remote/agent}
 LISTEN=127.0.0.1:9527
 PORT=${JUPYTER_PORT:-8888}
+STOP=".venv/bin/jupyter-remote agent stop --data-dir $(printf '%q' "$DATA_DIR")"
 if .venv/bin/python -c "import socket; socket.create_connection(('127.0.0.1', 9527), 1)" 2>/dev/null; then
-  echo "==> an agent already listens on $LISTEN"
+  echo "==> an agent already listens on $LISTEN (one this script started stops with: $STOP)"
 else
   .venv/bin/jupyter-remote agent --daemon --listen "$LISTEN" --data-dir "$DATA_DIR"
 fi
 
 if [ "${1:-}" = "--headless" ]; then
-  exec .venv/bin/python scripts/headless.py notebooks/quickstart.ipynb
+  status=0
+  .venv/bin/python scripts/headless.py notebooks/quickstart.ipynb || status=$?
+  echo "==> the agent keeps running for the next run; stop it with: $STOP"
+  exit "$status"
 fi
 echo "==> starting JupyterLab with jupyter-remote; the Remote cells run on the local agent"
-echo "    (stop the agent afterwards with: .venv/bin/jupyter-remote agent stop --data-dir $DATA_DIR)"
+echo "    (stop the agent afterwards with: $STOP)"
 exec .venv/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port="$PORT" \
   --ServerApp.allow_root=True --ServerApp.open_browser=False notebooks/quickstart.ipynb
