@@ -92,6 +92,15 @@ class ServerProcess(ChildProcess):
         resp.raise_for_status()
         return resp.json() if "json" in resp.headers["Content-Type"] else resp.text
 
+    def delete(self, *path):
+        resp = requests.delete(
+            "/".join([self.url, *path]),
+            timeout=60,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        resp.raise_for_status()
+        return resp.json()
+
     def wait_for(self, check, timeout: float):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

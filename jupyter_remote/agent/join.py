@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import uuid
 
 import requests
 
 log = logging.getLogger("jupyter_remote.agent")
 
 REJOIN_EVERY = 60.0  # a restarted server learns of us again within a minute
+REJOIN_ENV = "JUPYTER_REMOTE_AGENT_REJOIN_EVERY"  # seconds; tests make it short
 RETRY_EVERY = 5.0
+# Made at process start: a server that removed this agent refuses its re-joins until the
+# agent restarts (a new instance), so a DELETE sticks.
+INSTANCE = uuid.uuid4().hex
+
+
+class JoinRefused(Exception):
+    """The server answered no (a wrong token, no jupyter-remote there): asking again won't help."""
+
+
+class Removed(JoinRefused):
+    """The server's operator removed this agent from the pool: stay out until restarted."""
 
 
 def advertised_url(host: str, port: int) -> str:
@@ -21,35 +35,76 @@ def advertised_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+def _endpoint(server_url: str) -> str:
+    return f"{server_url.rstrip('/')}/remote/api/nodes/join"
+
+
+def _refusal(server_url: str, resp: requests.Response) -> Exception:
+    """What an error answer means for us: refused for good (4xx), or try again (5xx)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    message = body.get("message")
+    if resp.status_code == 404 and not message:
+        message = "no jupyter-remote server extension there (is the URL the Jupyter server's?)"
+    text = f"{server_url} refused the join ({resp.status_code}): {message or resp.text[:200]}"
+    if resp.status_code == 410:
+        return Removed(text)
+    if resp.status_code < 500 and body.get("reason") != "agent_unreachable":
+        return JoinRefused(text)
+    return RuntimeError(text)  # the server, or its way back to us, has trouble: retried
+
+
+def check_join_token(server_url: str, join_token: str) -> None:
+    """Before starting: a wrong token or URL is an error now, not a 401 in the log forever.
+
+    Raises JoinRefused when the server says no, requests.RequestException when it cannot
+    be reached (the agent then starts and keeps trying).
+    """
+    resp = requests.get(
+        _endpoint(server_url), timeout=10, headers={"Authorization": f"Bearer {join_token}"}
+    )
+    if resp.status_code >= 400:
+        raise _refusal(server_url, resp)
+
+
 def join_once(server_url: str, join_token: str, url: str, token: str | None) -> str:
     """Register with the server (an idempotent registration, not a command)."""
     resp = requests.post(
-        f"{server_url.rstrip('/')}/remote/api/nodes/join",
-        json={"url": url, "token": token or None},
+        _endpoint(server_url),
+        json={"url": url, "token": token or None, "instance": INSTANCE},
         timeout=30,
         headers={"Authorization": f"Bearer {join_token}"},
     )
     if resp.status_code >= 400:
-        try:
-            message = resp.json().get("message")
-        except ValueError:
-            message = resp.text[:200]
-        raise RuntimeError(f"{server_url} refused the join ({resp.status_code}): {message}")
+        raise _refusal(server_url, resp)
     return resp.json()["state"]
 
 
-async def keep_joined(server_url: str, join_token: str, url: str, token: str | None) -> None:
-    """Join now, then again every minute; on failure, say why and try again in 5 s."""
+async def keep_joined(
+    server_url: str, join_token: str, url: str, token: str | None, every: float | None = None
+) -> None:
+    """Join now, then again every minute; retry network trouble in 5 s, never a refusal."""
+    every = every or float(os.environ.get(REJOIN_ENV) or REJOIN_EVERY)
     loop = asyncio.get_running_loop()
     joined = False
     while True:
         try:
             state = await loop.run_in_executor(None, join_once, server_url, join_token, url, token)
-            if not joined:
-                log.info("joined %s as %s (state %s)", server_url, url, state)
-            joined = True
-            await asyncio.sleep(REJOIN_EVERY)
+        except Removed:
+            log.info("removed from %s's pool; not joining again until restarted", server_url)
+            return
+        except JoinRefused as exc:
+            log.error("%s; not trying again", exc)
+            return
         except (requests.RequestException, RuntimeError, ValueError) as exc:
             log.warning("could not join %s: %s; trying again in %g s", server_url, exc, RETRY_EVERY)
             joined = False
             await asyncio.sleep(RETRY_EVERY)
+            continue
+        if not joined:
+            log.info("joined %s as %s (state %s)", server_url, url, state)
+        joined = True
+        await asyncio.sleep(every)

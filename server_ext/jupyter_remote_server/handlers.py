@@ -125,7 +125,7 @@ class JoinHandler(RemoteHandler):
     def check_xsrf_cookie(self) -> None:
         """Authenticated by a header token, never by a cookie: CSRF cannot reach it."""
 
-    async def post(self) -> None:
+    def check_join_token(self) -> None:
         expected = self.settings["jupyter_remote_join_token"]
         given = self.request.headers.get("Authorization", "").partition(" ")[2].strip()
         if not expected or not hmac.compare_digest(given, expected):
@@ -133,8 +133,18 @@ class JoinHandler(RemoteHandler):
                 "joining needs the server's join token (c.RemoteApp.join_token)",
                 reason="bad_join_token",
             )
+
+    async def get(self) -> None:
+        """An agent checks its token before it starts, so a wrong one fails at once."""
+        self.check_join_token()
+        self.send({"join_token": "accepted"})
+
+    async def post(self) -> None:
+        self.check_join_token()
         body = self.body()
-        node, new = await self.manager.add_node(body.get("url"), body.get("token"), "join")
+        node, new = await self.manager.join_node(
+            body.get("url"), body.get("token"), body.get("instance")
+        )
         self.send({"node_id": node["node_id"], "state": node["state"]}, 201 if new else 200)
 
 

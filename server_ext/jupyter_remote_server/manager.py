@@ -8,6 +8,7 @@ import queue
 import threading
 from concurrent.futures import Executor, Future
 
+from jupyter_remote.errors import BadRequest, RemoteError
 from jupyter_remote.gateway.core import StateGateway
 from jupyter_remote.gateway.jsonl import RotatingJsonl
 from jupyter_remote_server.executions import ExecutionService
@@ -18,6 +19,13 @@ from jupyter_remote_server.pool import ExecutorPool, NodeChooser
 from jupyter_remote_server.store import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
+
+
+class Removed(RemoteError):
+    """A re-join from an agent process whose node was removed: it stops re-joining."""
+
+    status = 410
+    reason = "node_removed"
 
 
 class AbandonedAtExit(Executor):
@@ -116,9 +124,12 @@ class RemoteManager:
             )
         for saved in store.load("node"):
             if saved["node_id"] not in self.registry.nodes:
-                self.registry.add_known(
+                node = self.registry.add_known(
                     saved["url"], saved.get("token"), saved["source"], saved["node_id"]
                 )
+                node.instance = saved.get("instance")
+        # agent instances whose node was removed: {instance: node_id}
+        self.removed = {r["instance"]: r["node_id"] for r in store.load("node_removed")}
         self.pool = ExecutorPool(self.registry, chooser)
         self.kernels = KernelSessions(self.registry, self.pool, store)
         self.executions = ExecutionService(
@@ -231,19 +242,52 @@ class RemoteManager:
                 log.info("kernel %s shut down: removed %d session(s)", kernel_id, len(removed))
 
     # -- nodes -------------------------------------------------------------------------
-    async def add_node(self, url: str, token: str | None, source: str) -> tuple[dict, bool]:
+    async def add_node(
+        self, url: str, token: str | None, source: str, instance: str | None = None
+    ) -> tuple[dict, bool]:
         node, new = await self.blocking(self.registry.add_checked, url, token, source)
+        node.instance = instance or node.instance
+        for gone, node_id in list(self.removed.items()):  # added again: it may re-join
+            if node_id == node.node_id:
+                del self.removed[gone]
+                self.store.delete("node_removed", gone)
         self.store.save(
             "node",
             node.node_id,
-            {"node_id": node.node_id, "url": node.url, "token": token, "source": source},
+            {
+                "node_id": node.node_id,
+                "url": node.url,
+                "token": token,
+                "source": source,
+                "instance": node.instance,
+            },
         )
         await self.registry.poll_now(node)
         return node.to_json(), new
 
+    async def join_node(self, url: str, token: str | None, instance: object) -> tuple[dict, bool]:
+        """An agent joining by itself; removed from the pool, it stays out until restarted.
+
+        Agents re-join every minute (so a restarted server learns of them); `instance` is
+        made at the agent's start, so a removal refuses that process's re-joins only.
+        """
+        if instance is not None and not isinstance(instance, str):
+            raise BadRequest("instance must be a string", reason="bad_instance")
+        if instance and instance in self.removed:
+            raise Removed(
+                f"node {self.removed[instance]!r} was removed from this server's pool; "
+                "restart the agent (or add it again) to bring it back",
+            )
+        return await self.add_node(url, token, "join", instance)
+
     def remove_node(self, node_id: str) -> dict:
         node = self.registry.remove(node_id)
         self.store.delete("node", node_id)
+        if node.instance:  # its agent's periodic re-joins must not bring it back
+            self.removed[node.instance] = node_id
+            self.store.save(
+                "node_removed", node.instance, {"instance": node.instance, "node_id": node_id}
+            )
         return node.to_json()
 
     def status(self) -> dict:

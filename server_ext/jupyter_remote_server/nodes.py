@@ -39,6 +39,7 @@ class Node:
     inflight: int = 0  # executions this server is streaming from the node right now
     polling: bool = False
     provisional: bool = False  # named after its URL until the agent tells its own id
+    instance: str | None = None  # a joined agent's process (made at its start)
 
     @property
     def usable(self) -> bool:
