@@ -405,6 +405,15 @@ class AgentApp(Application):
             os.unlink(self.pid_file)
 
     async def _reap(self, agent) -> None:
-        while True:  # an in-memory check each second; Docker is called only to remove
+        """Idle sessions: an in-memory check each second (Docker only to remove); other
+        nodes' expired containers: one Docker listing a minute."""
+        from jupyter_remote.agent.expiry import SWEEP_EVERY
+
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + SWEEP_EVERY
+        while True:
             await asyncio.sleep(1.0)
             await agent.blocking(agent.sessions.reap_idle)
+            if loop.time() >= next_sweep:
+                next_sweep = loop.time() + SWEEP_EVERY
+                await agent.blocking(agent.sweep_expired)

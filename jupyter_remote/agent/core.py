@@ -12,6 +12,7 @@ from dataclasses import replace
 import docker
 
 from jupyter_remote import __version__
+from jupyter_remote.agent import expiry
 from jupyter_remote.agent.containers import ContainerFactory, OomWatcher
 from jupyter_remote.agent.executions import ExecutionManager
 from jupyter_remote.agent.jobs import JobManager
@@ -114,6 +115,7 @@ class Agent:
             self.factory.remove(info["Id"])
         sessions = self.sessions.recover()
         jobs = self.jobs.recover()
+        self.sweep_expired()
         self.monitor.start()
         log.info(
             "node %s: recovered %d sessions, %d jobs; %d executions marked lost",
@@ -132,6 +134,14 @@ class Agent:
         self.monitor.stop()
         self.oom.stop()
         self.pool.shutdown(wait=False)
+
+    def sweep_expired(self) -> list[str]:
+        """Remove other nodes' expired containers on this engine (see expiry.py)."""
+        try:
+            return expiry.sweep(self.client.api, self.node_id)
+        except docker.errors.DockerException as exc:
+            log.warning("could not sweep expired containers: %s", exc)
+            return []
 
     async def blocking(self, fn, *args):
         """Run a blocking call (Docker, psutil) on the agent's thread pool."""

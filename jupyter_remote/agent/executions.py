@@ -16,6 +16,7 @@ from docker.errors import DockerException
 from jupyter_remote.agent.containers import ContainerFactory, OomWatcher
 from jupyter_remote.agent.eventlog import EventLog, encode
 from jupyter_remote.agent.execio import exec_output
+from jupyter_remote.agent.expiry import expiry_label
 from jupyter_remote.agent.processes import kill_tree
 from jupyter_remote.agent.specs import (
     ContainerSpec,
@@ -241,7 +242,10 @@ class ExecutionManager:
                     ex.spec,
                     name=f"jr-{safe_name(self.node_id)}-x-{safe_name(ex.execution_id)}",
                     kind="fresh",
-                    label_extra={"execution": ex.execution_id},
+                    label_extra={
+                        "execution": ex.execution_id,
+                        **expiry_label(self._fresh_lifetime(ex)),
+                    },
                 )
             ex.log.append(
                 {
@@ -288,6 +292,11 @@ class ExecutionManager:
             if timer:
                 timer.cancel()
             self._finish(ex, time.monotonic() - t0)
+
+    def _fresh_lifetime(self, ex: Execution) -> float:
+        """How long a fresh container may outlive a dead agent: its command's whole run
+        (a running command is never swept anyway), then some slack."""
+        return (ex.timeout or 24 * 3600) + self.kill_grace + 300
 
     def _pump(self, ex: Execution, stream) -> None:
         """Copy the exec stream into the log, one event per chunk, decoding UTF-8 safely."""

@@ -10,6 +10,7 @@ EXECUTION = "jupyter-remote.execution"
 JOB = "jupyter-remote.job"
 TASK = "jupyter-remote.task"
 IDLE_TIMEOUT = "jupyter-remote.idle-timeout"
+EXPIRES = "jupyter-remote.expires"  # unix time after which any agent may remove it
 
 
 def for_node(node_id: str, kind: str, **extra: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from docker.errors import DockerException
 
 from jupyter_remote.agent import labels
 from jupyter_remote.agent.containers import ContainerFactory
+from jupyter_remote.agent.expiry import expiry_label, write_lease
 from jupyter_remote.agent.specs import (
     ContainerSpec,
     Limits,
@@ -36,6 +37,7 @@ class Session:
     created_at: float = field(default_factory=time.time)
     last_used_at: float = field(default_factory=time.time)
     running: int = 0
+    lease_until: float = 0.0  # the expiry other agents see (label, then lease file)
 
     def to_json(self) -> dict:
         return {
@@ -108,9 +110,14 @@ class SessionManager:
                 spec,
                 name=self._name(sid),
                 kind="session",
-                label_extra={"session": sid, "idle_timeout": f"{idle_timeout:g}"},
+                label_extra={
+                    "session": sid,
+                    "idle_timeout": f"{idle_timeout:g}",
+                    **expiry_label(idle_timeout),
+                },
             )
             session = Session(sid, cid, spec, idle_timeout)
+            session.lease_until = session.created_at + idle_timeout
             self.sessions[sid] = session
             self.removed.clear(sid)
         log.info("session %s started in container %s (%s)", sid, cid[:12], spec.image)
@@ -145,10 +152,24 @@ class SessionManager:
         session.last_used_at = time.time()
 
     def end(self, sid: str) -> None:
+        """After a command (blocking: may renew the lease other agents see)."""
         session = self.sessions.get(sid)
         if session:
             session.running -= 1
             session.last_used_at = time.time()
+            self._renew(session)
+
+    def _renew(self, session: Session) -> None:
+        """Push the expiry on when half the lease is spent: one cheap call per half-timeout."""
+        idle = session.idle_timeout
+        if not idle or session.lease_until - session.last_used_at > idle / 2:
+            return
+        until = session.last_used_at + idle
+        try:
+            write_lease(self.factory.api, session.container_id, until)
+            session.lease_until = until
+        except DockerException as exc:
+            log.warning("could not renew the lease of session %s: %s", session.session_id, exc)
 
     def delete(self, sid: str, reason: str = "session deleted") -> dict:
         """Kill what runs in it and remove the container (blocking)."""
@@ -211,4 +232,5 @@ class SessionManager:
             )
             idle = float(info["Labels"].get(labels.IDLE_TIMEOUT, self.idle_timeout))
             self.sessions[sid] = Session(sid, info["Id"], spec, idle)
+            self._renew(self.sessions[sid])  # its idle clock restarts now
         return len(self.sessions)
