@@ -201,8 +201,9 @@ class ExecutionStream:
         return event
 
     def close(self) -> None:
-        """Stop reading: the connection is closed (the server then cancels the command)."""
-        self._close()
+        """Stop reading, at once: closing the connection waits for a read in progress (the
+        socket reader's lock), so it is done on a thread of its own."""
+        threading.Thread(target=self._close, daemon=True).start()
 
 
 __all__ = ["ExecutionStream", "RemoteClient", "RemoteError", "discover"]

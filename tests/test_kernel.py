@@ -117,6 +117,38 @@ def test_after_an_interrupt_the_cell_shows_the_command_to_its_real_exit(kernel):
     assert result[-1][2].split() == ["5", "cancelled", "True"], result
 
 
+def test_a_second_interrupt_stops_waiting_and_says_so(kernel):
+    """The command ignores SIGTERM (the agent's SIGKILL comes after its grace period)."""
+    t0 = time.monotonic()
+    interrupts: list[float] = []
+
+    def hook(msg):
+        text = msg["content"].get("text", "") if msg["msg_type"] == "stream" else ""
+        if "ready" in text and not interrupts:
+            interrupts.append(time.monotonic())
+            requests.post(kernel.interrupt_url, headers=kernel.headers, timeout=30)
+            threading.Timer(1.0, again).start()
+        if msg["msg_type"] in ("stream", "error"):
+            seen.append(text or "\n".join(msg["content"].get("traceback", [])))
+
+    def again():
+        interrupts.append(time.monotonic())
+        requests.post(kernel.interrupt_url, headers=kernel.headers, timeout=30)
+
+    seen: list[str] = []
+    kernel.execute_interactive(
+        f"%%remote --image {BUSYBOX}\ntrap '' TERM INT; echo ready; sleep 30",
+        timeout=60,
+        output_hook=hook,
+    )
+    ended = time.monotonic()
+    text = "".join(seen)
+    assert len(interrupts) == 2 and ended - interrupts[1] < 2, (interrupts, ended - t0, text)
+    assert "stopped waiting for its end (interrupted again)" in text, text
+    result = run(kernel, "print(_remote.returncode, _remote.status)")
+    assert result[-1][2].split() == ["-1", "unknown"], result
+
+
 def test_server_notices_are_one_line_once_and_kept_on_the_result(kernel, stack):
     """Limits a session was not made with, and a session removed on its node."""
     run(kernel, f"%%remote --image {BUSYBOX}\necho made > /tmp/f")
