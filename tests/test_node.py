@@ -15,7 +15,8 @@ from jupyter_remote.errors import BadRequest, NotFound, Unauthorized
 
 def test_health_reports_each_check(client):
     health = client.health()
-    assert health["status"] == "healthy" and health["healthy"] is True
+    assert health["healthy"] is True  # "busy" too when CPU or memory run hot: still usable
+    assert health["status"] in ("healthy", "busy")
     assert {c["name"] for c in health["checks"]} == {"docker", "cpu", "memory", "disk"}
     assert all(c["message"] for c in health["checks"])
 
