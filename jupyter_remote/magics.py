@@ -573,6 +573,7 @@ class RemoteMagics(Magics):
         with _one_line_errors():
             status = self.client.status()
             known = kernel_id and self.client.kernel_sessions(kernel_id)["known_kernel"]
+        busy = status.get("busy", 0)  # under CPU/memory pressure: usable, others preferred
         kernel = (
             f"{kernel_id} (started by this server, which keeps its sessions)"
             if known
@@ -581,7 +582,8 @@ class RemoteMagics(Magics):
         )
         print(
             f"server: {self.client.server_url}\nkernel: {kernel}\n"
-            f"nodes: {status['healthy']} healthy of {status['nodes']}\n"
+            f"nodes: {status['healthy'] + busy} usable of {status['nodes']} "
+            f"({status['healthy']} healthy, {busy} busy)\n"
             f"default_image: {self.default_image or '(server default)'}\n"
             f"default_timeout: {self.default_timeout or '(agent default)'}\n"
             f"signal_on_interrupt: {self.signal_on_interrupt}"
