@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from conftest import BUSYBOX
+from conftest import BUSYBOX, PYTHON
 from server_fixtures import FAST, api, execute, jp_server_config, node_config, remote_started, until
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -95,3 +95,29 @@ async def test_a_kernels_cells_keep_running_on_a_node_pinned_by_a_job(jp_fetch, 
 
 async def _state_in(jp_fetch, *states: str) -> bool:
     return await node_state(jp_fetch) in states
+
+
+FIVE_MB = 5_000_000
+
+
+async def test_5_mb_shell_and_python_cells_run_through_the_server(jp_fetch, jp_serverapp):
+    await until(lambda: _state_in(jp_fetch, "healthy", "busy"))
+    kernel_id = await jp_serverapp.kernel_manager.start_kernel()
+    pad = "# a line that pads a very large cell to megabytes, nothing to run here\n"
+    copies = FIVE_MB // len(pad) + 1
+    try:
+        shell = await execute(
+            jp_fetch, kernel_id=kernel_id, image=BUSYBOX, command=pad * copies + "echo end=$((6*7))"
+        )
+        assert exits(shell)[0]["status"] == "completed", exits(shell)
+        assert [e["data"] for e in shell if e["event"] == "stdout"] == ["end=42\n"]
+        python = await execute(
+            jp_fetch,
+            kernel_id=kernel_id,
+            image=PYTHON,
+            python="n = 0\n" + "n += 1\n" * (FIVE_MB // 7) + "print('n', n)",
+        )
+        assert exits(python)[0]["status"] == "completed", exits(python)
+        assert [e["data"] for e in python if e["event"] == "stdout"] == [f"n {FIVE_MB // 7}\n"]
+    finally:
+        await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
