@@ -8,13 +8,12 @@ receive buffer, keeps up with ~100k/s. So the socket is read here directly.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections import Counter
 
 from jupyter_remote.gateway.jsonl import RotatingJsonl
-from jupyter_remote.gateway.states import MAX_DATAGRAM, REASONS, BadState, parse_state
+from jupyter_remote.gateway.states import MAX_DATAGRAM, REASONS, BadState, log_line, parse_state
 
 RCVBUF = 64 << 20
 DRAIN_MAX = 20000  # datagrams per wake-up before yielding to the loop
@@ -95,14 +94,11 @@ class StateGateway:
         except BadState as exc:
             self.dropped[exc.reason] += 1
             return
+        if self.log is not None:
+            self.log.append(log_line(data, state))
+            self.logged += 1
         state["received_at_ms"] = int(time.time() * 1000)
         self.latest[state["engine_id"]] = state
-        if self.log is not None:
-            line = data.strip()
-            if b"\n" in line:  # one state per line in the log, whatever the sender sent
-                line = json.dumps(state, separators=(",", ":")).encode()
-            self.log.append(line + b"\n")
-            self.logged += 1
 
     def counters(self) -> dict:
         return {
