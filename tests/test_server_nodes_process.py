@@ -64,3 +64,27 @@ def test_sigterm_stops_a_server_with_nodes_and_a_running_cell_promptly(server):
     assert took < 3.0, f"stopping took {took:.1f} s"  # a safety bound: it takes ~0.5 s
     caller.join(10)
     assert not caller.is_alive()
+
+
+def test_the_abandoned_at_exit_pool_runs_calls_side_by_side_and_cancels_on_shutdown():
+    from jupyter_remote_server.manager import AbandonedAtExit
+
+    pool = AbandonedAtExit(3, "t")
+    gate = threading.Event()
+    blocked = [pool.submit(gate.wait, 10) for _ in range(3)]  # all three threads busy
+    queued = pool.submit(lambda: "never")
+    failing = pool.submit(int, "x")
+    time.sleep(0.2)
+    assert not queued.done() and all(t.daemon for t in pool._threads)
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled() and failing.cancelled()
+    gate.set()
+    assert [f.result(5) for f in blocked] == [True] * 3
+    with pytest.raises(RuntimeError):
+        pool.submit(print)
+
+    pool = AbandonedAtExit(2, "u")
+    with pytest.raises(ValueError):
+        pool.submit(int, "x").result(5)
+    assert pool.submit(sum, [1, 2]).result(5) == 3 and len(pool._threads) == 1  # reused
+    pool.shutdown()

@@ -63,14 +63,20 @@ class AbandonedAtExit(Executor):
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             future, fn, args, kwargs = item
+            del item
+            result = error = None
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(fn(*args, **kwargs))
+                    result = fn(*args, **kwargs)
                 except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
-                    future.set_exception(exc)
-            del item, future  # no reference to a finished call's result while idle
-            with self._lock:
+                    error = exc
+            with self._lock:  # free before the caller hears back, so its next call reuses us
                 self._idle += 1
+            if error is not None:
+                future.set_exception(error)
+            elif future.running():
+                future.set_result(result)
+            del future, fn, args, kwargs, result, error  # hold nothing while idle
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
