@@ -21,7 +21,8 @@ __all__ = ["remote_started"]
 def trio(make_agent):
     """Real agents: one calm, one over its memory limit (busy), one over its disk limit."""
     return {
-        "calm": make_agent(host="127.0.0.2"),
+        # never busy, however hard other tests work this machine
+        "calm": make_agent(host="127.0.0.2", extra=("--cpu-max", "100", "--memory-max", "100")),
         "busy": make_agent(host="127.0.0.3", extra=("--AgentApp.memory_max=0",)),
         "broken": make_agent(host="127.0.0.4", extra=("--AgentApp.disk_max=0",)),
     }
