@@ -191,7 +191,7 @@ class RemoteMagics(Magics):
         super().__init__(shell)
         self._client = client
         self._server_kernel: bool | None = None  # did this server start our kernel?
-        self._own_sessions: dict[str, dict] = {}  # image -> session, for other kernels
+        self._owns_sessions = False  # the server made sessions for self.owner (other kernels)
         kernel_id = _kernel_id()
         self.owner = f"kernel-{kernel_id}" if kernel_id else f"ipython-{uuid.uuid4().hex[:12]}"
 
@@ -333,15 +333,12 @@ class RemoteMagics(Magics):
         if kernel_id and self._server_kernel:
             body["kernel_id"] = kernel_id
             return
-        image = body.get("image", "")
-        if image not in self._own_sessions:
-            if not self._own_sessions:
-                atexit.register(self._cleanup_own, self.owner)
-            keys = ("image", "memory", "cpus", "pids_limit", "node")
-            spec = {k: body[k] for k in keys if k in body}
-            self._own_sessions[image] = self.client.create_session(owner=self.owner, **spec)
-        session = self._own_sessions[image]
-        body.update(node=session["node_id"], session_id=session["session_id"])
+        # The server keeps one session per owner and image, as it does for its own kernels:
+        # made on first use, replaced with a notice when its node culled it for idling.
+        if not self._owns_sessions:
+            atexit.register(self._cleanup_own, self.owner)
+            self._owns_sessions = True
+        body["owner"] = self.owner
 
     def _cleanup_own(self, owner: str) -> None:
         try:
@@ -539,9 +536,8 @@ class RemoteMagics(Magics):
         with _one_line_errors():
             if kernel_id:
                 removed += self.client.cleanup_kernel(kernel_id)
-            if self._own_sessions:
+            if self._owns_sessions:
                 removed += self.client.delete_sessions(self.owner)
-                self._own_sessions.clear()
         print(f"removed {len(removed)} session container(s)")
 
     @line_magic

@@ -37,26 +37,32 @@ def notices(events: list[dict]) -> list[str]:
     return [e["message"] for e in events if e["event"] == "notice"]
 
 
-async def test_an_idle_culled_session_is_replaced_with_one_notice(jp_fetch, jp_serverapp, agents):
+@pytest.mark.parametrize("who", ["kernel", "owner"])
+async def test_an_idle_culled_session_is_replaced_with_one_notice(
+    jp_fetch, jp_serverapp, agents, who
+):
+    """Kernels this server started, and owners (kernels it did not start: nbval, VS Code)."""
     await until(lambda: _state_in(jp_fetch, "healthy", "busy"))
     kernel_id = await jp_serverapp.kernel_manager.start_kernel()
+    whose = {"kernel_id": kernel_id} if who == "kernel" else {"owner": f"kernel-{kernel_id}"}
     try:
-        first = await execute(
-            jp_fetch, kernel_id=kernel_id, image=BUSYBOX, command="echo kept > /tmp/f"
-        )
+        first = await execute(jp_fetch, **whose, image=BUSYBOX, command="echo kept > /tmp/f")
         assert exits(first)[0]["status"] == "completed" and not notices(first)
-        old = (await api(jp_fetch, "kernels", kernel_id, "sessions"))["sessions"][0]
+        kept = await execute(jp_fetch, **whose, image=BUSYBOX, command="cat /tmp/f")
+        assert [e["data"] for e in kept if e["event"] == "stdout"] == ["kept\n"]
+        owner = whose.get("kernel_id") or whose["owner"]
+        old = (await api(jp_fetch, "kernels", owner, "sessions"))["sessions"][0]
 
         async def culled():
             models = await asyncio.to_thread(agents[0].client.sessions)
             return not any(s["session_id"] == old["session_id"] for s in models)
 
         await until(culled, timeout=20)
-        after = await execute(jp_fetch, kernel_id=kernel_id, image=BUSYBOX, command="ls /tmp/f")
+        after = await execute(jp_fetch, **whose, image=BUSYBOX, command="ls /tmp/f")
         (notice,) = notices(after)
         assert "idle" in notice and "new one" in notice and "\n" not in notice
         assert exits(after)[0]["returncode"] != 0  # the old session's files are gone
-        again = await execute(jp_fetch, kernel_id=kernel_id, image=BUSYBOX, command="echo ok")
+        again = await execute(jp_fetch, **whose, image=BUSYBOX, command="echo ok")
         assert exits(again)[0]["status"] == "completed" and not notices(again)
         assert [e["data"] for e in again if e["event"] == "stdout"] == ["ok\n"]
     finally:

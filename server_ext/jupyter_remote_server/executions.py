@@ -23,7 +23,7 @@ log = logging.getLogger("jupyter_remote_server")
 
 FINAL = ("completed", "failed", "timed_out", "cancelled", "lost", "not_started")
 TAIL = 16384
-SERVER_FIELDS = ("execution_id", "kernel_id", "node", "fresh", "session_id")
+SERVER_FIELDS = ("execution_id", "kernel_id", "owner", "node", "fresh", "session_id")
 SETTLE_WAIT = 5.0  # seconds to ask a node for an outcome after its stream broke
 SESSION_GONE = ("session_not_found", "session_expired")
 
@@ -97,6 +97,11 @@ class ExecutionService:
                 f"kernel {kernel_id!r} is not running in this Jupyter server",
                 reason="unknown_kernel",
             )
+        owner = body.get("owner")
+        if owner is not None:
+            check_id(owner, "owner")
+            if kernel_id is not None:
+                raise BadRequest("give kernel_id or owner, not both", reason="bad_owner")
         node = body.get("node")
         if node is not None:
             self.registry.get(node)
@@ -120,7 +125,16 @@ class ExecutionService:
         if not self.store.reserve("execution", eid, record):
             self._refuse_duplicate(eid, self.store_record(eid) or record)
         self.records[eid] = record
-        return {"execution_id": eid, "kernel_id": kernel_id, "node": node, "body": body}
+        # whose session the cell runs in: a kernel this server started, or an API client's
+        # owner id (kernels it did not start: nbval, VS Code, a terminal IPython)
+        session_owner = kernel_id or owner
+        return {
+            "execution_id": eid,
+            "kernel_id": kernel_id,
+            "owner": session_owner,
+            "node": node,
+            "body": body,
+        }
 
     def store_record(self, execution_id: str) -> dict | None:
         return next(
@@ -151,8 +165,9 @@ class ExecutionService:
         if body.get("session_id"):
             node = self.pool.pick(req["node"])
             agent_body["session_id"] = body["session_id"]
-        elif req["kernel_id"] and not body.get("fresh"):
-            session = self.kernels.ensure(req["kernel_id"], image, req["node"], body)
+        elif req["owner"] and not body.get("fresh"):
+            kind = "kernel" if req["kernel_id"] else "client"
+            session = self.kernels.ensure(req["owner"], image, req["node"], body, kind=kind)
             notices += self.kernels.unmet_limits(session, body)
             node = self.registry.get(session["node_id"])
             agent_body["session_id"] = session["session_id"]
@@ -168,7 +183,7 @@ class ExecutionService:
         return (
             exc.status == 404
             and exc.reason in SESSION_GONE
-            and bool(req["kernel_id"])
+            and bool(req["owner"])
             and not body.get("session_id")
             and not body.get("fresh")
         )
@@ -180,12 +195,12 @@ class ExecutionService:
         """
         body = req["body"]
         image = body.get("image") or self.default_image
-        old = self.kernels.forget(req["kernel_id"], image)
+        old = self.kernels.forget(req["owner"], image)
         node, agent_body, notices = self.place(req)
         where = f" on node {old['node_id']!r}" if old else ""
         notices.insert(
             0,
-            f"this kernel's {image} session{where} is gone ({gone.message}); a new one was "
+            f"this {_whose(req)} {image} session{where} is gone ({gone.message}); a new one was "
             f"made on node {node.node_id!r}: the old one's files and state are not in it.",
         )
         return node, agent_body, notices
@@ -374,3 +389,7 @@ class ExecutionService:
     async def settle_unknown(self) -> None:
         for record in [r for r in self.records.values() if r["status"] in ("unknown", "running")]:
             await self.settle_one(record)
+
+
+def _whose(req: dict) -> str:
+    return "kernel's" if req["kernel_id"] else f"owner {req['owner']!r}'s"
