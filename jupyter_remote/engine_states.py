@@ -7,6 +7,7 @@ datetimes; pyarrow's reader takes ~1.2 s and keeps the declared types, so it is 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 import time
@@ -16,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
+
+from jupyter_remote.gateway.salvage import read_good_lines
 
 SCHEMA = pa.schema(
     [
@@ -30,6 +33,7 @@ SCHEMA = pa.schema(
     ]
 )
 _ROTATED = re.compile(r"\.(\d+)(\.gz)?$")
+log = logging.getLogger("jupyter_remote.engine_states")
 
 
 def log_files(path: str) -> list[str]:
@@ -39,12 +43,35 @@ def log_files(path: str) -> list[str]:
     return rotated + ([path] if os.path.exists(path) else [])
 
 
-def _read(path: str) -> pa.Table:
-    options = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
-    if not path.endswith(".gz"):
-        return pj.read_json(path, parse_options=options)  # multi-threaded, from the file
-    with pa.input_stream(path, compression="gzip") as stream:
-        return pj.read_json(stream, parse_options=options)
+_OPTIONS = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
+# path -> bad lines last warned about: the widget reloads every second, warn once per change
+_warned: dict[str, int] = {}
+
+
+def _parse(source) -> pa.Table:
+    table = pj.read_json(source, parse_options=_OPTIONS)
+    table.validate(full=True)  # pyarrow lets invalid UTF-8 into string columns
+    return table
+
+
+def _read(path: str) -> tuple[list[pa.Table], int]:
+    """One file's tables and its count of bad lines: pyarrow reads a clean file in one go
+    (from the path, with both cores); a file with bad lines is read again around them."""
+    gz = path.endswith(".gz")
+    try:
+        if not gz:
+            return [_parse(path)], 0
+        with pa.input_stream(path, compression="gzip") as stream:
+            return [_parse(stream)], 0
+    except pa.ArrowInvalid:
+        pass
+    with pa.input_stream(path, compression="gzip" if gz else None) as stream:
+        data = stream.read()
+    tables, bad = read_good_lines(data, lambda buf: _parse(pa.BufferReader(buf)), SCHEMA)
+    if bad and _warned.get(path) != bad:
+        log.warning("engine-state log %s: skipped %d bad line(s)", path, bad)
+    _warned[path] = bad
+    return tables, bad
 
 
 def load_engine_states(
@@ -54,11 +81,18 @@ def load_engine_states(
     engines: Iterable[str] | None = None,
 ) -> pd.DataFrame:
     """Every logged state (rotated files too, plain or gz) as a DataFrame with the declared
-    types: since/until bound timestamp_ms (inclusive), engines picks engine ids."""
+    types: since/until bound timestamp_ms (inclusive), engines picks engine ids. Lines that
+    cannot be read are skipped: df.attrs["skipped_lines"] counts them, and each file with
+    some is named in one warning."""
     files = log_files(path)
     if not files:
         raise FileNotFoundError(f"no engine-state log at {path} (nor rotated files)")
-    tables = [t for t in (_read(f) for f in files if os.path.getsize(f)) if t.num_rows]
+    tables, skipped = [], 0
+    for f in files:
+        if os.path.getsize(f):
+            read, bad = _read(f)
+            tables += [t for t in read if t.num_rows]
+            skipped += bad
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     mask = None
     for cond in (
@@ -72,7 +106,9 @@ def load_engine_states(
             mask = cond if mask is None else pc.and_(mask, cond)
     if mask is not None:
         table = table.filter(mask)
-    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    df = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    df.attrs["skipped_lines"] = skipped
+    return df
 
 
 def latest_engine_states(

@@ -16,6 +16,7 @@ import pytest
 from jupyter_remote.engine_states import latest_engine_states, load_engine_states
 from jupyter_remote.gateway.core import StateGateway
 from jupyter_remote.gateway.jsonl import RotatingJsonl
+from jupyter_remote.gateway.states import REASONS
 
 
 def state(engine: str = "e1", ts: int | None = None, **extra) -> dict:
@@ -142,7 +143,8 @@ def test_each_kind_of_bad_datagram_is_dropped_and_counted(tmp_path):
 
     counters = asyncio.run(scenario())
     assert counters["received"] == 8 and counters["logged"] == 1
-    assert counters["dropped"] == {
+    assert set(counters["dropped"]) == set(REASONS)  # every reason is reported, 0 or not
+    assert {reason: n for reason, n in counters["dropped"].items() if n} == {
         "too_large": 1,
         "not_json": 1,
         "not_object": 1,
@@ -152,6 +154,46 @@ def test_each_kind_of_bad_datagram_is_dropped_and_counted(tmp_path):
     }
     lines = (tmp_path / "s.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["engine_id"] == "good"
+
+
+def test_datagrams_the_fuzzer_found_are_refused_by_reason_and_the_log_still_loads(tmp_path):
+    """Issue 10: each of these was logged (or escaped as a RecursionError) and then broke
+    load_engine_states for the whole file."""
+    gw = GatewayProcess(tmp_path)
+    good = json.dumps(state("good", 1_000))
+    bad = {
+        "non_finite": [
+            good.replace('"latency_pred_ms": 100.0', '"latency_pred_ms": NaN'),
+            good.replace('"engine_capacity": 1000.0', '"engine_capacity": -Infinity'),
+            good.replace('"engine_capacity": 1000.0', '"engine_capacity": 1e400'),
+        ],
+        "out_of_range": [
+            good.replace('"pending_tokens_total": 10', f'"pending_tokens_total": {2**63 + 5}'),
+            good.replace('"timestamp_ms": 1000', f'"timestamp_ms": {2**63}'),
+            good[:-1] + f', "extra": {2**64}}}',
+        ],
+        "bad_string": [
+            good.replace('"good"', '"e\\ud800"'),
+            good.replace('"good"', '"tab\\there"'),
+        ],
+        "too_deep": ["[" * 2000 + "]" * 2000, good[:-1] + ', "x": ' + "[" * 40 + "]" * 40 + "}"],
+        "duplicate_key": [good[:-1] + ', "engine_id": "twice"}'],
+        "not_utf8": [good.encode("utf-16")],
+    }
+    payloads = [p if isinstance(p, bytes) else p.encode() for ps in bad.values() for p in ps]
+    bom = b"\xef\xbb\xbf" + json.dumps(state("with-bom", 2_000)).encode()
+    send(gw.port, [*payloads, bom, good.encode()])
+    total = len(payloads) + 2
+    gw.wait_for(lambda: gw.stats()["received"] == total)
+    out = gw.stop()
+    stats = gw.stats()
+    assert "Traceback" not in out and "RecursionError" not in out
+    assert {r: n for r, n in stats["dropped"].items() if n} == {r: len(p) for r, p in bad.items()}
+    assert stats["logged"] == 2 and stats["received"] == stats["logged"] + len(payloads)
+    with open(gw.log_file, "rb") as fh:
+        assert b"\xef\xbb\xbf" not in fh.read()  # the BOM is stripped, the state kept
+    df = load_engine_states(gw.log_file)
+    assert sorted(df["engine_id"]) == ["good", "with-bom"] and df.attrs["skipped_lines"] == 0
 
 
 def test_a_state_sent_with_nc_arrives(tmp_path):
