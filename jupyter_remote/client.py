@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import requests
 
-from jupyter_remote.errors import ConnectionFailed, RemoteError
+from jupyter_remote.errors import ConnectionFailed, NotFound, RemoteError
 from jupyter_remote.http_api import HttpApi, request_timeout, stream_chunks
 
 ENV_URL = "JUPYTER_REMOTE_SERVER_URL"
@@ -75,7 +75,12 @@ class RemoteClient(HttpApi):
 
     def engine_states(self) -> dict:
         """The in-server gateway's latest state per engine, with its counters."""
-        return self._json("GET", "/engine-states", timeout=30, control=True)
+        answer = self._json("GET", "/engine-states", timeout=30, control=True)
+        if answer.get("enabled") is False:
+            raise NotFound(
+                answer.get("message", "the engine-state gateway is off"), reason="gateway_off"
+            )
+        return answer
 
     # -- executions --------------------------------------------------------------------
     def execute_stream(self, **body) -> ExecutionStream:

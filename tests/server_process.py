@@ -65,7 +65,7 @@ class ServerProcess(ChildProcess):
             )
         self.wait_for(
             lambda: (
-                sum(n["state"] == "healthy" for n in self.get("nodes")["nodes"])
+                sum(n["state"] in ("healthy", "busy") for n in self.get("nodes")["nodes"])
                 == self.expect_nodes
             ),
             60,

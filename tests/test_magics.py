@@ -257,3 +257,9 @@ def test_widgets_show_the_pool_and_a_job_and_stop_when_closed(stack):
         time.sleep(0.1)
     assert "stopped" in widget.title_view.value and widget.stop_button.disabled
     widget.close()
+
+
+def test_remote_states_says_in_one_line_that_the_gateway_is_off(ip):
+    with pytest.raises(UsageError, match="gateway_port") as err:
+        ip.run_line_magic("remote_states", "")
+    assert "\n" not in str(err.value)

@@ -366,7 +366,7 @@ class ExecutionService:
     async def settle_one(self, record: dict) -> None:
         """Replace an unknown outcome with the node's own record of it."""
         node = self.registry.nodes.get(record["node_id"])
-        if node is None or not node.usable:
+        if node is None or not node.answering:  # reading a record: any node that answers
             return
         try:
             theirs = await self.blocking(node.client.execution, record["execution_id"])

@@ -439,7 +439,7 @@ class JobService:
                 f"task {index} of job {job_id!r} has not started (status {task['status']})",
                 reason="not_started",
             )
-        node = self.registry.usable(
+        node = self.registry.answering(  # reading a log: any node that answers
             task["node_id"], f", which ran task {index}", "its log is there, to read later"
         )
         pump = ThreadPump(
