@@ -1,0 +1,155 @@
+"""Request bodies of the agent API; the server API's bodies extend them."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, StrictBool, model_validator
+
+from jupyter_remote.protocol.common import (
+    MAX_TASKS,
+    Count,
+    Cpus,
+    Env,
+    Id,
+    Image,
+    Network,
+    PidsLimit,
+    Request,
+    Seconds,
+    ShortText,
+    Signal,
+    Text,
+    Workdir,
+)
+
+_MEMORY_RE = re.compile(r"\A\s*(\d{1,12}(?:\.\d{1,6})?)\s*([kmgt]?)i?b?\s*\Z", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+MIN_MEMORY = 6 << 20  # Docker refuses less than 6 MiB
+MAX_MEMORY = 1 << 50  # a petabyte: anything above is a typo
+
+
+def memory_bytes(value: Any) -> int:
+    """Bytes from 536870912, "512m", "1g", "1.5GiB"; a ValueError saying the rule otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"must be bytes or a size like '512m' or '2g'; got {value!r}")
+    if isinstance(value, int):
+        size = value
+    elif m := _MEMORY_RE.match(value):
+        size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    else:
+        raise ValueError(f"must be bytes or a size like '512m' or '2g'; got {value!r}")
+    if not MIN_MEMORY <= size <= MAX_MEMORY:
+        raise ValueError(f"must be at least 6m (Docker's minimum) and at most 1024t; got {value!r}")
+    return size
+
+
+Memory = Annotated[
+    int, BeforeValidator(memory_bytes), Field(json_schema_extra={"examples": ["512m", "2g"]})
+]
+Argv = Annotated[
+    list[Annotated[str, Field(max_length=1 << 20)]], Field(min_length=1, max_length=4096)
+]
+
+
+class ContainerFields(Request):
+    """What a container is made from; absent fields take the node's defaults."""
+
+    image: Image | None = None
+    memory: Memory | None = None
+    cpus: Cpus | None = None
+    pids_limit: PidsLimit | None = None
+    env: Env | None = None
+    workdir: Workdir | None = None
+    network: Network | None = None
+
+
+class CommandFields(Request):
+    """Exactly one of a shell cell, Python source or a raw argv."""
+
+    command: Text | None = None
+    python: Text | None = None
+    argv: Argv | None = None
+    interpreter: ShortText | None = None
+    timeout: Seconds | None = None
+
+    @model_validator(mode="after")
+    def _one_command(self):
+        given = [k for k in ("command", "python", "argv") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of command (shell), python (source) or argv (list)")
+        text = self.command if self.command is not None else self.python
+        if text is not None and not text.strip():
+            raise ValueError(f"{given[0]} must not be empty")
+        return self
+
+
+class ExecutionBody(CommandFields, ContainerFields):
+    """POST /v1/executions: run once in a session (session_id) or a fresh container."""
+
+    execution_id: Id
+    session_id: Id | None = None
+
+
+class SessionBody(ContainerFields):
+    """POST /v1/sessions."""
+
+    session_id: Id | None = None
+    idle_timeout: (
+        Annotated[float, Field(ge=0, le=365 * 24 * 3600.0, allow_inf_nan=False)] | None
+    ) = None
+
+
+class TaskBody(CommandFields, ContainerFields):
+    """One task of a job; job-level container fields and timeout are its defaults."""
+
+    name: ShortText | None = None
+    service: StrictBool = False
+
+
+class JobBody(CommandFields, ContainerFields):
+    """POST /v1/jobs: `tasks`, or one task given by the command fields at the top level."""
+
+    job_id: Id | None = None
+    name: ShortText | None = None
+    parallelism: Count = 0
+    tasks: Annotated[list[dict], Field(min_length=1, max_length=MAX_TASKS)] | None = None
+
+    def _one_command(self):  # checked per task by task_bodies(), with the defaults in
+        return self
+
+    def task_bodies(self) -> list[TaskBody]:
+        """Each task with the job's defaults filled in, checked (ValueError names the task)."""
+        defaults = self.model_dump(
+            include={
+                "image",
+                "memory",
+                "cpus",
+                "pids_limit",
+                "env",
+                "workdir",
+                "network",
+                "timeout",
+            },
+            exclude_none=True,
+        )
+        raw = self.tasks
+        if raw is None:
+            raw = [
+                self.model_dump(
+                    include={"command", "python", "argv", "interpreter"}, exclude_none=True
+                )
+            ]
+        out = []
+        for index, task in enumerate(raw):
+            if not isinstance(task, dict):
+                raise ValueError(f"task {index} must be an object")
+            out.append(TaskBody.model_validate({**defaults, **task}))
+        return out
+
+
+class CancelBody(Request):
+    """POST /v1/executions/{id}/cancel."""
+
+    signal: Signal = "SIGTERM"

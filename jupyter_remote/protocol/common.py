@@ -1,0 +1,109 @@
+"""Field types, statuses and status rules shared by both APIs."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+# -- ids -----------------------------------------------------------------------------------
+# Fully matched (\Z, not $): "abc\n" is not an id. Safe in file and container names.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=1, max_length=128)]
+
+# -- limits ----------------------------------------------------------------------------------
+MAX_TIMEOUT = 30 * 24 * 3600.0  # seconds: a month; beyond that is a mistake, not a plan
+MAX_CPUS = 1024.0
+MAX_PIDS = 4_194_304  # the kernel's pid_max ceiling
+MIN_PIDS = 16
+MAX_TASKS = 1000
+MAX_ENV = 1000
+MAX_PATH = 4096
+MAX_TEXT = 64 << 20  # a cell: the request limit bounds it first
+MAX_JSON_DEPTH = 64  # request bodies nest far less; deeper is refused before parsing
+
+Seconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT, allow_inf_nan=False, strict=True)]
+Cpus = Annotated[float, Field(ge=0.01, le=MAX_CPUS, allow_inf_nan=False, strict=True)]
+PidsLimit = Annotated[int, Field(ge=MIN_PIDS, le=MAX_PIDS, strict=True)]
+Count = Annotated[int, Field(ge=0, le=1_000_000, strict=True)]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(_no_nul)]
+ShortText = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_no_nul)]
+
+# An image reference as Docker spells it: [host[:port]/]name[/name...][:tag][@digest].
+IMAGE_PATTERN = (
+    r"^(?:[a-zA-Z0-9][a-zA-Z0-9.-]*(?::[0-9]{1,5})?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+Image = Annotated[str, StringConstraints(pattern=IMAGE_PATTERN, max_length=255)]
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute path")
+    return value
+
+
+Workdir = Annotated[
+    str,
+    StringConstraints(max_length=MAX_PATH),
+    AfterValidator(_no_nul),
+    AfterValidator(_absolute_path),
+]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")]
+Env = Annotated[dict[EnvName, ShortText], Field(max_length=MAX_ENV)]
+
+Network = Literal["none", "host", "bridge"]
+Signal = Literal["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL"]
+SIGNALS: tuple[str, ...] = Signal.__args__  # type: ignore[attr-defined]
+
+# -- statuses and their rules --------------------------------------------------------------
+ExecutionStatus = Literal[
+    "placing",
+    "running",
+    "completed",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "lost",
+    "not_started",
+    "unknown",
+]
+EXECUTION_FINAL = ("completed", "failed", "timed_out", "cancelled", "lost", "not_started")
+TaskStatus = Literal["pending", "running", "completed", "failed", "timed_out", "stopped", "lost"]
+TASK_FINAL = ("completed", "failed", "timed_out", "stopped", "lost")
+JobStatus = Literal["pending", "running", "stopping", "completed", "failed", "degraded", "stopped"]
+JOB_FINAL = ("completed", "failed", "degraded", "stopped")
+
+
+def job_status(tasks: list[dict], stop_requested: bool, autostop: bool = False) -> str:
+    """One word for a job from its tasks: the one rule, for the agent and the server."""
+    active = [t for t in tasks if t["status"] in ("pending", "running")]
+    if stop_requested:
+        return "stopping" if any(t["status"] == "running" for t in tasks) else "stopped"
+    if any(not t.get("service") for t in active):
+        return "pending" if all(t["status"] == "pending" for t in tasks) else "running"
+    if active:  # only services left: autostop ends them, else they run until stopped
+        return "stopping" if autostop else "running"
+    batch = [t for t in tasks if not t.get("service")]
+    if any(t["status"] in ("failed", "timed_out") for t in batch):
+        return "failed"
+    if any(t["status"] == "lost" for t in tasks):
+        return "degraded"
+    return "completed"
+
+
+class Request(BaseModel):
+    """A request body: unknown fields are refused, types are strict."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=False)
