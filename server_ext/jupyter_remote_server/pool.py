@@ -7,15 +7,23 @@ from jupyter_remote_server.nodes import Node, NodeRegistry
 
 
 class NodeChooser:
-    """The default choice: a healthy node before a busy one, then least loaded, most free memory.
+    """The default choice: the least loaded node, a busy one counting as more loaded.
 
-    Busy nodes (CPU/memory pressure) still take new work, but only when no healthy node with
-    the image is left. Swap it with `c.RemoteApp.node_chooser_class` (a subclass overriding
-    `choose`; candidates are every usable node with the image, busy ones included).
+    A busy node (CPU/memory pressure) counts as running `busy_penalty` more executions than
+    it does, so new work goes to healthy nodes first; but a burst does not pile everything
+    on the one node that happened to look calm at its last sample while busy ones sit idle.
+    Ties go to the node with more free memory. Swap it with `c.RemoteApp.node_chooser_class`
+    (a subclass overriding `choose`; candidates are every usable node with the image).
     """
 
+    busy_penalty = 8
+
     def choose(self, candidates: list[Node], image: str | None) -> Node:
-        return min(candidates, key=lambda n: (n.state == "busy", n.load()))
+        return min(candidates, key=self.weight)
+
+    def weight(self, node: Node) -> tuple[int, float]:
+        running, free = node.load()
+        return running + (self.busy_penalty if node.state == "busy" else 0), free
 
 
 class ExecutorPool:
