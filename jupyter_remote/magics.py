@@ -24,9 +24,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import HTML, display
 from traitlets import Float, Unicode
 
-from jupyter_remote.agent.processes import SIGNALS
 from jupyter_remote.client import RemoteClient
 from jupyter_remote.errors import RemoteError
+from jupyter_remote.protocol import SIGNALS
 
 
 @dataclass

@@ -9,6 +9,7 @@ import threading
 import ipywidgets as w
 
 from jupyter_remote.errors import RemoteError
+from jupyter_remote.protocol import JOB_FINAL
 
 STATE_COLORS = {
     "healthy": "#2e7d32",
@@ -219,7 +220,7 @@ class JobWidget(_Refreshing):
 
     @property
     def ended(self) -> bool:
-        return self.job.get("status") in ("completed", "failed", "degraded", "stopped")
+        return self.job.get("status") in JOB_FINAL
 
     def _loop(self) -> None:
         while not self._closed.is_set() and not self.ended:
@@ -292,7 +293,7 @@ def wait_with_progress(client, job_id: str, widget: JobWidget | None = None, str
     job = client.job(job_id)
     last = ""
     try:
-        while job["status"] not in ("completed", "failed", "degraded", "stopped"):
+        while job["status"] not in JOB_FINAL:
             job = client.wait_job(job_id, timeout=10)
             if widget is None and stream is not None:
                 line = (
