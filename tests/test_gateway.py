@@ -279,3 +279,14 @@ def test_engine_state_widget_and_magic_read_a_log(tmp_path):
 
     with pytest.raises(UsageError, match="no engine-state log"):
         ip.run_line_magic("remote_states", f"--log {tmp_path}/missing.jsonl")
+
+
+def test_a_log_whose_first_line_is_null_loads_instead_of_crashing(tmp_path):
+    """pyarrow 26 segfaults on a file whose only line is `null`; the loader must not."""
+    log_file = tmp_path / "null.jsonl"
+    log_file.write_text("null\n" + json.dumps(state("after-null")) + "\n")
+    frame = load_engine_states(str(log_file))
+    assert list(frame["engine_id"]) == ["after-null"] and frame.attrs["skipped_lines"] == 1
+    only = tmp_path / "only-null.jsonl"
+    only.write_text("null\n")
+    assert len(load_engine_states(str(only))) == 0
