@@ -20,6 +20,7 @@ from jupyter_remote.agent.monitor import ResourceMonitor
 from jupyter_remote.agent.sessions import SessionManager
 from jupyter_remote.agent.specs import Limits, check_host_fits
 from jupyter_remote.errors import BadRequest, Unavailable
+from jupyter_remote.protocol.bodies import SessionBody
 
 log = logging.getLogger("jupyter_remote.agent")
 
@@ -172,6 +173,8 @@ class Agent:
         )
         with self._default_session_lock:
             if sid not in self.sessions.sessions:
-                _, spec, idle = self.sessions.parse({"session_id": sid, "image": image})
+                _, spec, idle = self.sessions.parse(
+                    SessionBody.model_construct(session_id=sid, image=image)
+                )
                 self.sessions.create(sid, spec, idle)
         return sid

@@ -21,15 +21,13 @@ from jupyter_remote.agent.processes import kill_tree
 from jupyter_remote.agent.specs import (
     ContainerSpec,
     check_id,
-    parse_command,
-    parse_container_spec,
-    parse_env,
-    parse_timeout,
-    parse_workdir,
+    command_of,
+    container_spec,
     safe_name,
 )
 from jupyter_remote.agent.state import read_json, write_json
 from jupyter_remote.errors import BadRequest, Conflict, NotFound
+from jupyter_remote.protocol.bodies import ExecutionBody
 
 log = logging.getLogger("jupyter_remote.agent")
 
@@ -164,19 +162,16 @@ class ExecutionManager:
         return len(self.running)
 
     # -- starting ----------------------------------------------------------------------
-    def parse(self, body: dict, *, require_id: bool = True) -> Execution:
-        """Check a request completely; nothing is created or run here."""
-        if require_id or body.get("execution_id") is not None:
-            execution_id = check_id(body.get("execution_id"), "execution_id")
-        else:
-            execution_id = f"x-{os.urandom(8).hex()}"
-        argv, stdin = parse_command(body)
-        timeout = parse_timeout(body, self.default_timeout)
-        env = parse_env(body.get("env"))
-        workdir = parse_workdir(body)
-        session_id = body.get("session_id")
+    def parse(self, body: ExecutionBody) -> Execution:
+        """Turn a typed request into an execution; nothing is created or run here."""
+        execution_id = body.execution_id
+        argv, stdin = command_of(body)
+        timeout = body.timeout if body.timeout is not None else self.default_timeout
+        env = dict(body.env or {})
+        workdir = body.workdir
+        session_id = body.session_id
         if session_id is not None:
-            session = self.sessions.get(check_id(session_id, "session_id"))
+            session = self.sessions.get(session_id)
             return Execution(
                 execution_id,
                 self.node_id,
@@ -191,7 +186,7 @@ class ExecutionManager:
                 stdin=stdin,
                 input_bytes=len(stdin or b""),
             )
-        spec = parse_container_spec(body, self.limits, self.default_image)
+        spec = container_spec(body, self.limits, self.default_image)
         return Execution(
             execution_id,
             self.node_id,

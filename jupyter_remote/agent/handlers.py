@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
+import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tornado import web
 from tornado.iostream import StreamClosedError
 
 from jupyter_remote.agent.core import Agent
 from jupyter_remote.agent.eventlog import read_file
-from jupyter_remote.agent.processes import SIGNALS
-from jupyter_remote.errors import (
-    BadRequest,
-    NotFound,
-    PayloadTooLarge,
-    RemoteError,
-    Unauthorized,
-    json_object,
+from jupyter_remote.agent.wire import read_body, token_matches
+from jupyter_remote.errors import BadRequest, NotFound, PayloadTooLarge, RemoteError, Unauthorized
+from jupyter_remote.protocol.bodies import (
+    CancelBody,
+    ExecutionBody,
+    JobBody,
+    LegacyExecuteBody,
+    SessionBody,
 )
+from jupyter_remote.protocol.validation import parse_body
 from jupyter_remote.relay import ClientGone, relay
 
 log = logging.getLogger("jupyter_remote.agent")
+M = TypeVar("M")
 NDJSON = "application/x-ndjson"
 
 
@@ -59,7 +62,7 @@ class AgentHandler(web.RequestHandler):
         if self._token:
             given = self.request.headers.get("Authorization", "")
             scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self._token):
+            if scheme.lower() != "bearer" or not token_matches(value.strip(), self._token):
                 raise Unauthorized(
                     "missing or wrong bearer token", reason="bad_token" if given else "no_token"
                 )
@@ -74,8 +77,9 @@ class AgentHandler(web.RequestHandler):
         if len(self._body) > self._max_body:
             raise PayloadTooLarge(f"request body is over the {self._max_body}-byte limit")
 
-    def json_body(self) -> dict:
-        return json_object(bytes(self._body))
+    def body_as(self, model: type[M]) -> M:
+        """The typed body, or a 400 naming the field and the rule; before anything happens."""
+        return read_body(bytes(self._body), model)
 
     def send_json(self, data, status: int = 200) -> None:
         self.set_status(status)
@@ -151,7 +155,7 @@ class SessionsHandler(AgentHandler):
         self.send_json({"sessions": self.agent.sessions.list()})
 
     async def post(self) -> None:
-        sid, spec, idle = self.agent.sessions.parse(self.json_body())
+        sid, spec, idle = self.agent.sessions.parse(self.body_as(SessionBody))
         session = await self.agent.blocking(self.agent.sessions.create, sid, spec, idle)
         self.send_json(session.to_json(), 201)
 
@@ -172,7 +176,7 @@ class ExecutionsHandler(AgentHandler):
         self.send_json({"executions": self.agent.executions.list(self.int_arg("limit", 100))})
 
     async def post(self) -> None:
-        ex = self.agent.executions.parse(self.json_body())
+        ex = self.agent.executions.parse(self.body_as(ExecutionBody))
         if ex.mode == "fresh":
             await self.agent.blocking(self.agent.factory.check_image, ex.image)
         self.agent.executions.claim(ex)
@@ -199,11 +203,7 @@ class ExecutionEventsHandler(AgentHandler):
 
 class ExecutionCancelHandler(AgentHandler):
     async def post(self, execution_id: str) -> None:
-        sig = self.json_body().get("signal", "SIGTERM")
-        if sig not in SIGNALS:
-            raise BadRequest(
-                f"signal must be one of {', '.join(SIGNALS)}; got {sig!r}", reason="bad_signal"
-            )
+        sig = self.body_as(CancelBody).signal
         executions = self.agent.executions
         executions.get(execution_id)
         reason = "cancel requested" if sig == "SIGTERM" else f"cancel requested ({sig})"
@@ -226,7 +226,7 @@ class JobsHandler(AgentHandler):
         self.send_json(jobs.changed_since(since))
 
     async def post(self) -> None:
-        job = self.agent.jobs.parse(self.json_body())
+        job = self.agent.jobs.parse(self.body_as(JobBody))
         self.send_json(await self.agent.blocking(self.agent.jobs.submit, job), 201)
 
 
@@ -259,18 +259,15 @@ class ExecuteHandler(AgentHandler):
 
     async def post(self) -> None:
         agent = self.agent
-        body = self.json_body()
-        if not isinstance(body.get("command"), str):
-            raise BadRequest("command must be a string", reason="bad_command")
-        body = {k: v for k, v in body.items() if k not in ("python", "argv")}
-        if body.get("cwd") and not body.get("workdir"):
-            body["workdir"] = body.pop("cwd")
-        if body.get("session_id") is None:
-            image = body.get("image")
-            if image is not None:
-                await agent.blocking(agent.factory.check_image, image)
-            body["session_id"] = await agent.blocking(agent.default_session, image)
-        ex = agent.executions.parse(body, require_id=False)
+        legacy = self.body_as(LegacyExecuteBody)
+        body = legacy.model_dump(exclude={"cwd"}, exclude_none=True)
+        body["workdir"] = legacy.workdir or legacy.cwd
+        body.setdefault("execution_id", f"x-{os.urandom(8).hex()}")
+        if legacy.session_id is None:
+            if legacy.image is not None:
+                await agent.blocking(agent.factory.check_image, legacy.image)
+            body["session_id"] = await agent.blocking(agent.default_session, legacy.image)
+        ex = agent.executions.parse(parse_body(ExecutionBody, body))
         agent.executions.claim(ex)
         agent.executions.start(ex, asyncio.get_running_loop())
         output = []

@@ -23,24 +23,26 @@ from jupyter_remote.agent.containers import ContainerFactory
 from jupyter_remote.agent.specs import (
     ContainerSpec,
     Limits,
+    argv_of,
     check_id,
-    parse_argv,
-    parse_container_spec,
-    parse_timeout,
+    container_spec,
     safe_name,
 )
 from jupyter_remote.agent.state import read_json, write_json
 from jupyter_remote.errors import BadRequest, Conflict
 from jupyter_remote.errors import NotFound as RemoteNotFound
 from jupyter_remote.notify import Notifier
+from jupyter_remote.protocol.bodies import JobBody, TaskBody
+from jupyter_remote.protocol.validation import parse_body
 
 log = logging.getLogger("jupyter_remote.agent")
 
 TASK_FINAL = ("completed", "failed", "timed_out", "stopped", "lost")
 LOG_MOUNT = "/.jupyter-remote"
+TASK_DEFAULTS = ("image", "memory", "cpus", "pids_limit", "env", "workdir", "network", "timeout")
+COMMAND_FIELDS = ("command", "python", "argv", "interpreter")
 # The command's stdout and stderr go to the bind-mounted log file, not through the agent.
 WRAPPER = ["sh", "-c", f'exec "$@" >>{LOG_MOUNT}/output.log 2>&1', "jupyter-remote-task"]
-MAX_TASKS = 1000
 
 
 def job_status(job: dict) -> str:
@@ -128,63 +130,43 @@ class JobManager:
         return sum(t["status"] == "running" for j in self.jobs.values() for t in j["tasks"])
 
     # -- submitting --------------------------------------------------------------------
-    def parse(self, body: dict) -> dict:
-        """A complete job record from a request, checked before anything starts."""
-        job_id = body.get("job_id")
-        job_id = check_id(job_id, "job_id") if job_id is not None else f"j-{os.urandom(6).hex()}"
-        raw_tasks = body.get("tasks")
+    def parse(self, body: JobBody) -> dict:
+        """A complete job record from a typed request, checked before anything starts."""
+        job_id = body.job_id or f"j-{os.urandom(6).hex()}"
+        defaults = body.model_dump(include=set(TASK_DEFAULTS), exclude_none=True)
+        raw_tasks = body.tasks
         if raw_tasks is None:
-            raw_tasks = [{k: v for k, v in body.items() if k not in ("job_id", "name", "tasks")}]
-        if not isinstance(raw_tasks, list) or not raw_tasks or len(raw_tasks) > MAX_TASKS:
-            raise BadRequest(
-                f"tasks must be a list of 1-{MAX_TASKS} task objects", reason="bad_tasks"
-            )
-        parallelism = body.get("parallelism", 0)
-        if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 0:
-            raise BadRequest(
-                "parallelism must be an integer >= 0 (0: all at once)", reason="bad_parallelism"
-            )
+            raw_tasks = [body.model_dump(include=set(COMMAND_FIELDS), exclude_none=True)]
         tasks = []
         for index, raw in enumerate(raw_tasks):
-            if not isinstance(raw, dict):
-                raise BadRequest(f"task {index} must be an object", reason="bad_tasks")
-            merged = {
-                k: v
-                for k, v in body.items()
-                if k
-                in ("image", "memory", "cpus", "pids_limit", "env", "workdir", "network", "timeout")
-            }
-            merged.update(raw)
+            task = parse_body(TaskBody, {**defaults, **raw}, where=f"task {index}")
             try:
-                spec = parse_container_spec(merged, self.limits, self.default_image)
-                tasks.append(
-                    {
-                        "index": index,
-                        "name": raw.get("name") or f"task-{index}",
-                        "argv": parse_argv(merged),
-                        "timeout": parse_timeout(merged),
-                        "spec": {**spec.to_json(), "env": spec.env},
-                        "status": "pending",
-                        "returncode": None,
-                        "container_id": None,
-                        "started_at": None,
-                        "finished_at": None,
-                        "oom_killed": False,
-                        "message": None,
-                    }
-                )
+                spec = container_spec(task, self.limits, self.default_image)
             except BadRequest as exc:
                 raise BadRequest(f"task {index}: {exc.message}", reason=exc.reason) from None
-        name = body.get("name") or job_id
-        if not isinstance(name, str):
-            raise BadRequest("name must be a string", reason="bad_name")
+            tasks.append(
+                {
+                    "index": index,
+                    "name": task.name or f"task-{index}",
+                    "argv": argv_of(task),
+                    "timeout": task.timeout,
+                    "spec": {**spec.to_json(), "env": spec.env},
+                    "status": "pending",
+                    "returncode": None,
+                    "container_id": None,
+                    "started_at": None,
+                    "finished_at": None,
+                    "oom_killed": False,
+                    "message": None,
+                }
+            )
         return {
             "job_id": job_id,
-            "name": name,
+            "name": body.name or job_id,
             "created_at": time.time(),
             "finished_at": None,
             "stop_requested": False,
-            "parallelism": parallelism,
+            "parallelism": body.parallelism,
             "tasks": tasks,
         }
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -18,12 +17,12 @@ from jupyter_remote.agent.expiry import expiry_label, write_lease
 from jupyter_remote.agent.specs import (
     ContainerSpec,
     Limits,
-    check_id,
-    parse_container_spec,
+    container_spec,
     safe_name,
 )
 from jupyter_remote.agent.tombstones import Tombstones
-from jupyter_remote.errors import BadRequest, Conflict, NotFound
+from jupyter_remote.errors import Conflict, NotFound
+from jupyter_remote.protocol.bodies import SessionBody
 
 log = logging.getLogger("jupyter_remote.agent")
 
@@ -78,22 +77,11 @@ class SessionManager:
     def _name(self, session_id: str) -> str:
         return f"jr-{safe_name(self.node_id)}-s-{safe_name(session_id)}"
 
-    def parse(self, body: dict) -> tuple[str, ContainerSpec, float]:
-        """Check a create request completely before anything is made."""
-        sid = body.get("session_id")
-        sid = check_id(sid, "session_id") if sid is not None else f"s-{os.urandom(6).hex()}"
-        spec = parse_container_spec(body, self.limits, self.default_image)
-        idle = body.get("idle_timeout", self.idle_timeout)
-        if (
-            isinstance(idle, bool)
-            or not isinstance(idle, (int, float))
-            or not math.isfinite(idle)
-            or idle < 0
-        ):
-            raise BadRequest(
-                f"idle_timeout must be seconds >= 0 (0: never); got {idle!r}",
-                reason="bad_idle_timeout",
-            )
+    def parse(self, body: SessionBody) -> tuple[str, ContainerSpec, float]:
+        """A typed create request within this node's limits, before anything is made."""
+        sid = body.session_id or f"s-{os.urandom(6).hex()}"
+        spec = container_spec(body, self.limits, self.default_image)
+        idle = body.idle_timeout if body.idle_timeout is not None else self.idle_timeout
         return sid, spec, float(idle)
 
     def create(self, sid: str, spec: ContainerSpec, idle_timeout: float) -> Session:

@@ -153,3 +153,22 @@ class CancelBody(Request):
     """POST /v1/executions/{id}/cancel."""
 
     signal: Signal = "SIGTERM"
+
+
+class LegacyExecuteBody(Request):
+    """POST /execute (seed 000): a shell command in the node's default session or another."""
+
+    command: Text
+    timeout: Seconds | None = None
+    cwd: Workdir | None = None
+    workdir: Workdir | None = None
+    image: Image | None = None
+    env: Env | None = None
+    session_id: Id | None = None
+    execution_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _not_blank(self):
+        if not self.command.strip():
+            raise ValueError("command must not be empty")
+        return self
