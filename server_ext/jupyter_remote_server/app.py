@@ -9,6 +9,7 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Int, List, Type, Unicode, default
 
+from jupyter_remote.protocol.server_bodies import MAX_EXECUTION_BODY, MAX_JOB_BODY
 from jupyter_remote_server.handlers import handlers
 from jupyter_remote_server.manager import RemoteManager
 from jupyter_remote_server.pool import NodeChooser
@@ -81,6 +82,15 @@ class RemoteApp(ExtensionApp):
         klass=NodeChooser,
         help="How a node is chosen for work; a NodeChooser subclass.",
     ).tag(config=True)
+    max_job_body = Int(
+        MAX_JOB_BODY,
+        help="Largest request body in bytes for jobs, nodes and sessions (1 MiB, as the "
+        "agent takes); larger ones are refused with 413 and nothing is stored.",
+    ).tag(config=True)
+    max_execution_body = Int(
+        MAX_EXECUTION_BODY,
+        help="Largest execution request body in bytes (32 MiB: cells may carry data).",
+    ).tag(config=True)
     manager: RemoteManager | None = None
 
     @default("join_token")
@@ -128,7 +138,10 @@ class RemoteApp(ExtensionApp):
                 stale_threshold_ms=self.stale_threshold_ms,
             )
         self.settings.update(
-            jupyter_remote_manager=self.manager, jupyter_remote_join_token=self.join_token
+            jupyter_remote_manager=self.manager,
+            jupyter_remote_join_token=self.join_token,
+            jupyter_remote_max_job_body=self.max_job_body,
+            jupyter_remote_max_execution_body=self.max_execution_body,
         )
         # Kernels started by this server inherit these: how %%remote finds the API.
         os.environ[ENV_URL] = self.serverapp.connection_url

@@ -10,8 +10,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 
-from jupyter_remote.agent.specs import check_id
 from jupyter_remote.errors import BadRequest, Conflict, ConnectionFailed, NotFound, RemoteError
+from jupyter_remote.protocol.common import EXECUTION_FINAL
 from jupyter_remote_server.framing import EventLines
 from jupyter_remote_server.kernels import KernelSessions
 from jupyter_remote_server.nodes import Node, NodeRegistry
@@ -21,7 +21,6 @@ from jupyter_remote_server.store import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
 
-FINAL = ("completed", "failed", "timed_out", "cancelled", "lost", "not_started")
 TAIL = 16384
 SERVER_FIELDS = ("execution_id", "kernel_id", "owner", "node", "fresh", "session_id")
 SETTLE_WAIT = 5.0  # seconds to ask a node for an outcome after its stream broke
@@ -85,11 +84,11 @@ class ExecutionService:
     def reserve(self, body: dict) -> dict:
         """Check the server-side fields, then claim the id before anything else happens.
 
-        Runs on the event loop with no await inside, and the store's insert is atomic: of
-        two requests with one id, exactly one gets past here; the other is a 409.
+        `body` passed ServerExecutionBody already (types, ranges, ids). Runs on the event
+        loop with no await inside, and the store's insert is atomic: of two requests with one
+        id, exactly one gets past here; the other is a 409.
         """
         eid = body.get("execution_id") or f"x-{uuid.uuid4().hex}"
-        check_id(eid, "execution_id")
         self._refuse_duplicate(eid)
         kernel_id = body.get("kernel_id")
         if kernel_id is not None and not self.known_kernel(kernel_id):
@@ -98,10 +97,8 @@ class ExecutionService:
                 reason="unknown_kernel",
             )
         owner = body.get("owner")
-        if owner is not None:
-            check_id(owner, "owner")
-            if kernel_id is not None:
-                raise BadRequest("give kernel_id or owner, not both", reason="bad_owner")
+        if owner is not None and kernel_id is not None:
+            raise BadRequest("give kernel_id or owner, not both", reason="bad_owner")
         node = body.get("node")
         if node is not None:
             self.registry.get(node)
@@ -109,8 +106,6 @@ class ExecutionService:
             raise BadRequest(
                 "session_id needs node: a session lives on one node", reason="bad_session"
             )
-        if not isinstance(body.get("fresh", False), bool):
-            raise BadRequest("fresh must be true or false", reason="bad_fresh")
         record = {
             "execution_id": eid,
             "node_id": node,
@@ -301,7 +296,7 @@ class ExecutionService:
             theirs = await self.blocking(node.client.execution, record["execution_id"], SETTLE_WAIT)
         except RemoteError:
             theirs = None
-        if theirs and theirs.get("status") in FINAL:
+        if theirs and theirs.get("status") in EXECUTION_FINAL:
             message = (theirs.get("message") or "") + (
                 f" (the stream from node {node.node_id!r} broke at its end: {exc.message}; "
                 "this outcome is the node's own record)"
@@ -376,7 +371,7 @@ class ExecutionService:
             return
         except RemoteError:
             return
-        if theirs["status"] in FINAL:
+        if theirs["status"] in EXECUTION_FINAL:
             record.update(
                 status=theirs["status"],
                 returncode=theirs["returncode"],

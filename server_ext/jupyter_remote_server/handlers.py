@@ -13,8 +13,16 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from jupyter_remote.agent.specs import check_id
-from jupyter_remote.errors import BadRequest, RemoteError, Unauthorized, json_object
+from jupyter_remote.errors import BadRequest, PayloadTooLarge, RemoteError, Unauthorized
+from jupyter_remote.protocol.server_bodies import (
+    CancelBody,
+    JoinBody,
+    NodeAddBody,
+    ServerExecutionBody,
+    ServerJobBody,
+    SessionCreateBody,
+)
+from jupyter_remote.protocol.validation import load_object, parse_body
 from jupyter_remote.relay import ClientGone, relay
 from jupyter_remote_server.manager import RemoteManager
 
@@ -30,8 +38,22 @@ class RemoteHandler(APIHandler):
     def manager(self) -> RemoteManager:
         return self.settings["jupyter_remote_manager"]
 
-    def body(self) -> dict:
-        return json_object(self.request.body)
+    def body(self, model, limit: str = "max_job_body"):
+        """The typed body and its JSON (None fields dropped), checked before anything happens.
+
+        Refused here: a body over the limit (413), JSON that is not one bounded object of
+        finite numbers, and any field breaking its model's rule (400 bad_FIELD).
+        """
+        size, most = len(self.request.body), self.settings[f"jupyter_remote_{limit}"]
+        if size > most:
+            raise PayloadTooLarge(
+                f"request body is {size} bytes; this server takes at most {most} "
+                f"(c.RemoteApp.{limit})",
+                reason="body_too_large",
+            )
+        data = load_object(self.request.body)
+        parsed = parse_body(model, data)
+        return parsed, {k: v for k, v in data.items() if v is not None}
 
     def send(self, data, status: int = 200) -> None:
         self.set_status(status)
@@ -99,11 +121,9 @@ class NodesHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.body()
-        token = body.get("token")
-        if body.get("token_file"):
-            token = read_token_file(body["token_file"])
-        node, new = await self.manager.add_node(body.get("url"), token, "api")
+        body, _ = self.body(NodeAddBody)
+        token = read_token_file(body.token_file) if body.token_file else body.token
+        node, new = await self.manager.add_node(body.url, token, "api")
         self.send(node, 201 if new else 200)
 
 
@@ -128,7 +148,10 @@ class JoinHandler(RemoteHandler):
     def check_join_token(self) -> None:
         expected = self.settings["jupyter_remote_join_token"]
         given = self.request.headers.get("Authorization", "").partition(" ")[2].strip()
-        if not expected or not hmac.compare_digest(given, expected):
+        # bytes: a header may hold any character, and compare_digest refuses non-ASCII str
+        if not expected or not hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), expected.encode()
+        ):
             raise Unauthorized(
                 "joining needs the server's join token (c.RemoteApp.join_token)",
                 reason="bad_join_token",
@@ -141,10 +164,8 @@ class JoinHandler(RemoteHandler):
 
     async def post(self) -> None:
         self.check_join_token()
-        body = self.body()
-        node, new = await self.manager.join_node(
-            body.get("url"), body.get("token"), body.get("instance")
-        )
+        body, _ = self.body(JoinBody)
+        node, new = await self.manager.join_node(body.url, body.token, body.instance)
         self.send({"node_id": node["node_id"], "state": node["state"]}, 201 if new else 200)
 
 
@@ -159,7 +180,8 @@ class ExecutionsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        await self.stream(self.manager.executions.run(self.body()))
+        _, data = self.body(ServerExecutionBody, "max_execution_body")
+        await self.stream(self.manager.executions.run(data))
 
 
 class ExecutionHandler(RemoteHandler):
@@ -183,8 +205,8 @@ class ExecutionCancelHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def post(self, execution_id: str) -> None:
-        signal = self.body().get("signal", "SIGTERM")
-        self.send(await self.manager.executions.cancel(execution_id, signal))
+        body, _ = self.body(CancelBody)
+        self.send(await self.manager.executions.cancel(execution_id, body.signal))
 
 
 class KernelSessionsHandler(RemoteHandler):
@@ -210,13 +232,12 @@ class SessionsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.body()
-        owner = body.get("owner") or f"c-{uuid.uuid4().hex[:12]}"
-        check_id(owner, "owner")
-        image = body.get("image") or self.manager.executions.default_image
+        body, data = self.body(SessionCreateBody)
+        owner = body.owner or f"c-{uuid.uuid4().hex[:12]}"
+        image = body.image or self.manager.executions.default_image
         kernels = self.manager.kernels
         record = await self.manager.blocking(
-            lambda: kernels.ensure(owner, image, body.get("node"), body, kind="client")
+            lambda: kernels.ensure(owner, image, body.node, data, kind="client")
         )
         self.send(record, 201)
 
@@ -237,8 +258,9 @@ class JobsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
+        body, data = self.body(ServerJobBody, "max_job_body")
         jobs = self.manager.jobs
-        self.send(await jobs.submit(jobs.parse(self.body())), 201)
+        self.send(await jobs.submit(jobs.parse(body, data)), 201)
 
 
 class JobHandler(RemoteHandler):
@@ -287,9 +309,7 @@ class StatusHandler(RemoteHandler):
         self.send(self.manager.status())
 
 
-def read_token_file(path: object) -> str:
-    if not isinstance(path, str):
-        raise BadRequest("token_file must be a path", reason="bad_token_file")
+def read_token_file(path: str) -> str:
     try:
         with open(path) as fh:
             return fh.readline().strip()

@@ -15,9 +15,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 
-from jupyter_remote.agent.specs import Limits, check_id, parse_argv, parse_container_spec
 from jupyter_remote.errors import BadRequest, Conflict, NotFound, RemoteError, Unavailable
 from jupyter_remote.notify import Notifier
+from jupyter_remote.protocol.bodies import TaskBody
+from jupyter_remote.protocol.common import JOB_FINAL, TASK_FINAL
+from jupyter_remote.protocol.common import job_status as status_of
+from jupyter_remote.protocol.server_bodies import ServerJobBody
+from jupyter_remote.protocol.validation import parse_body
 from jupyter_remote_server.nodes import Node, NodeRegistry
 from jupyter_remote_server.pool import ExecutorPool
 from jupyter_remote_server.pump import ThreadPump
@@ -25,8 +29,6 @@ from jupyter_remote_server.store import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
 
-TASK_FINAL = ("completed", "failed", "timed_out", "stopped", "lost")
-JOB_FINAL = ("completed", "failed", "degraded", "stopped")
 TASK_FIELDS = (
     "command",
     "python",
@@ -45,21 +47,8 @@ DEFAULT_FIELDS = ("image", "memory", "cpus", "pids_limit", "env", "workdir", "ne
 
 
 def job_status(job: dict) -> str:
-    """One word for the job, from its tasks."""
-    tasks = job["tasks"]
-    active = [t for t in tasks if t["status"] in ("pending", "running")]
-    if job["stop_requested"]:
-        return "stopping" if any(t["status"] == "running" for t in tasks) else "stopped"
-    if any(not t["service"] for t in active):
-        return "pending" if all(t["status"] == "pending" for t in tasks) else "running"
-    if active:  # only services left: autostop ends them, else they run until stopped
-        return "stopping" if job["autostop"] else "running"
-    batch = [t for t in tasks if not t["service"]]
-    if any(t["status"] in ("failed", "timed_out") for t in batch):
-        return "failed"
-    if any(t["status"] == "lost" for t in tasks):
-        return "degraded"
-    return "completed"
+    """One word for the job, from its tasks (the rule the agent uses too)."""
+    return status_of(job["tasks"], job["stop_requested"], job["autostop"])
 
 
 class JobService:
@@ -131,43 +120,30 @@ class JobService:
         self.changes.notify()
 
     # -- submitting --------------------------------------------------------------------
-    def parse(self, body: dict) -> dict:
-        """A complete job from a request: every task checked before anything is sent."""
-        job_id = body.get("job_id") or f"j-{uuid.uuid4().hex[:12]}"
-        check_id(job_id, "job_id")
-        if "." in job_id:
-            raise BadRequest("job_id may not contain '.'", reason="bad_id")
+    def parse(self, body: ServerJobBody, data: dict) -> dict:
+        """A complete job from a checked body: every task checked before anything is sent.
+
+        `data` is the body's JSON: task specs are forwarded as given, the agent applies its
+        own limits to them.
+        """
+        job_id = body.job_id or f"j-{uuid.uuid4().hex[:12]}"
         self._refuse_duplicate(job_id)
-        raw = body.get("tasks")
-        if raw is None:
-            raw = [{k: body[k] for k in TASK_FIELDS if k in body}]
-        if not isinstance(raw, list) or not raw or len(raw) > 1000:
-            raise BadRequest("tasks must be a list of 1-1000 task objects", reason="bad_tasks")
-        nodes = body.get("nodes")
-        if nodes is not None:
-            if not isinstance(nodes, list) or not nodes:
-                raise BadRequest("nodes must be a non-empty list of node ids", reason="bad_nodes")
-            for node_id in nodes:
-                self.registry.get(node_id)
-        for flag in ("autostop",):
-            if not isinstance(body.get(flag, False), bool):
-                raise BadRequest(f"{flag} must be true or false", reason=f"bad_{flag}")
-        parallelism = body.get("parallelism", 0)
-        if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 0:
-            raise BadRequest(
-                "parallelism must be an integer >= 0 (0: no limit)", reason="bad_parallelism"
-            )
-        defaults = {k: body[k] for k in DEFAULT_FIELDS if k in body}
-        tasks = [self._parse_task(i, t, defaults) for i, t in enumerate(raw)]
+        raw = data.get("tasks") or [{k: data[k] for k in TASK_FIELDS if k in data}]
+        defaults = {k: data[k] for k in DEFAULT_FIELDS if k in data}
+        tasks = [self._task(i, t, defaults) for i, t in enumerate(raw)]
+        for node_id in body.nodes or ():
+            self.registry.get(node_id)
+        for image in sorted({t["spec"]["image"] for t in tasks}):
+            self._refuse_missing_image(image, body.nodes)
         job = {
             "job_id": job_id,
-            "name": body.get("name") or job_id,
+            "name": body.name or job_id,
             "created_at": time.time(),
             "finished_at": None,
-            "autostop": body.get("autostop", False),
+            "autostop": body.autostop,
             "stop_requested": False,
-            "parallelism": parallelism,
-            "nodes": nodes,
+            "parallelism": body.parallelism,
+            "nodes": body.nodes,
             "tasks": tasks,
         }
         # Claimed with no await since the check above, and atomically in the store: of two
@@ -176,6 +152,21 @@ class JobService:
             raise Conflict(f"job {job_id!r} exists already", reason="duplicate_job")
         self.jobs[job_id] = job
         return job
+
+    def _refuse_missing_image(self, image: str, among: list[str] | None) -> None:
+        """No node reports the image: a 400 now rather than a job pending forever.
+
+        Nodes never pull images; a node whose images are not known yet (never polled) may
+        have it, so the job waits for it as before.
+        """
+        nodes = [n for n in self.registry.nodes.values() if among is None or n.node_id in among]
+        if nodes and not any(n.has_image(image) for n in nodes):
+            where = "the nodes named" if among else "any node in the pool"
+            raise BadRequest(
+                f"image {image!r} is not on {where} (nodes never pull images; "
+                "build or pull it on a node first)",
+                reason="image_not_found",
+            )
 
     def _refuse_duplicate(self, job_id: str) -> None:
         first = self.jobs.get(job_id)
@@ -186,23 +177,19 @@ class JobService:
                 job=self.model(first),
             )
 
-    def _parse_task(self, index: int, raw: object, defaults: dict) -> dict:
+    def _task(self, index: int, raw: object, defaults: dict) -> dict:
+        """One task with the job's defaults, checked by TaskBody (a 400 naming the task)."""
         if not isinstance(raw, dict):
             raise BadRequest(f"task {index} must be an object", reason="bad_tasks")
+        checked = parse_body(TaskBody, {**defaults, **raw}, where=f"task {index}")
         spec = {**defaults, **{k: raw[k] for k in TASK_FIELDS if k in raw}}
+        spec = {k: v for k, v in spec.items() if v is not None}
         spec.setdefault("image", self.default_image)
-        try:
-            parse_argv(spec)
-            parse_container_spec(spec, Limits(allow_network=True), self.default_image)
-        except RemoteError as exc:
-            raise BadRequest(f"task {index}: {exc.message}", reason=exc.reason) from None
-        if not isinstance(raw.get("service", False), bool):
-            raise BadRequest(f"task {index}: service must be true or false", reason="bad_tasks")
         return {
             "index": index,
-            "name": raw.get("name") or f"task-{index}",
+            "name": checked.name or f"task-{index}",
             "spec": spec,
-            "service": raw.get("service", False),
+            "service": checked.service,
             "status": "pending",
             "node_id": None,
             "agent_job_id": None,

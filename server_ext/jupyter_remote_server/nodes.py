@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 from jupyter_remote.agent_client import AgentClient
 from jupyter_remote.errors import BadRequest, Conflict, NotFound, RemoteError, Unavailable
+from jupyter_remote.protocol.server_bodies import check_url as url_rule
 
 log = logging.getLogger("jupyter_remote_server")
 
@@ -130,12 +131,13 @@ def _refuse(node: Node, role: str, then: str) -> NoReturn:
 
 
 def check_url(url: object) -> str:
+    """An agent URL from config or the store (request bodies were checked on arrival)."""
     if not isinstance(url, str):
         raise BadRequest("url must be a string like http://host:9527", reason="bad_url")
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise BadRequest(f"url must be http(s)://host:port; got {url!r}", reason="bad_url")
-    return url.rstrip("/")
+    try:
+        return url_rule(url)
+    except ValueError as exc:
+        raise BadRequest(f"url {exc}", reason="bad_url") from None
 
 
 class NodeRegistry:

@@ -1,0 +1,124 @@
+"""Request bodies of the server API (/remote/api), built on the agent API's bodies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlparse
+
+from pydantic import AfterValidator, Field, StrictBool, StringConstraints, field_validator
+
+from jupyter_remote.protocol.bodies import (
+    CancelBody,
+    ExecutionBody,
+    JobBody,
+    Memory,
+    SessionBody,
+    TaskBody,
+)
+from jupyter_remote.protocol.common import (
+    Cpus,
+    Id,
+    Image,
+    Network,
+    PidsLimit,
+    Request,
+    ShortText,
+    _no_nul,
+)
+
+__all__ = [
+    "CancelBody",
+    "JoinBody",
+    "NodeAddBody",
+    "ServerExecutionBody",
+    "ServerJobBody",
+    "SessionBody",
+    "SessionCreateBody",
+    "TaskBody",
+    "check_url",
+]
+
+MAX_JOB_BODY = 1 << 20  # like the agent's request limit: a job is a list of commands
+MAX_EXECUTION_BODY = 32 << 20  # a cell may carry data; still bounded
+
+# A node id: an agent's own name, or host:port for a node known by URL only.
+NodeId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255, pattern=r"^[^/\s]+$"),
+    AfterValidator(_no_nul),
+]
+
+
+def check_url(url: str) -> str:
+    """An agent's base URL, http(s)://host[:port]; a ValueError naming the rule otherwise."""
+    try:
+        parsed = urlparse(url)
+        ok = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+        parsed.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise ValueError(f"must be an http(s)://host:port URL ({exc}); got {url!r}") from None
+    if not ok or any(c.isspace() or c == "\x00" for c in url):
+        raise ValueError(f"must be an http(s)://host:port URL; got {url!r}")
+    return url.rstrip("/")
+
+
+Url = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2048),
+    AfterValidator(check_url),
+    Field(json_schema_extra={"format": "uri", "examples": ["http://10.0.0.5:9527"]}),
+]
+
+
+class ServerExecutionBody(ExecutionBody):
+    """POST /remote/api/executions: a cell, placed in its kernel's or owner's session."""
+
+    execution_id: Id | None = None
+    kernel_id: Id | None = None
+    owner: Id | None = None
+    node: NodeId | None = None
+    fresh: StrictBool = False
+
+
+class ServerJobBody(JobBody):
+    """POST /remote/api/jobs: tasks spread over `nodes` (default: all), autostop services."""
+
+    nodes: Annotated[list[NodeId], Field(min_length=1, max_length=1000)] | None = None
+    autostop: StrictBool = False
+
+    @field_validator("job_id")
+    @classmethod
+    def _no_dot(cls, value: str | None) -> str | None:
+        if value is not None and "." in value:
+            raise ValueError("must not contain '.' (the server names its tasks JOB.INDEX)")
+        return value
+
+
+class NodeAddBody(Request):
+    """POST /remote/api/nodes: an agent the server must reach now."""
+
+    url: Url
+    token: ShortText | None = None
+    token_file: ShortText | None = None
+
+
+class JoinBody(Request):
+    """POST /remote/api/nodes/join: an agent joining by itself (with the join token)."""
+
+    url: Url
+    token: ShortText | None = None
+    instance: Annotated[str, StringConstraints(max_length=128), AfterValidator(_no_nul)] | None = (
+        None
+    )
+
+
+class SessionCreateBody(Request):
+    """POST /remote/api/sessions: an API client's session, one per owner and image."""
+
+    owner: Id | None = None
+    image: Image | None = None
+    node: NodeId | None = None
+    memory: Memory | None = None
+    cpus: Cpus | None = None
+    pids_limit: PidsLimit | None = None
+    network: Network | None = None
