@@ -79,7 +79,7 @@ def main(path: str, server_args: list[str]) -> int:
                     timeout=2,
                     headers={"Authorization": f"token {token}"},
                 ).json()
-                if any(n["state"] == "healthy" for n in nodes["nodes"]):
+                if any(n["state"] in ("healthy", "busy") for n in nodes["nodes"]):
                     break
             except requests.RequestException:
                 pass
