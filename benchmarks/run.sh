@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the benchmarks: set up, then measure against the baselines in one run.
 #   benchmarks/run.sh          both: the agent against Docker, the server against the agent
-#   benchmarks/run.sh agent | server | gateway     only that one
+#   benchmarks/run.sh agent | server | cells | gateway     only that one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
@@ -13,6 +13,12 @@ fi
 if [ "$which" = all ] || [ "$which" = server ]; then
   echo "== server extension (benchmarks/server_bench.py)"
   .venv/bin/python benchmarks/server_bench.py
+fi
+if [ "$which" = all ] || [ "$which" = cells ]; then
+  echo "== cells through a real kernel, against ipyparallel and Docker (benchmarks/cell_bench.py)"
+  # the peer we compare with, installed by the benchmark's own set-up
+  .venv/bin/python -m pip install -q 'ipyparallel>=9' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python benchmarks/cell_bench.py
 fi
 if [ "$which" = all ] || [ "$which" = gateway ]; then
   echo "== engine-state gateway and loader (benchmarks/gateway_bench.py)"
