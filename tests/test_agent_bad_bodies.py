@@ -203,3 +203,16 @@ def test_non_ascii_authorization_is_a_json_401_without_a_traceback(agent):
         f.seek(start)
         logged = f.read().decode(errors="replace")
     assert "Traceback" not in logged and " 500 " not in logged, logged
+
+
+def test_the_openapi_document_is_served_behind_the_token(agent):
+    url = f"{agent.url}/v1/openapi.json"
+    assert requests.get(url, timeout=30).status_code == 401
+    doc = requests.get(url, headers={"Authorization": f"Bearer {agent.token}"}, timeout=30).json()
+    assert doc["openapi"].startswith("3.1")
+    body = doc["paths"]["/v1/executions"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/ExecutionBody"}
+    assert "execution_id" in doc["components"]["schemas"]["ExecutionBody"]["required"]
+    stream = doc["paths"]["/v1/executions"]["post"]["responses"]["200"]["content"]
+    assert "application/x-ndjson" in stream
+    assert doc["components"]["schemas"]["Error"]["required"] == ["message", "reason"]

@@ -11,8 +11,8 @@ from docker.errors import APIError, ImageNotFound, NotFound
 
 from jupyter_remote.agent import labels
 from jupyter_remote.agent.specs import ContainerSpec
+from jupyter_remote.errors import BadRequest, Unavailable
 from jupyter_remote.errors import NotFound as RemoteNotFound
-from jupyter_remote.errors import Unavailable
 
 log = logging.getLogger("jupyter_remote.agent")
 
@@ -40,7 +40,18 @@ class ContainerFactory:
                 reason="image_not_found",
                 image=image,
             ) from None
-        except (APIError, docker.errors.DockerException) as exc:
+        except APIError as exc:
+            if exc.is_client_error():  # Docker answered: the name is not one it takes
+                raise BadRequest(
+                    f"image {image!r} is not a valid image reference: {exc.explanation}",
+                    reason="bad_image",
+                    image=image,
+                ) from None
+            raise Unavailable(
+                f"Docker engine on node {self.node_id!r} did not answer: {exc}",
+                reason="docker_unavailable",
+            ) from None
+        except docker.errors.DockerException as exc:
             raise Unavailable(
                 f"Docker engine on node {self.node_id!r} did not answer: {exc}",
                 reason="docker_unavailable",

@@ -16,6 +16,7 @@ from jupyter_remote.agent.core import Agent
 from jupyter_remote.agent.eventlog import read_file
 from jupyter_remote.agent.wire import read_body, token_matches
 from jupyter_remote.errors import BadRequest, NotFound, PayloadTooLarge, RemoteError, Unauthorized
+from jupyter_remote.protocol.agent_openapi import agent_openapi
 from jupyter_remote.protocol.bodies import (
     CancelBody,
     ExecutionBody,
@@ -148,6 +149,13 @@ class HealthHandler(AgentHandler):
 class ResourcesHandler(AgentHandler):
     def get(self) -> None:
         self.send_json(self.agent.resources())
+
+
+class OpenApiHandler(AgentHandler):
+    """The API's OpenAPI 3.1 document, generated from the protocol's models."""
+
+    def get(self) -> None:
+        self.send_json(agent_openapi())
 
 
 class SessionsHandler(AgentHandler):
@@ -308,6 +316,7 @@ def make_app(agent: Agent, token: str | None, limits: BodyLimits) -> web.Applica
         (r"/v1/?", InfoHandler),
         (r"/v1/health", HealthHandler),
         (r"/v1/resources", ResourcesHandler),
+        (r"/v1/openapi.json", OpenApiHandler),
         (r"/v1/sessions", SessionsHandler),
         (rf"/v1/sessions/{ident}", SessionHandler),
         (r"/v1/executions", ExecutionsHandler),

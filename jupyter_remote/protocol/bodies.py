@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, StrictBool, model_validator
+from pydantic import BeforeValidator, Field, StrictBool, WithJsonSchema, model_validator
 
 from jupyter_remote.protocol.common import (
     MAX_TASKS,
@@ -45,9 +45,15 @@ def memory_bytes(value: Any) -> int:
     return size
 
 
-Memory = Annotated[
-    int, BeforeValidator(memory_bytes), Field(json_schema_extra={"examples": ["512m", "2g"]})
-]
+MEMORY_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": MIN_MEMORY, "maximum": MAX_MEMORY},
+        {"type": "string", "pattern": r"^\s*(\d{1,12}(\.\d{1,6})?)\s*([kmgtKMGT]?)[iI]?[bB]?\s*$"},
+    ],
+    "description": "bytes, or a size such as '512m' or '2g' (at least 6m, at most 1024t)",
+    "examples": ["512m", "2g"],
+}
+Memory = Annotated[int, BeforeValidator(memory_bytes), WithJsonSchema(MEMORY_SCHEMA)]
 Argv = Annotated[
     list[Annotated[str, Field(max_length=1 << 20)]], Field(min_length=1, max_length=4096)
 ]

@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 # -- ids -----------------------------------------------------------------------------------
 # Fully matched (\Z, not $): "abc\n" is not an id. Safe in file and container names.
@@ -61,7 +68,22 @@ Workdir = Annotated[
     AfterValidator(_absolute_path),
 ]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")]
-Env = Annotated[dict[EnvName, ShortText], Field(max_length=MAX_ENV)]
+
+
+def _env_pairs(value: object) -> object:
+    """Docker's list form ["A=1", "B=2"] read as {"A": "1", "B": "2"}; objects pass as they are."""
+    if not isinstance(value, list):
+        return value
+    pairs = {}
+    for item in value:
+        if not isinstance(item, str) or "=" not in item:
+            raise ValueError(f"env items must be 'NAME=value'; got {item!r}")
+        name, _, val = item.partition("=")
+        pairs[name] = val
+    return pairs
+
+
+Env = Annotated[dict[EnvName, ShortText], BeforeValidator(_env_pairs), Field(max_length=MAX_ENV)]
 
 Network = Literal["none", "host", "bridge"]
 Signal = Literal["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL"]
