@@ -48,6 +48,9 @@ NodeId = Annotated[
     AfterValidator(_no_nul),
 ]
 
+# An agent's token goes into an Authorization header: visible ASCII, no spaces.
+Token = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[!-~]+$")]
+
 
 def check_url(url: str) -> str:
     """An agent's base URL, http(s)://host[:port]; a ValueError naming the rule otherwise."""
@@ -98,7 +101,7 @@ class NodeAddBody(Request):
     """POST /remote/api/nodes: an agent the server must reach now."""
 
     url: Url
-    token: ShortText | None = None
+    token: Token | None = None
     token_file: ShortText | None = None
 
 
@@ -106,7 +109,7 @@ class JoinBody(Request):
     """POST /remote/api/nodes/join: an agent joining by itself (with the join token)."""
 
     url: Url
-    token: ShortText | None = None
+    token: Token | None = None
     instance: Annotated[str, StringConstraints(max_length=128), AfterValidator(_no_nul)] | None = (
         None
     )

@@ -106,6 +106,10 @@ class ExecutionService:
             raise BadRequest(
                 "session_id needs node: a session lives on one node", reason="bad_session"
             )
+        if not body.get("session_id"):
+            self.pool.refuse_missing_image(
+                body.get("image") or self.default_image, [node] if node else None
+            )
         record = {
             "execution_id": eid,
             "node_id": node,

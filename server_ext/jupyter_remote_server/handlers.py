@@ -22,6 +22,7 @@ from jupyter_remote.protocol.server_bodies import (
     ServerJobBody,
     SessionCreateBody,
 )
+from jupyter_remote.protocol.server_openapi import openapi
 from jupyter_remote.protocol.validation import load_object, parse_body
 from jupyter_remote.relay import ClientGone, relay
 from jupyter_remote_server.manager import RemoteManager
@@ -309,6 +310,15 @@ class StatusHandler(RemoteHandler):
         self.send(self.manager.status())
 
 
+class OpenAPIHandler(RemoteHandler):
+    """The OpenAPI 3.1 document of this API, behind the same auth as the API itself."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.send(openapi())
+
+
 def read_token_file(path: str) -> str:
     try:
         with open(path) as fh:
@@ -322,6 +332,7 @@ def read_token_file(path: str) -> str:
 def handlers() -> list[tuple]:
     ident = r"([^/]+)"
     routes = [
+        ("openapi.json", OpenAPIHandler),
         ("status", StatusHandler),
         ("engine-states", EngineStatesHandler),
         ("nodes", NodesHandler),

@@ -134,7 +134,7 @@ class JobService:
         for node_id in body.nodes or ():
             self.registry.get(node_id)
         for image in sorted({t["spec"]["image"] for t in tasks}):
-            self._refuse_missing_image(image, body.nodes)
+            self.pool.refuse_missing_image(image, body.nodes)
         job = {
             "job_id": job_id,
             "name": body.name or job_id,
@@ -152,21 +152,6 @@ class JobService:
             raise Conflict(f"job {job_id!r} exists already", reason="duplicate_job")
         self.jobs[job_id] = job
         return job
-
-    def _refuse_missing_image(self, image: str, among: list[str] | None) -> None:
-        """No node reports the image: a 400 now rather than a job pending forever.
-
-        Nodes never pull images; a node whose images are not known yet (never polled) may
-        have it, so the job waits for it as before.
-        """
-        nodes = [n for n in self.registry.nodes.values() if among is None or n.node_id in among]
-        if nodes and not any(n.has_image(image) for n in nodes):
-            where = "the nodes named" if among else "any node in the pool"
-            raise BadRequest(
-                f"image {image!r} is not on {where} (nodes never pull images; "
-                "build or pull it on a node first)",
-                reason="image_not_found",
-            )
 
     def _refuse_duplicate(self, job_id: str) -> None:
         first = self.jobs.get(job_id)

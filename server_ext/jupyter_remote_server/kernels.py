@@ -59,6 +59,7 @@ class KernelSessions:
                     "use --fresh, or %remote_cleanup to start over on another node",
                 )
                 return known
+            self.pool.refuse_missing_image(image, [node_id] if node_id else None)
             node = self.pool.pick(node_id, image)
             digest = hashlib.sha1(image.encode()).hexdigest()[:8]
             session_id = f"k-{kernel_id}-{digest}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jupyter_remote.errors import Unavailable
+from jupyter_remote.errors import BadRequest, Unavailable
 from jupyter_remote_server.nodes import Node, NodeRegistry
 
 
@@ -62,3 +62,15 @@ class ExecutorPool:
                 why = f"no usable node has image {image!r} (nodes never pull images)"
             raise Unavailable(why, reason="no_node")
         return with_image
+
+    def refuse_missing_image(self, image: str, among: list[str] | None = None) -> None:
+        """A 400 now when no node (within `among`) reports the image, rather than a 503 or
+        a job pending forever: nodes never pull images. Nodes not polled yet may have it."""
+        nodes = [n for n in self.registry.nodes.values() if among is None or n.node_id in among]
+        if nodes and not any(n.has_image(image) for n in nodes):
+            where = f"node {among[0]!r}" if among and len(among) == 1 else "any node in the pool"
+            raise BadRequest(
+                f"image {image!r} is not on {where} (nodes never pull images; "
+                "build or pull it on a node first)",
+                reason="image_not_found",
+            )

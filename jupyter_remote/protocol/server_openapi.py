@@ -1,0 +1,283 @@
+"""The OpenAPI 3.1 document of the server API (/remote/api), made from the protocol models.
+
+Request bodies are the pydantic models' JSON Schemas; the paths table below is written
+once, for every route in jupyter_remote_server/handlers.py. Responses give their top-level
+shape only and allow more fields (clients ignore what they do not know).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from pydantic.json_schema import models_json_schema
+
+from jupyter_remote.protocol.server_bodies import (
+    CancelBody,
+    JoinBody,
+    NodeAddBody,
+    ServerExecutionBody,
+    ServerJobBody,
+    SessionCreateBody,
+)
+
+PREFIX = "/remote/api"
+NDJSON = "application/x-ndjson"
+BODIES = (NodeAddBody, JoinBody, ServerExecutionBody, CancelBody, SessionCreateBody, ServerJobBody)
+
+
+def _obj(**props: dict) -> dict:
+    """An object with these required top-level fields; more fields are allowed."""
+    return {
+        "type": "object",
+        "properties": props,
+        "required": sorted(props),
+        "additionalProperties": True,
+    }
+
+
+ANY: dict = {"type": "object", "additionalProperties": True}
+LIST = {"type": "array", "items": ANY}
+NODE = _obj(node_id={"type": "string"}, url={"type": "string"}, state={"type": "string"})
+JOB = _obj(job_id={"type": "string"}, status={"type": "string"}, tasks=LIST)
+EXECUTION = _obj(execution_id={"type": "string"}, status={"type": "string"})
+REMOVED = _obj(removed=LIST)
+
+
+def _query(name: str, schema: dict, about: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": about}
+
+
+COUNT = {"type": "integer", "minimum": 0}
+FLAG = {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]}
+OFFSET = _query("offset", COUNT, "Byte offset to start from.")
+FOLLOW = _query("follow", FLAG, "Keep the stream open until the end (1, true or yes).")
+
+# path -> method -> (summary, body model, {status: (description, schema or content type)})
+PATHS: dict[str, dict[str, tuple]] = {
+    "/status": {"get": ("Counts of nodes, jobs and executions", None, {200: ("counts", ANY)})},
+    "/engine-states": {
+        "get": ("Latest state per engine from the in-server gateway", None, {200: ("", ANY)})
+    },
+    "/nodes": {
+        "get": ("The pool's nodes", None, {200: ("nodes", _obj(nodes=LIST))}),
+        "post": (
+            "Add an agent (it must answer now)",
+            NodeAddBody,
+            {200: ("known already", NODE), 201: ("added", NODE), 409: "duplicate node id"},
+        ),
+    },
+    "/nodes/join": {
+        "get": (
+            "An agent checks its join token",
+            None,
+            {200: ("accepted", _obj(join_token={"type": "string"})), 401: "wrong join token"},
+        ),
+        "post": (
+            "An agent joins by itself (Authorization: Bearer JOIN_TOKEN)",
+            JoinBody,
+            {
+                200: ("known already", _obj(node_id={"type": "string"})),
+                201: ("joined", _obj(node_id={"type": "string"})),
+                401: "wrong join token",
+                409: "duplicate node id",
+                410: "this agent process's node was removed",
+            },
+        ),
+    },
+    "/nodes/{node_id}": {
+        "get": ("One node", None, {200: ("node", NODE), 404: "no such node"}),
+        "delete": ("Remove a node from the pool", None, {200: ("removed", NODE), 404: ""}),
+    },
+    "/executions": {
+        "get": (
+            "Recent executions, newest first",
+            None,
+            {200: ("executions", _obj(executions=LIST))},
+            [
+                _query("kernel_id", {"type": "string"}, "Only this kernel's."),
+                _query("limit", COUNT, "At most this many (100)."),
+            ],
+        ),
+        "post": (
+            "Run a cell; its events as NDJSON, ending in one exit event",
+            ServerExecutionBody,
+            {
+                200: ("events", NDJSON),
+                404: "unknown node",
+                409: "execution id already received",
+                413: "body too large",
+                503: "no node can take it now",
+            },
+        ),
+    },
+    "/executions/{execution_id}": {
+        "get": ("An execution's record", None, {200: ("record", EXECUTION), 404: ""}),
+    },
+    "/executions/{execution_id}/events": {
+        "get": (
+            "An execution's events from its node's log (reattach)",
+            None,
+            {200: ("events", NDJSON), 404: "", 503: "its node does not answer"},
+            [OFFSET, FOLLOW],
+        ),
+    },
+    "/executions/{execution_id}/cancel": {
+        "post": (
+            "Send a signal to a running execution",
+            CancelBody,
+            {200: ("the node's answer", ANY), 404: "", 503: "its node does not answer"},
+        ),
+    },
+    "/kernels/{kernel_id}/sessions": {
+        "get": (
+            "A kernel's session containers",
+            None,
+            {200: ("sessions", _obj(sessions=LIST, known_kernel={"type": "boolean"}))},
+        ),
+        "delete": ("Remove a kernel's session containers", None, {200: ("removed", REMOVED)}),
+    },
+    "/sessions": {
+        "post": (
+            "A session of an API client's own (one per owner and image)",
+            SessionCreateBody,
+            {
+                201: ("session", _obj(session_id={"type": "string"}, node_id={"type": "string"})),
+                404: "unknown node",
+                409: "the owner's session lives on another node",
+                503: "no node can take it now",
+            },
+        ),
+    },
+    "/sessions/{owner}": {
+        "delete": ("Remove an owner's sessions", None, {200: ("removed", REMOVED)}),
+    },
+    "/jobs": {
+        "get": ("Every job", None, {200: ("jobs", _obj(jobs=LIST))}),
+        "post": (
+            "Submit a job of tasks spread over the nodes",
+            ServerJobBody,
+            {201: ("job", JOB), 404: "unknown node", 409: "job id exists", 413: "too large"},
+        ),
+    },
+    "/jobs/{job_id}": {"get": ("One job", None, {200: ("job", JOB), 404: ""})},
+    "/jobs/{job_id}/wait": {
+        "get": (
+            "Long-poll until the job ends or `timeout` seconds pass (at most 300)",
+            None,
+            {200: ("job", JOB), 404: ""},
+            [_query("timeout", COUNT, "Seconds (30).")],
+        ),
+    },
+    "/jobs/{job_id}/stop": {"post": ("Stop a job", None, {200: ("job", JOB), 404: ""})},
+    "/jobs/{job_id}/logs": {
+        "get": (
+            "A task's log as text",
+            None,
+            {
+                200: ("log", "text/plain"),
+                404: "",
+                409: "the task has not started",
+                503: "its node does not answer",
+            },
+            [_query("task", COUNT, "Task index (0)."), OFFSET, FOLLOW],
+        ),
+    },
+}
+
+
+def _operation(path: str, method: str, entry: tuple) -> dict:
+    summary, model, responses, *params = entry
+    out: dict = {
+        "summary": summary,
+        "operationId": method + "_" + re.sub(r"[^a-z_]+", "_", path.strip("/")).strip("_"),
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _path_names(path)
+        ]
+        + (params[0] if params else []),
+        "responses": {},
+    }
+    if model is not None:
+        ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
+    if path == "/nodes/join":
+        out["security"] = [{"joinToken": []}]
+    codes = dict(responses)
+    if model is not None or params:
+        codes.setdefault(400, "bad input: the message names the field and the rule")
+    codes.setdefault(403, "not authenticated")
+    for code, what in sorted(codes.items()):
+        if isinstance(what, str):
+            out["responses"][str(code)] = {"description": what or "not found", **ERROR_CONTENT}
+            continue
+        about, shape = what
+        if isinstance(shape, str):
+            content = {shape: {"schema": {"type": "string"}}}
+        else:
+            content = {"application/json": {"schema": shape}}
+        out["responses"][str(code)] = {"description": about or "ok", "content": content}
+    return out
+
+
+def _path_names(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
+
+
+ERROR_CONTENT = {
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+}
+
+
+@cache
+def openapi() -> dict:
+    """The document served at GET /remote/api/openapi.json."""
+    _, defs = models_json_schema(
+        [(m, "validation") for m in BODIES], ref_template="#/components/schemas/{model}"
+    )
+    schemas = defs.get("$defs", {})
+    schemas["Error"] = {
+        **_obj(message={"type": "string"}, reason={"type": "string"}),
+        "description": "Every 4xx answer: the message names the field and the rule.",
+    }
+    paths = {
+        PREFIX + path: {m: _operation(path, m, e) for m, e in methods.items()}
+        for path, methods in PATHS.items()
+    }
+    paths[PREFIX + "/openapi.json"] = {
+        "get": {
+            "summary": "This document",
+            "operationId": "get_openapi",
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1",
+                    "content": {"application/json": {"schema": ANY}},
+                },
+                "403": {"description": "not authenticated", **ERROR_CONTENT},
+            },
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "jupyter-remote server API",
+            "version": "1",
+            "description": "Runs notebook cells and jobs on remote Docker hosts through their "
+            "agents. Under the Jupyter server's base_url; see docs/rest-api.md.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"jupyterToken": []}],
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "jupyterToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "token JUPYTER_TOKEN (or the browser's cookie plus XSRF)",
+                },
+                "joinToken": {"type": "http", "scheme": "bearer"},
+            },
+        },
+        "paths": paths,
+    }
