@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, StrictBool, WithJsonSchema, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
 
 from jupyter_remote.protocol.common import (
     MAX_TASKS,
@@ -91,8 +91,26 @@ class CommandFields(Request):
         return self
 
 
+def _one_of_commands() -> dict:
+    """The JSON Schema side of _one_command: exactly one of command, python, argv not null."""
+    keys = ("command", "python", "argv")
+    return {
+        "oneOf": [
+            {
+                "required": [key],
+                "properties": {
+                    k: ({"not": {"type": "null"}} if k == key else {"type": "null"}) for k in keys
+                },
+            }
+            for key in keys
+        ]
+    }
+
+
 class ExecutionBody(CommandFields, ContainerFields):
     """POST /v1/executions: run once in a session (session_id) or a fresh container."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_commands())
 
     execution_id: Id
     session_id: Id | None = None
@@ -109,6 +127,8 @@ class SessionBody(ContainerFields):
 
 class TaskBody(CommandFields, ContainerFields):
     """One task of a job; job-level container fields and timeout are its defaults."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_commands())
 
     name: ShortText | None = None
     service: StrictBool = False
