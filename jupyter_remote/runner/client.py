@@ -1,0 +1,180 @@
+"""Host side of the runner protocol (docs/runner.md): ``RunnerClient(socket_path)``.
+
+Stdlib only. One unix-socket connection per request; streams are iterators of event dicts
+that close their socket when closed or exhausted. Nothing is ever re-sent: a request that
+fails on the way raises, and the caller decides (for a ``run``, by ``attach``).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+
+class RunnerError(Exception):
+    """Base of the client's errors."""
+
+
+class RunnerUnavailable(RunnerError):
+    """The runner's socket does not answer, or the connection broke mid-answer."""
+
+
+class RunnerRefused(RunnerError):
+    """The runner answered with an error event (``reason``: duplicate, unknown_id, ...)."""
+
+    def __init__(self, reason: str, message: str, event: dict | None = None):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.event = event or {}
+
+
+class EventStream:
+    """Events of one execution, in spool order; ``offset`` is the spool byte offset reached.
+
+    After a broken connection, ``attach(id, stream.offset)`` continues exactly where it
+    stopped. ``exit`` is the final event once it has arrived.
+    """
+
+    def __init__(self, sock: socket.socket, execution_id: str, offset: int = 0):
+        self._sock = sock
+        self._file = sock.makefile("rb")
+        self.id = execution_id
+        self.offset = offset
+        self.exit: dict | None = None
+        self._closed = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self._closed or self.exit is not None:
+            self.close()
+            raise StopIteration
+        try:
+            line = self._file.readline()
+        except OSError as exc:
+            self.close()
+            raise RunnerUnavailable(
+                f"connection to the runner broke at offset {self.offset}: {exc}"
+            ) from exc
+        if not line.endswith(b"\n"):
+            self.close()
+            raise RunnerUnavailable(
+                f"the runner closed the stream of {self.id} before its exit event "
+                f"(at offset {self.offset}); attach to continue"
+            )
+        event = json.loads(line)
+        if event.get("event") == "error":
+            self.close()
+            raise RunnerRefused(event.get("reason", "error"), event.get("message", ""), event)
+        self.offset += len(line)
+        if event.get("event") == "exit":
+            self.exit = event
+        return event
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            for thing in (self._file, self._sock):
+                try:
+                    thing.close()
+                except OSError:
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
+class RunnerClient:
+    def __init__(self, socket_path: str, connect_timeout: float = 5.0):
+        self.socket_path = socket_path
+        self.connect_timeout = connect_timeout
+
+    def _connect(self, request: dict, read_timeout: float | None) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.connect_timeout)
+            sock.connect(self.socket_path)
+        except OSError as exc:
+            sock.close()
+            raise RunnerUnavailable(f"no runner at {self.socket_path}: {exc}") from exc
+        try:
+            sock.sendall(json.dumps(request, separators=(",", ":")).encode("utf-8") + b"\n")
+        except OSError as exc:
+            sock.close()
+            raise RunnerUnavailable(f"the runner at {self.socket_path} broke: {exc}") from exc
+        sock.settimeout(read_timeout)
+        return sock
+
+    def _one(self, request: dict, timeout: float = 30.0) -> dict:
+        sock = self._connect(request, timeout)
+        try:
+            with sock.makefile("rb") as f:
+                line = f.readline()
+        except OSError as exc:
+            raise RunnerUnavailable(f"the runner at {self.socket_path} broke: {exc}") from exc
+        finally:
+            sock.close()
+        if not line.endswith(b"\n"):
+            raise RunnerUnavailable(f"the runner at {self.socket_path} gave no answer")
+        answer = json.loads(line)
+        if answer.get("event") == "error":
+            raise RunnerRefused(answer.get("reason", "error"), answer.get("message", ""), answer)
+        return answer
+
+    def run(
+        self,
+        execution_id: str,
+        kind: str,
+        code: str,
+        env: dict | None = None,
+        workdir: str | None = None,
+        timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> EventStream:
+        """Start a cell; the events stream until its exit event (RunnerRefused on duplicate)."""
+        request = {
+            "op": "run",
+            "id": execution_id,
+            "kind": kind,
+            "code": code,
+            "env": env,
+            "workdir": workdir,
+            "timeout": timeout,
+        }
+        return EventStream(self._connect(request, read_timeout), execution_id)
+
+    def attach(
+        self, execution_id: str, offset: int = 0, read_timeout: float | None = None
+    ) -> EventStream:
+        """The spooled events from byte ``offset``, then the live ones until the exit event."""
+        request = {"op": "attach", "id": execution_id, "offset": offset}
+        return EventStream(self._connect(request, read_timeout), execution_id, offset)
+
+    def signal(self, execution_id: str, sig: str = "SIGINT", grace: float | None = None) -> dict:
+        return self._one({"op": "signal", "id": execution_id, "signal": sig, "grace": grace})
+
+    def status(self, timeout: float = 30.0) -> dict:
+        return self._one({"op": "status"}, timeout)
+
+    def forget(self, execution_id: str) -> dict:
+        return self._one({"op": "forget", "id": execution_id})
+
+    def wait_ready(self, timeout: float = 10.0) -> dict:
+        """Poll ``status`` until the runner answers; RunnerUnavailable after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.status(timeout=max(0.1, deadline - time.monotonic()))
+            except RunnerUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
