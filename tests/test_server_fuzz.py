@@ -3,6 +3,7 @@ process with the extension and a real agent; no 5xx, no answer outside the docum
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -113,3 +114,30 @@ def test_every_route_is_in_the_document():
         for method, op in methods.items():
             assert "403" in op["responses"], (method, path)
             assert all(r["content"] for r in op["responses"].values()), (method, path)
+
+
+def test_real_answers_fit_the_response_models(server):
+    """A job that ran, its nodes and the engine states parse as the document says."""
+    from jupyter_remote.protocol.server_openapi import EngineStates, Job, Node
+
+    job = server.post("jobs", body={"image": BUSYBOX, "tasks": [{"command": "true"}] * 2})
+    Job.model_validate(job)
+    done = server.get("jobs", job["job_id"], "wait", timeout="30")
+    assert Job.model_validate(done).status == "completed"
+    for job in server.get("jobs")["jobs"]:
+        Job.model_validate(job)
+    for node in server.get("nodes")["nodes"]:
+        Node.model_validate(node)
+    EngineStates.model_validate(server.get("engine-states"))
+
+
+def test_the_panel_builds_its_types_from_the_current_document():
+    """The panel's build runs openapi-typescript on this file: it must match the models."""
+    from pathlib import Path
+
+    from jupyter_remote.protocol.server_openapi import openapi
+
+    saved = Path(__file__).parent.parent / "server_ext" / "labextension" / "openapi.json"
+    assert json.loads(saved.read_text()) == json.loads(json.dumps(openapi())), (
+        "run `jlpm build:openapi` in server_ext/labextension"
+    )

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
+from jupyter_remote.protocol.common import JobStatus, TaskStatus
 from jupyter_remote.protocol.server_bodies import (
     CancelBody,
     JoinBody,
@@ -26,6 +29,82 @@ NDJSON = "application/x-ndjson"
 BODIES = (NodeAddBody, JoinBody, ServerExecutionBody, CancelBody, SessionCreateBody, ServerJobBody)
 
 
+class Answer(BaseModel):
+    """A response: the fields clients rely on; more may come (clients ignore them)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Usage(Answer):
+    percent: float | None = None
+
+
+class Node(Answer):
+    """A node of the pool (GET nodes, nodes/{id}); never its token."""
+
+    node_id: str
+    url: str
+    source: Literal["config", "api", "join"]
+    state: Literal["unknown", "healthy", "busy", "unhealthy", "suspect", "lost"]
+    reason: str
+    warnings: list[str]
+    cpu: Usage | None
+    memory: Usage | None
+    disk: Usage | None
+    running_executions: int
+    inflight: int
+    images: list[str]
+
+
+class Task(Answer):
+    index: int
+    name: str
+    status: TaskStatus
+    service: bool
+    node_id: str | None
+    agent_job_id: str | None
+    returncode: int | None
+
+
+class Job(Answer):
+    """A server job (GET jobs, jobs/{id}, its wait and stop)."""
+
+    job_id: str
+    name: str
+    status: JobStatus
+    elapsed: float
+    autostop: bool
+    degraded: bool
+    tasks_done: int
+    tasks_total: int
+    tasks_lost: int
+    tasks: list[Task]
+
+
+class Engine(Answer):
+    engine_id: str
+    age_ms: int
+    stale: bool
+    latency_pred_ms: float
+    pending_tokens_total: int
+    kv_cache_utilization: float | None
+
+
+class EngineStates(Answer):
+    """GET engine-states: the gateway's table, or enabled false and why."""
+
+    enabled: bool
+    message: str | None = None
+    engines: list[Engine] | None = None
+
+
+ANSWERS = (Node, Job, EngineStates)
+
+
+def _ref(model: type[BaseModel]) -> dict:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
 def _obj(**props: dict) -> dict:
     """An object with these required top-level fields; more fields are allowed."""
     return {
@@ -38,8 +117,8 @@ def _obj(**props: dict) -> dict:
 
 ANY: dict = {"type": "object", "additionalProperties": True}
 LIST = {"type": "array", "items": ANY}
-NODE = _obj(node_id={"type": "string"}, url={"type": "string"}, state={"type": "string"})
-JOB = _obj(job_id={"type": "string"}, status={"type": "string"}, tasks=LIST)
+NODE = _ref(Node)
+JOB = _ref(Job)
 EXECUTION = _obj(execution_id={"type": "string"}, status={"type": "string"})
 REMOVED = _obj(removed=LIST)
 
@@ -57,10 +136,18 @@ FOLLOW = _query("follow", FLAG, "Keep the stream open until the end (1, true or 
 PATHS: dict[str, dict[str, tuple]] = {
     "/status": {"get": ("Counts of nodes, jobs and executions", None, {200: ("counts", ANY)})},
     "/engine-states": {
-        "get": ("Latest state per engine from the in-server gateway", None, {200: ("", ANY)})
+        "get": (
+            "Latest state per engine from the in-server gateway",
+            None,
+            {200: ("", _ref(EngineStates))},
+        )
     },
     "/nodes": {
-        "get": ("The pool's nodes", None, {200: ("nodes", _obj(nodes=LIST))}),
+        "get": (
+            "The pool's nodes",
+            None,
+            {200: ("nodes", _obj(nodes={"type": "array", "items": NODE}))},
+        ),
         "post": (
             "Add an agent (it must answer now)",
             NodeAddBody,
@@ -153,7 +240,7 @@ PATHS: dict[str, dict[str, tuple]] = {
         "delete": ("Remove an owner's sessions", None, {200: ("removed", REMOVED)}),
     },
     "/jobs": {
-        "get": ("Every job", None, {200: ("jobs", _obj(jobs=LIST))}),
+        "get": ("Every job", None, {200: ("jobs", _obj(jobs={"type": "array", "items": JOB}))}),
         "post": (
             "Submit a job of tasks spread over the nodes",
             ServerJobBody,
@@ -233,7 +320,8 @@ ERROR_CONTENT = {
 def openapi() -> dict:
     """The document served at GET /remote/api/openapi.json."""
     _, defs = models_json_schema(
-        [(m, "validation") for m in BODIES], ref_template="#/components/schemas/{model}"
+        [(m, "validation") for m in BODIES] + [(m, "serialization") for m in ANSWERS],
+        ref_template="#/components/schemas/{model}",
     )
     schemas = defs.get("$defs", {})
     schemas["Error"] = {
@@ -281,3 +369,12 @@ def openapi() -> dict:
         },
         "paths": paths,
     }
+
+
+if __name__ == "__main__":  # the panel's build writes its types from this
+    import json
+    import sys
+
+    with open(sys.argv[1], "w") if len(sys.argv) > 1 else sys.stdout as out:
+        json.dump(openapi(), out, indent=1, sort_keys=True)
+        out.write("\n")

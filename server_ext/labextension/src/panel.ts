@@ -3,42 +3,11 @@ import { Poll } from '@lumino/polling';
 import { Widget } from '@lumino/widgets';
 import { RemoteApiError, requestAPI } from './request';
 
-interface INode {
-  node_id: string;
-  url: string;
-  state: string;
-  reason: string;
-  cpu?: { percent: number };
-  memory?: { percent: number };
-  disk?: { percent: number };
-  running_executions: number;
-  warnings?: string[]; // failing warning checks (CPU/memory pressure): why it is busy
-}
-interface IJob {
-  job_id: string;
-  name: string;
-  status: string;
-  elapsed: number;
-  tasks_done: number;
-  tasks_total: number;
-  autostop: boolean;
-  degraded: boolean;
-  tasks_lost: number;
-  tasks: { agent_job_id: string | null }[];
-}
-interface IEngineStates {
-  enabled: boolean;
-  message?: string;
-  engines?: IEngine[];
-}
-interface IEngine {
-  engine_id: string;
-  age_ms: number;
-  stale: boolean;
-  latency_pred_ms: number;
-  pending_tokens_total: number;
-  kv_cache_utilization: number | null;
-}
+import type { components } from './api'; // generated from the server's OpenAPI (jlpm build:types)
+
+type INode = components['schemas']['Node'];
+type IJob = components['schemas']['Job'];
+type IEngineStates = components['schemas']['EngineStates'];
 
 const FINAL = ['completed', 'failed', 'degraded', 'stopped'];
 
@@ -48,7 +17,7 @@ function esc(text: unknown): string {
   return div.innerHTML;
 }
 
-function bar(label: string, percent?: number): string {
+function bar(label: string, percent?: number | null): string {
   const value = percent ?? 0;
   const level = value > 90 ? 'high' : value > 75 ? 'mid' : 'low';
   return `<div class="jr-bar" title="${label} ${value.toFixed(0)}%"><span>${label}</span>
