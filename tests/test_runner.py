@@ -24,21 +24,20 @@ PNG = base64.b64decode(
 )
 
 
+# the interpreter that runs the runner (and its Python worker): RUNNER_PYTHON=/path/python3.8
+# runs this whole file against an old python3, as found in images
+PYTHON = os.environ.get("RUNNER_PYTHON") or sys.executable
+
+
 class Runner:
-    def __init__(self, *, module: bool = False):
+    def __init__(self, *, module: bool = False, python: str = PYTHON):
         self.dir = tempfile.mkdtemp(prefix="jrr-")  # short: unix socket paths are <108 bytes
         self.socket = os.path.join(self.dir, "runner.sock")
         self.spool = os.path.join(self.dir, "spool")
-        head = (
-            [sys.executable, "-m", "jupyter_remote.runner"]
-            if module
-            else [
-                sys.executable,
-                RUNNER_DIR,
-            ]
-        )
+        head = [python, "-m", "jupyter_remote.runner"] if module else [python, RUNNER_DIR]
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(RUNNER_DIR)))
         self.proc = subprocess.Popen(
-            [*head, "--socket", self.socket, "--spool", self.spool], cwd=self.dir
+            [*head, "--socket", self.socket, "--spool", self.spool], cwd=self.dir, env=env
         )
         self.client = RunnerClient(self.socket)
         self.client.wait_ready(10)
@@ -479,9 +478,7 @@ def test_unfinished_spool_from_an_earlier_runner_is_marked_lost():
         r.proc.kill()  # no chance to write the exit event
         r.proc.wait()
         spool_file = os.path.join(r.spool, cid + ".ndjson")
-        r.proc = subprocess.Popen(
-            [sys.executable, RUNNER_DIR, "--socket", r.socket, "--spool", r.spool]
-        )
+        r.proc = subprocess.Popen([PYTHON, RUNNER_DIR, "--socket", r.socket, "--spool", r.spool])
         r.client.wait_ready(10)
         events = list(r.client.attach(cid, 0))
         assert text(events) == f"{group}\n" and events[-1]["status"] == "lost"
@@ -490,5 +487,26 @@ def test_unfinished_spool_from_an_earlier_runner_is_marked_lost():
         with pytest.raises(RunnerRefused):
             list(r.client.run(cid, "shell", "echo again"))
         os.killpg(group, signal.SIGKILL)  # the cell's group, orphaned by the kill -9
+    finally:
+        r.stop()
+
+
+OLD_PYTHON = os.path.expanduser("~/.pyenv/versions/3.8.18/bin/python3")
+
+
+@pytest.mark.skipif(not os.path.exists(OLD_PYTHON), reason="no Python 3.8 on this machine")
+def test_runs_with_python_3_8():
+    r = Runner(python=OLD_PYTHON)
+    try:
+        events, end = run(r.client, "shell", "cd /tmp; export A=1")
+        events, end = run(r.client, "shell", "pwd; echo $A")
+        assert text(events) == "/tmp\n1\n"
+        run(r.client, "python", "x = 41")
+        code = "import sys\nclass H:\n    def _repr_html_(self): return '<i>'\n"
+        code += "H()\nsys.version_info[:2]"
+        events, end = run(r.client, "python", "print(x + 1)\n" + code)
+        assert text(events) == "42\n" and displays(events) == [{"text/plain": "(3, 8)"}]
+        events, end = run(r.client, "python", "display(H())")
+        assert displays(events)[0]["text/html"] == "<i>"
     finally:
         r.stop()
