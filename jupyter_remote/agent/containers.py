@@ -16,6 +16,22 @@ from jupyter_remote.errors import NotFound as RemoteNotFound
 
 log = logging.getLogger("jupyter_remote.agent")
 
+
+def host_config_kwargs(spec: ContainerSpec, **extra) -> dict:
+    """What docker-py's HostConfig gets for a spec (pure, so properties can check it builds)."""
+    return {
+        "network_mode": spec.network,
+        "mem_limit": spec.memory,
+        "memswap_limit": spec.memory,  # no swap: a hog is killed, not slowed to a crawl
+        "nano_cpus": int(spec.cpus * 1e9),
+        "pids_limit": spec.pids_limit,
+        "privileged": False,
+        "security_opt": ["no-new-privileges"],
+        "init": True,
+        **extra,
+    }
+
+
 # Keeps a session or fresh container alive between execs; docker-init (init=True) is PID 1
 # and reaps whatever the commands leave behind.
 KEEPER = ["sleep", "2147483647"]
@@ -59,17 +75,7 @@ class ContainerFactory:
 
     def host_config(self, spec: ContainerSpec, **extra) -> dict:
         """Limits and isolation every container gets unless the config allows otherwise."""
-        return self.api.create_host_config(
-            network_mode=spec.network,
-            mem_limit=spec.memory,
-            memswap_limit=spec.memory,  # no swap: a hog is killed, not slowed to a crawl
-            nano_cpus=int(spec.cpus * 1e9),
-            pids_limit=spec.pids_limit,
-            privileged=False,
-            security_opt=["no-new-privileges"],
-            init=True,
-            **extra,
-        )
+        return self.api.create_host_config(**host_config_kwargs(spec, **extra))
 
     def create(
         self,

@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
 
 from jupyter_remote.protocol.common import (
     MAX_TASKS,
@@ -22,6 +30,7 @@ from jupyter_remote.protocol.common import (
     Signal,
     Text,
     Workdir,
+    no_nul,
 )
 
 _MEMORY_RE = re.compile(r"\A\s*(\d{1,12}(?:\.\d{1,6})?)\s*([kmgt]?)i?b?\s*\Z", re.IGNORECASE)
@@ -55,7 +64,8 @@ MEMORY_SCHEMA = {
 }
 Memory = Annotated[int, BeforeValidator(memory_bytes), WithJsonSchema(MEMORY_SCHEMA)]
 Argv = Annotated[
-    list[Annotated[str, Field(max_length=1 << 20)]], Field(min_length=1, max_length=4096)
+    list[Annotated[str, Field(max_length=1 << 20), AfterValidator(no_nul)]],
+    Field(min_length=1, max_length=4096),
 ]
 
 

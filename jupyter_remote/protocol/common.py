@@ -37,18 +37,24 @@ PidsLimit = Annotated[int, Field(ge=MIN_PIDS, le=MAX_PIDS, strict=True)]
 Count = Annotated[int, Field(ge=0, le=1_000_000, strict=True)]
 
 
-def _no_nul(value: str) -> str:
+def no_nul(value: str) -> str:
+    """No NUL (a C string ends there) and no lone surrogate (not UTF-8): Docker takes neither."""
     if "\x00" in value:
         raise ValueError("must not contain a NUL character")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
     return value
 
 
-Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(_no_nul)]
-ShortText = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_no_nul)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(no_nul)]
+ShortText = Annotated[str, StringConstraints(max_length=1024), AfterValidator(no_nul)]
 
 # An image reference as Docker spells it: [host[:port]/]name[/name...][:tag][@digest].
 IMAGE_PATTERN = (
-    r"^(?:[a-zA-Z0-9][a-zA-Z0-9.-]*(?::[0-9]{1,5})?/)?"
+    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(?::[0-9]{1,5})?/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
@@ -64,7 +70,7 @@ def _absolute_path(value: str) -> str:
 Workdir = Annotated[
     str,
     StringConstraints(max_length=MAX_PATH),
-    AfterValidator(_no_nul),
+    AfterValidator(no_nul),
     AfterValidator(_absolute_path),
 ]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")]
@@ -129,3 +135,6 @@ class Request(BaseModel):
     """A request body: unknown fields are refused, types are strict."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=False)
+
+
+_no_nul = no_nul  # the name it had first
