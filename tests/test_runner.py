@@ -510,3 +510,10 @@ def test_runs_with_python_3_8():
         assert displays(events)[0]["text/html"] == "<i>"
     finally:
         r.stop()
+
+
+def test_display_keeps_its_place_between_prints(runner):
+    events, _ = run(runner.client, "python", "print('a')\ndisplay(1)\nprint('b')\n2")
+    order = [e["data"] if e["event"] == "stdout" else e["data"]["text/plain"] for e in events[1:-1]]
+    assert "".join(order) == "a\n1b\n2"
+    assert [e["event"] for e in events[1:-1]][-1] == "display"

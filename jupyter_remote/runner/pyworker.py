@@ -48,6 +48,12 @@ def _send(message: dict) -> None:
     _ctl.write(json.dumps(message, default=str).encode("utf-8", "replace") + b"\n")
 
 
+def _send_display(data: dict, metadata: dict) -> None:
+    """Send, then wait for the runner's ack: output written before is emitted before it."""
+    _send({"type": "display", "data": data, "metadata": metadata})
+    _cmd.readline()
+
+
 def _on_sigint(signum, frame):
     if _in_cell:
         raise KeyboardInterrupt
@@ -171,7 +177,7 @@ def display(*objs, include=None, exclude=None, metadata=None, raw=False, **kwarg
             data, md = format_object(obj, include, exclude)
             if metadata:
                 md.update(metadata)
-        _send({"type": "display", "data": data, "metadata": md})
+        _send_display(data, md)
 
 
 def flush_figures() -> None:
@@ -187,13 +193,7 @@ def flush_figures() -> None:
             buf = io.BytesIO()
             fig.canvas.print_figure(buf, format="png", bbox_inches="tight")
             png = base64.b64encode(buf.getvalue()).decode("ascii")
-            _send(
-                {
-                    "type": "display",
-                    "data": {"image/png": png, "text/plain": repr(fig)},
-                    "metadata": {},
-                }
-            )
+            _send_display({"image/png": png, "text/plain": repr(fig)}, {})
     except Exception:  # noqa: BLE001
         traceback.print_exc()
     finally:
@@ -280,6 +280,8 @@ def main() -> None:
             continue
         if not line:
             os._exit(0)
+        if not line.strip():
+            continue  # an ack whose wait was interrupted
         try:
             request = json.loads(line)
             status, returncode = run_cell(request, user.__dict__)

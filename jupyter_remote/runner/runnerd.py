@@ -373,13 +373,16 @@ class PythonWorker:
 
     def _on_line(self, msg: dict) -> None:
         cell = self.current
-        if cell is None:
-            return
         kind = msg.get("type")
+        if cell is None:
+            if kind == "display":
+                self._ack()
+            return
         if kind == "display":
             cell.emit(
                 {"event": "display", "data": msg.get("data"), "metadata": msg.get("metadata") or {}}
             )
+            self._ack()
         elif kind == "done":
             self.current = None
             status = msg.get("status")
@@ -388,6 +391,13 @@ class PythonWorker:
                 cell.finish(rc, cell.reason or "cancelled", "KeyboardInterrupt")
             else:
                 cell.finish(rc)
+
+    def _ack(self) -> None:
+        """The worker waits after each display message: all it wrote before is read now."""
+        try:
+            os.write(self.cmd_fd, b"\n")
+        except (OSError, TypeError):
+            pass
 
     def _pump(self, child: Child, sources: dict, ctl_r: int) -> None:
         outs = tuple(fd for fd, name in sources.items() if name != "control")
