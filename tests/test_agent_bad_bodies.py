@@ -169,7 +169,13 @@ def test_deep_nesting_is_400_not_recursion(agent, path):
 
 def test_ids_ending_in_a_newline_are_refused_in_paths(agent):
     auth = {"Authorization": f"Bearer {agent.token}"}
-    for path in ("/v1/executions/abc%0A", "/v1/jobs/abc%0A"):
+    for path in (
+        "/v1/executions/abc%0A",
+        "/v1/jobs/abc%0A",
+        "/v1/sessions/abc%0A",
+        "/v1/sessions/..%2F..%2Fx",
+        "/v1/executions/..%2Fx/events",
+    ):
         resp = requests.get(f"{agent.url}{path}", headers=auth, timeout=30)
         assert resp.status_code == 400 and resp.json()["reason"] == "bad_id", resp.text
 

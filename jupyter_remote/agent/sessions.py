@@ -17,6 +17,7 @@ from jupyter_remote.agent.expiry import expiry_label, write_lease
 from jupyter_remote.agent.specs import (
     ContainerSpec,
     Limits,
+    check_id,
     container_spec,
     safe_name,
 )
@@ -113,6 +114,7 @@ class SessionManager:
 
     def get(self, sid: str) -> Session:
         """The live session; 404 `session_expired` if the idle reaper removed it."""
+        check_id(sid, "session_id")  # a path may hold any text: "a\n", "../x"
         session = self.sessions.get(sid)
         if session is not None:
             return session
