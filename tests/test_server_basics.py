@@ -39,7 +39,7 @@ async def test_explicit_node_and_least_loaded_choice(jp_fetch, agents):
     events = await execute(jp_fetch, node=target, image=BUSYBOX, command="echo hi")
     assert events[0]["node_id"] == target and events[-1]["returncode"] == 0, events
     busy = asyncio.ensure_future(
-        execute(jp_fetch, node=agents[0].node_id, image=BUSYBOX, command="sleep 2")
+        execute(jp_fetch, node=agents[0].node_id, image=BUSYBOX, command="sleep 6")
     )
     await asyncio.sleep(0.5)
     chosen = [
@@ -126,7 +126,7 @@ async def test_bad_requests_get_4xx_json_and_change_nothing(jp_fetch, agents):
             "POST",
             ("executions",),
             '{"image": "missing/image:0", "command": "true"}',
-            503,
+            400,  # no node has it: a mistake to fix, not a wait (503 is for a busy pool)
             "never pull",
         ),
         ("POST", ("executions",), '{"image": "' + BUSYBOX + '"}', 400, "exactly one of"),
