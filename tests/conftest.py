@@ -11,7 +11,25 @@ import pytest
 from jupyter_remote.agent_client import AgentClient
 from processes import BUSYBOX, PYTHON, RUN_ID, AgentProcess, free_port
 
-__all__ = ["BUSYBOX", "PYTHON", "AgentProcess", "free_port", "new_id", "output", "run"]
+__all__ = [
+    "BUSYBOX",
+    "PYTHON",
+    "AgentProcess",
+    "free_port",
+    "new_id",
+    "output",
+    "remove_containers",
+    "run",
+]
+
+
+def remove_containers(containers) -> None:
+    """Remove test containers; ones removed meanwhile (an agent's sweep) are fine."""
+    for c in containers:
+        try:
+            c.remove(force=True)
+        except docker.errors.NotFound:
+            pass
 
 
 def _need_docker() -> docker.DockerClient:
@@ -36,9 +54,12 @@ def docker_client():
     """The real engine; under CI=true a missing engine fails the test instead of skipping."""
     client = _need_docker()
     yield client
-    for c in client.containers.list(all=True, filters={"label": "jupyter-remote.managed=1"}):
-        if c.labels.get("jupyter-remote.node", "").startswith(f"pytest-{RUN_ID}"):
-            c.remove(force=True)
+    managed = client.containers.list(
+        all=True, filters={"label": "jupyter-remote.managed=1"}, ignore_removed=True
+    )  # others (agents, other runs) remove containers at the same time
+    remove_containers(
+        c for c in managed if c.labels.get("jupyter-remote.node", "").startswith(f"pytest-{RUN_ID}")
+    )
 
 
 @pytest.fixture
@@ -55,8 +76,7 @@ def make_agent(docker_client, tmp_path_factory):
     yield make
     for agent in agents:
         agent.stop()
-        for c in agent.containers(docker_client):
-            c.remove(force=True)
+        remove_containers(agent.containers(docker_client))
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,15 @@ from conftest import BUSYBOX, PYTHON, new_id, output
 SHELL_TRAP = (
     "trap 'echo bye; echo gone >&2; exit 5' INT TERM; echo ready; while :; do sleep 0.1; done"
 )
+# The handler writes with os.write: the signal may land while print("ready") is still
+# inside sys.stdout (the agent saw the bytes before print returned), and print() from a
+# handler would then be a reentrant call into the same buffered writer.
 PYTHON_TRAP = """
-import signal, sys, time
+import os, signal, sys, time
 def bye(signum, frame):
-    print("bye from", signal.Signals(signum).name, flush=True)
+    os.write(1, ("bye from " + signal.Signals(signum).name + "\\n").encode())
     time.sleep(0.3)  # a handler that takes a moment is not cut short
-    print("cleaned up", flush=True)
+    os.write(1, b"cleaned up\\n")
     sys.exit(5)
 signal.signal(signal.SIGINT, bye)
 signal.signal(signal.SIGTERM, bye)

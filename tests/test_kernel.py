@@ -10,7 +10,7 @@ import pytest
 import requests
 from jupyter_client import BlockingKernelClient
 
-from conftest import BUSYBOX
+from conftest import BUSYBOX, remove_containers
 from stack import Stack
 
 
@@ -20,8 +20,7 @@ def stack(docker_client):
     yield running
     running.stop()
     for agent in running.agents:
-        for c in agent.containers(docker_client):
-            c.remove(force=True)
+        remove_containers(agent.containers(docker_client))
 
 
 @pytest.fixture

@@ -25,7 +25,9 @@ PANEL_TAB = 'li.lm-TabBar-tab[data-id="jupyter-remote-panel"]'
 def lab(tmp_path, make_agent):
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")
-    agents = [make_agent(host=f"127.0.0.{i}") for i in (12, 13)]
+    # never busy from a loaded test machine (CPU can only reach 100 %): they read "healthy"
+    calm = ("--AgentApp.cpu_max=100", "--AgentApp.memory_max=100")
+    agents = [make_agent(host=f"127.0.0.{i}", extra=calm) for i in (12, 13)]
     busy = make_agent(host="127.0.0.14", extra=("--AgentApp.memory_max=0",))  # always "busy"
 
     def code(source: str) -> dict:
@@ -58,7 +60,6 @@ def lab(tmp_path, make_agent):
     process = LabProcess(
         tmp_path, [*agents, busy], gateway_port=gateway_port, stale_threshold_ms=60_000
     )
-    process.expect_nodes = len(agents)  # healthy ones; the busy one is busy
     process.start()
     process.agents, process.busy, process.gateway_port = agents, busy, gateway_port
     yield process

@@ -9,7 +9,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import BUSYBOX, PYTHON, ipython_shell
+from conftest import BUSYBOX, PYTHON, ipython_shell, remove_containers
 from stack import Stack
 
 
@@ -26,8 +26,7 @@ def stack(docker_client):
             os.environ[key] = value
     running.stop()
     for agent in running.agents:
-        for c in agent.containers(docker_client):
-            c.remove(force=True)
+        remove_containers(agent.containers(docker_client))
 
 
 @pytest.fixture(scope="module")
