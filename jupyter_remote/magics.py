@@ -8,10 +8,8 @@ from __future__ import annotations
 import argparse
 import atexit
 import html
-import math
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -21,12 +19,15 @@ from dataclasses import dataclass, field
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import HTML, display
+from IPython.display import HTML, display, publish_display_data
+from pydantic import TypeAdapter, ValidationError
 from traitlets import Float, Unicode
 
 from jupyter_remote.client import RemoteClient
 from jupyter_remote.errors import RemoteError
 from jupyter_remote.protocol import SIGNALS
+from jupyter_remote.protocol.bodies import Memory
+from jupyter_remote.protocol.common import MAX_TIMEOUT, Cpus, PidsLimit, Seconds
 
 
 @dataclass
@@ -43,6 +44,7 @@ class RemoteResult:
     stderr: str = ""
     interrupted: bool = False
     notices: list[str] = field(default_factory=list)
+    displays: list[dict] = field(default_factory=list)  # mime bundles the cell displayed
 
     @property
     def ok(self) -> bool:
@@ -74,6 +76,10 @@ class EventFold:
             stream.write(event["data"])
             stream.flush()
             (self._stdout if kind == "stdout" else self._stderr).append(event["data"])
+        elif kind == "display":  # rich output of a remote cell: a plot, a table, HTML
+            bundle = {"data": event.get("data") or {}, "metadata": event.get("metadata") or {}}
+            result.displays.append(bundle)
+            publish_display_data(**bundle)
         elif kind == "notice":
             message = str(event.get("message") or "").strip()
             if message and message not in result.notices:
@@ -101,55 +107,39 @@ class RemoteCommandFailed(Exception):
         return [str(self)]
 
 
-MAX_TIMEOUT = 30 * 24 * 3600  # 30 days; longer work belongs in a detached job's own loop
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+def _checked(kind, text: str, what: str, rule: str, convert=float):
+    """A magic's argument through the protocol's own type, so the kernel refuses exactly
+    what the server would (one line, before anything is sent)."""
+    try:
+        return TypeAdapter(kind).validate_python(convert(text.strip()))
+    except (ValueError, ValidationError):
+        raise argparse.ArgumentTypeError(f"{what} must be {rule}; got {text!r}") from None
 
 
 def _timeout(text: str, zero_means_default: bool = False) -> float:
     """Seconds > 0 and finite: 0 would silently mean the agent's default, 1800 s."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if zero_means_default and value == 0:
+    if zero_means_default and text.strip() in ("0", "0.0"):
         return 0.0
-    if not (0 < value <= MAX_TIMEOUT):
-        raise argparse.ArgumentTypeError(
-            f"timeout must be > 0 seconds and at most {MAX_TIMEOUT} (30 days); got {text!r}"
-            + ("" if zero_means_default else " (leave it out for the default, 1800 s)")
-        )
-    return value
+    rule = f"> 0 seconds and at most {int(MAX_TIMEOUT)} (30 days)"
+    if not zero_means_default:
+        rule += " (leave it out for the default, 1800 s)"
+    return _checked(Seconds, text, "timeout", rule)
 
 
 def _memory(text: str) -> str:
     """A size the agent takes (512m, 2g, 1.5GiB, bytes), checked before anything is sent."""
-    m = _SIZE.match(text)
-    if not m or float(m.group(1)) * _UNITS[m.group(2).lower()] < 6 << 20:
-        raise argparse.ArgumentTypeError(
-            f"memory must be a size like 512m or 2g (units k, m, g, t; at least 6m); got {text!r}"
-        )
+    rule = "a size like 512m or 2g (units k, m, g, t; at least 6m)"
+    _checked(Memory, text, "memory", rule, convert=lambda t: int(t) if t.isdigit() else t)
     return text.strip()
 
 
 def _cpus(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0.01):
-        raise argparse.ArgumentTypeError(
-            f"cpus must be a finite number of CPUs like 0.5 or 2 (at least 0.01); got {text!r}"
-        )
-    return value
+    return _checked(Cpus, text, "cpus", "a finite number of CPUs like 0.5 or 2 (0.01 to 1024)")
 
 
 def _pids(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 16:
-        raise argparse.ArgumentTypeError(
-            f"pids-limit must be a whole number of processes, at least 16; got {text!r}"
-        )
-    return int(text)
+    rule = "a whole number of processes, at least 16"
+    return _checked(PidsLimit, text, "pids-limit", rule, convert=int)
 
 
 def _kernel_id() -> str | None:

@@ -151,3 +151,19 @@ def test_a_remote_cell_keeps_the_true_exit_and_shows_the_notice(canned_client):
     assert (result.returncode, result.status) == (0, "completed")
     assert out.getvalue() == "ok\n" and err.getvalue() == f"[remote] {NOTICE['message']}\n"
     assert result.notices == [NOTICE["message"]]
+
+
+def test_display_events_are_published_as_display_data_in_order():
+    from IPython.utils.capture import capture_output
+
+    ipython_shell()  # display needs a shell to publish through
+    html = {"event": "display", "data": {"text/html": "<b>hi</b>", "text/plain": "hi"}}
+    png = {"event": "display", "data": {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}}
+    result = RemoteResult("x-2")
+    folding = EventFold(result)
+    with capture_output() as captured:
+        for event in (STARTED, html, {"event": "stdout", "data": "between\n"}, png, DONE, png):
+            folding.feed(event)
+    assert [o.data for o in captured.outputs] == [html["data"], png["data"]]
+    assert [d["data"] for d in result.displays] == [html["data"], png["data"]]
+    assert captured.stdout == "between\n"
