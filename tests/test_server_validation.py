@@ -8,7 +8,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from conftest import BUSYBOX
-from server_fixtures import api, healthy, jp_server_config, remote_started
+from server_fixtures import api, execute, healthy, jp_server_config, remote_started
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 __all__ = ["jp_server_config", "remote_started"]
@@ -38,6 +38,7 @@ def remote_config(agents, tmp_path):
         "nodes": node_config(agents),
         "db_path": str(tmp_path / "remote.sqlite"),
         "join_token": JOIN_TOKEN,
+        "max_execution_body": 1 << 20,  # 32 MiB by default: a cell may be large
         **FAST,
     }
 
@@ -112,6 +113,20 @@ async def test_a_job_body_over_the_limit_is_413_and_nothing_is_stored(jp_fetch):
     code, body = await refused(jp_fetch, "jobs", raw=raw)
     assert code == 413 and body["reason"] == "body_too_large" and "max_job_body" in body["message"]
     await nothing_kept(jp_fetch)
+
+
+async def test_an_execution_body_over_its_limit_is_413_and_nothing_is_kept(jp_fetch):
+    raw = json.dumps({"image": BUSYBOX, "command": "echo " + "x" * (1 << 20)})
+    code, body = await refused(jp_fetch, "executions", raw=raw)
+    assert code == 413 and "max_execution_body" in body["message"], body
+    await nothing_kept(jp_fetch)
+
+
+async def test_a_null_timeout_keeps_the_default_and_runs(jp_fetch):
+    """null means "not given" (the agent's default applies), never "no limit"."""
+    await healthy(jp_fetch, 1)
+    events = await execute(jp_fetch, image=BUSYBOX, command="echo ok", timeout=None)
+    assert events[-1]["event"] == "exit" and events[-1]["returncode"] == 0, events
 
 
 async def test_a_job_for_an_image_no_node_has_is_refused_at_submit(jp_fetch):

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlparse
 
-from pydantic import AfterValidator, Field, StrictBool, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    StrictBool,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
 from jupyter_remote.protocol.bodies import (
     CancelBody,
@@ -16,6 +23,7 @@ from jupyter_remote.protocol.bodies import (
     TaskBody,
 )
 from jupyter_remote.protocol.common import (
+    MAX_TASKS,
     Cpus,
     Id,
     Image,
@@ -88,6 +96,22 @@ class ServerJobBody(JobBody):
 
     nodes: Annotated[list[NodeId], Field(min_length=1, max_length=1000)] | None = None
     autostop: StrictBool = False
+    # checked one by one with the job's defaults filled in (JobService); documented as TaskBody
+    tasks: (
+        Annotated[
+            list[dict],
+            Field(min_length=1, max_length=MAX_TASKS),
+            WithJsonSchema(
+                {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/TaskBody"},
+                    "minItems": 1,
+                    "maxItems": MAX_TASKS,
+                }
+            ),
+        ]
+        | None
+    ) = None
 
     @field_validator("job_id")
     @classmethod

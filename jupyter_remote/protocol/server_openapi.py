@@ -22,11 +22,20 @@ from jupyter_remote.protocol.server_bodies import (
     ServerExecutionBody,
     ServerJobBody,
     SessionCreateBody,
+    TaskBody,
 )
 
 PREFIX = "/remote/api"
 NDJSON = "application/x-ndjson"
-BODIES = (NodeAddBody, JoinBody, ServerExecutionBody, CancelBody, SessionCreateBody, ServerJobBody)
+BODIES = (
+    NodeAddBody,
+    JoinBody,
+    ServerExecutionBody,
+    CancelBody,
+    SessionCreateBody,
+    ServerJobBody,
+    TaskBody,
+)
 
 
 class Answer(BaseModel):
