@@ -8,6 +8,8 @@ Timeouts and long-poll waits are capped so that a generated `sleep` cannot stall
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -72,6 +74,9 @@ def test_agent_api_has_no_server_errors_and_keeps_its_schema(
         print(f"  {label}: {dict(sorted(by.items()))}")
     assert len(calls) == 18
     assert not failures, "\n\n".join(failures[:10])
+    with open(os.path.join(fuzzed_agent.data_dir, "test-agent.log"), errors="replace") as f:
+        logged = f.read()
+    assert "Traceback" not in logged and " ERROR " not in logged, logged[-5000:]
     made = fuzzed_agent.containers(docker_client)
     assert all(c.attrs["HostConfig"]["NetworkMode"] == "none" for c in made)
 
