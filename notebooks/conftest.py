@@ -37,7 +37,10 @@ def pytest_sessionfinish(session, exitstatus):
         client = docker.from_env()
         for agent in _stack.agents:
             for c in agent.containers(client):
-                c.remove(force=True)
+                try:
+                    c.remove(force=True)
+                except docker.errors.NotFound:
+                    pass  # removed meanwhile by its agent
     path = os.path.join(HERE, "last_job_id.txt")
     if os.path.exists(path):
         os.unlink(path)

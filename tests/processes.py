@@ -16,6 +16,7 @@ from jupyter_remote.agent_client import AgentClient
 
 BUSYBOX = "jupyter-remote/busybox:local"
 PYTHON = "jupyter-remote/python:local"
+SCIPY = "jupyter-remote/scipy:local"  # numpy, pandas, matplotlib
 RUN_ID = uuid.uuid4().hex[:6]
 
 
