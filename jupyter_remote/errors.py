@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 
 class RemoteError(Exception):
     """Base of every jupyter-remote error; `status` is the HTTP status it maps to."""
@@ -51,17 +49,6 @@ class PayloadTooLarge(RemoteError):
 class Unavailable(RemoteError):
     status = 503
     reason = "unavailable"
-
-
-def json_object(raw: bytes) -> dict:
-    """A request body that must be one JSON object; a clear 400 otherwise."""
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}", reason="bad_json") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object", reason="bad_json")
-    return data
 
 
 _BY_STATUS = {

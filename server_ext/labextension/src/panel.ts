@@ -9,7 +9,6 @@ type INode = components['schemas']['Node'];
 type IJob = components['schemas']['Job'];
 type IEngineStates = components['schemas']['EngineStates'];
 
-const FINAL = ['completed', 'failed', 'degraded', 'stopped'];
 
 function esc(text: unknown): string {
   const div = document.createElement('div');
@@ -137,7 +136,7 @@ export class RemotePanel extends Widget {
           ${j.degraded ? `<span class="jr-flag jr-degraded">${j.tasks_lost} lost</span>` : ''}</div>
         <div>${j.tasks_done}/${j.tasks_total} tasks · ${j.elapsed.toFixed(1)} s ·
           <code>${esc(j.job_id)}</code></div>
-        <button class="jr-stop" data-job="${esc(j.job_id)}" ${FINAL.includes(j.status) ? 'disabled' : ''}>Stop</button>
+        <button class="jr-stop" data-job="${esc(j.job_id)}" ${j.finished_at ? 'disabled' : ''}>Stop</button>
         <button class="jr-show-log" data-job="${esc(j.job_id)}">Log</button></div>`
           )
           .join('')
