@@ -109,8 +109,12 @@ class CuttableProxy:
                 client.close()
                 continue
             self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._back, args=(upstream, client), daemon=True).start()
+
+    def _back(self, upstream, client) -> None:
+        """The agent's answers to the server (a subclass may tamper with them)."""
+        self._pipe(upstream, client)
 
     @staticmethod
     def _pipe(src, dst) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import uuid
 
 import pytest
@@ -15,6 +14,7 @@ from tornado.httpclient import HTTPClientError
 from conftest import BUSYBOX
 from server_fixtures import (
     FAST,
+    CuttableProxy,
     agents,
     api,
     execute,
@@ -30,31 +30,14 @@ __all__ = ["agents", "jp_server_config", "remote_started"]
 END = b"0\r\n\r\n"  # the end of a chunked HTTP body
 
 
-class TailCutProxy:
-    """Forwards to an agent, but cuts a streamed (chunked) response `cut` bytes before its
+class TailCutProxy(CuttableProxy):
+    """Forwards to an agent, but cuts a streamed (chunked) response `cut_at` bytes before its
     end and closes the connection: the last bytes never arrive."""
 
     def __init__(self, target: tuple[str, int], host: str = "127.0.0.6") -> None:
-        self.target = target
-        self.cut = 0
+        self.cut_at = 0
         self.cuts = 0
-        self.listener = socket.create_server((host, 0))
-        self.url = f"http://{host}:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._back, args=(upstream, client), daemon=True).start()
+        super().__init__(*target, host=host)
 
     def _back(self, upstream: socket.socket, client: socket.socket) -> None:
         held = b""
@@ -62,12 +45,12 @@ class TailCutProxy:
         try:
             while data := upstream.recv(65536):
                 chunked = chunked or b"transfer-encoding: chunked" in data.lower()
-                if not (self.cut and chunked):
+                if not (self.cut_at and chunked):
                     client.sendall(data)
                     continue
                 held += data
                 if held.endswith(END):
-                    client.sendall(held[: len(held) - self.cut])
+                    client.sendall(held[: len(held) - self.cut_at])
                     self.cuts += 1
                     break
                 if len(held) > 16:  # keep back only what could be the end
@@ -81,17 +64,6 @@ class TailCutProxy:
             except OSError:
                 pass
             sock.close()
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
 
 
 @pytest.fixture
@@ -173,7 +145,7 @@ async def test_a_stream_cut_in_its_last_bytes_has_one_true_exit_event(
     jp_fetch, agents, tail_proxy, cut
 ):
     await usable(jp_fetch)
-    tail_proxy.cut = cut
+    tail_proxy.cut_at = cut
     eid = f"tail-{cut}-{uuid.uuid4().hex[:6]}"
     events = await execute(
         jp_fetch,

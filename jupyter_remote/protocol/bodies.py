@@ -135,6 +135,11 @@ class SessionBody(ContainerFields):
     ) = None
 
 
+# a job's top-level fields that are defaults for each of its tasks; all a task may carry
+JOB_DEFAULT_FIELDS = (*ContainerFields.model_fields, "timeout")
+TASK_SPEC_FIELDS = (*CommandFields.model_fields, *ContainerFields.model_fields)
+
+
 class TaskBody(CommandFields, ContainerFields):
     """One task of a job; job-level container fields and timeout are its defaults."""
 
@@ -158,16 +163,7 @@ class JobBody(CommandFields, ContainerFields):
     def task_bodies(self) -> list[TaskBody]:
         """Each task with the job's defaults filled in, checked (ValueError names the task)."""
         defaults = self.model_dump(
-            include={
-                "image",
-                "memory",
-                "cpus",
-                "pids_limit",
-                "env",
-                "workdir",
-                "network",
-                "timeout",
-            },
+            include=set(JOB_DEFAULT_FIELDS),
             exclude_none=True,
         )
         raw = self.tasks

@@ -17,7 +17,7 @@ from concurrent.futures import Executor
 
 from jupyter_remote.errors import BadRequest, Conflict, NotFound, RemoteError, Unavailable
 from jupyter_remote.notify import Notifier
-from jupyter_remote.protocol.bodies import TaskBody
+from jupyter_remote.protocol.bodies import JOB_DEFAULT_FIELDS, TASK_SPEC_FIELDS, TaskBody
 from jupyter_remote.protocol.common import JOB_FINAL, TASK_FINAL
 from jupyter_remote.protocol.common import job_status as status_of
 from jupyter_remote.protocol.server_bodies import ServerJobBody
@@ -28,22 +28,6 @@ from jupyter_remote_server.pump import ThreadPump
 from jupyter_remote_server.store import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
-
-TASK_FIELDS = (
-    "command",
-    "python",
-    "argv",
-    "interpreter",
-    "image",
-    "memory",
-    "cpus",
-    "pids_limit",
-    "env",
-    "workdir",
-    "network",
-    "timeout",
-)
-DEFAULT_FIELDS = ("image", "memory", "cpus", "pids_limit", "env", "workdir", "network", "timeout")
 
 
 def job_status(job: dict) -> str:
@@ -128,8 +112,8 @@ class JobService:
         """
         job_id = body.job_id or f"j-{uuid.uuid4().hex[:12]}"
         self._refuse_duplicate(job_id)
-        raw = data.get("tasks") or [{k: data[k] for k in TASK_FIELDS if k in data}]
-        defaults = {k: data[k] for k in DEFAULT_FIELDS if k in data}
+        raw = data.get("tasks") or [{k: data[k] for k in TASK_SPEC_FIELDS if k in data}]
+        defaults = {k: data[k] for k in JOB_DEFAULT_FIELDS if k in data}
         tasks = [self._task(i, t, defaults) for i, t in enumerate(raw)]
         for node_id in body.nodes or ():
             self.registry.get(node_id)
@@ -167,7 +151,7 @@ class JobService:
         if not isinstance(raw, dict):
             raise BadRequest(f"task {index} must be an object", reason="bad_tasks")
         checked = parse_body(TaskBody, {**defaults, **raw}, where=f"task {index}")
-        spec = {**defaults, **{k: raw[k] for k in TASK_FIELDS if k in raw}}
+        spec = {**defaults, **{k: raw[k] for k in TASK_SPEC_FIELDS if k in raw}}
         spec = {k: v for k, v in spec.items() if v is not None}
         spec.setdefault("image", self.default_image)
         return {
