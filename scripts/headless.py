@@ -30,11 +30,19 @@ class ServerKernel(AsyncKernelManager):
     (nbclient's own kernels are unknown to the server: %%remote could not use its session)."""
 
     interrupt_url = ""
+    kernel_url = ""
     headers: dict = {}
 
     @property
     def has_kernel(self) -> bool:
         return True
+
+    async def _async_is_alive(self) -> bool:
+        """The server owns the process (this manager has no provisioner): alive while the
+        server lists it. nbclient asks when the first kernel_info is slow to come."""
+        return requests.get(self.kernel_url, headers=self.headers, timeout=30).ok
+
+    is_alive = _async_is_alive
 
     async def interrupt_kernel(self) -> None:
         requests.post(self.interrupt_url, headers=self.headers, timeout=30)
@@ -92,7 +100,8 @@ def main(path: str, server_args: list[str]) -> int:
         ).json()["id"]
         km = ServerKernel(connection_file=os.path.join(runtime, f"kernel-{kernel}.json"))
         km.load_connection_file()
-        km.interrupt_url, km.headers = f"{url}/api/kernels/{kernel}/interrupt", headers
+        km.kernel_url, km.headers = f"{url}/api/kernels/{kernel}", headers
+        km.interrupt_url = f"{km.kernel_url}/interrupt"
         book = nbformat.read(path, as_version=4)
         failed = False
         client = NotebookClient(book, km=km, timeout=600, allow_errors=False)
