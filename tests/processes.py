@@ -116,3 +116,14 @@ FAST = {"poll_interval": 0.3, "suspect_after": 1.5, "lost_after": 4.0}
 
 def node_config(agents: list[AgentProcess]) -> list[dict]:
     return [{"url": a.url, "token": a.token, "node_id": a.node_id} for a in agents]
+
+
+class UnsharedAgentProcess(AgentProcess):
+    """An agent in its own PID namespace (`unshare --pid --fork --mount-proc`, root): it
+    cannot see the host's processes, so no container PID either. SIGTERM reaches it
+    through unshare's --kill-child."""
+
+    def argv(self) -> list[str]:
+        return ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM"] + (
+            super().argv()
+        )

@@ -164,6 +164,27 @@ class AgentApp(Application):
         "SIGTERM), to write its last lines and exit with its own code before SIGKILL.",
         config=True,
     )
+    runner = Bool(
+        True,
+        help="Run a runner process (docs/runner.md) as the main process of session and warm "
+        "containers of images with python3 >= 3.8: cells go over its unix socket, shell state "
+        "and Python state persist, cancel needs no host PID. --no-runner: every cell is a "
+        "docker exec, as before.",
+        config=True,
+    )
+    warm_images = Unicode(
+        "",
+        help="Comma-separated images to keep warm containers of, for fresh executions "
+        "(default: the default image). Only images with python3 >= 3.8 are pooled.",
+        config=True,
+    )
+    warm_pool_size = Int(
+        1,
+        help="Warm containers kept per image in --warm-images, started in the background; "
+        "a fresh execution with the default limits takes one instead of creating a container. "
+        "0 turns the pool off.",
+        config=True,
+    )
     sample_interval = Float(2.0, help="Seconds between resource samples.", config=True)
     cpu_max = Float(
         95.0,
@@ -201,6 +222,8 @@ class AgentApp(Application):
         "max-execution-bytes": "AgentApp.max_execution_bytes",
         "kill-grace": "AgentApp.kill_grace",
         "sample-interval": "AgentApp.sample_interval",
+        "warm-images": "AgentApp.warm_images",
+        "warm-pool-size": "AgentApp.warm_pool_size",
         "cpu-max": "AgentApp.cpu_max",
         "memory-max": "AgentApp.memory_max",
         "disk-max": "AgentApp.disk_max",
@@ -214,6 +237,10 @@ class AgentApp(Application):
         "allow-network": (
             {"AgentApp": {"allow_network": True}},
             "Let requests ask for a network other than none.",
+        ),
+        "no-runner": (
+            {"AgentApp": {"runner": False}},
+            "Every cell is a docker exec (no runner in containers, no warm pool).",
         ),
     }
     subcommands = {"stop": (AgentStopApp, AgentStopApp.description)}
@@ -257,6 +284,7 @@ class AgentApp(Application):
             ("--max-execution-bytes", self.max_execution_bytes, 1, None, ""),
             ("--kill-grace", self.kill_grace, 0, 3600, ""),
             ("--sample-interval", self.sample_interval, 0.05, 3600, ""),
+            ("--warm-pool-size", self.warm_pool_size, 0, 64, "0 turns the pool off"),
             ("--cpu-max", self.cpu_max, 0, 100, "percent"),
             ("--memory-max", self.memory_max, 0, 100, "percent"),
             ("--disk-max", self.disk_max, 0, 100, "percent"),
@@ -355,6 +383,9 @@ class AgentApp(Application):
                 kill_grace=self.kill_grace,
                 stop_grace=max(self.kill_grace, 1.0),
                 sample_interval=self.sample_interval,
+                use_runner=self.runner,
+                warm_images=[i.strip() for i in self.warm_images.split(",") if i.strip()] or None,
+                warm_pool_size=self.warm_pool_size,
                 thresholds={
                     "cpu_max": self.cpu_max,
                     "memory_max": self.memory_max,
@@ -364,6 +395,7 @@ class AgentApp(Application):
         except RemoteError as exc:
             raise UsageFailure(exc.message) from None
         agent.jobs.changes.loop = asyncio.get_running_loop()
+        agent.executions.loop = asyncio.get_running_loop()
         await agent.blocking(agent.start)
         server = HTTPServer(
             make_app(agent, token or None, body_limits),

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
 import threading
 import time
 
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 
+import jupyter_remote.runner
 from jupyter_remote.agent import labels
 from jupyter_remote.agent.specs import ContainerSpec
 from jupyter_remote.errors import BadRequest, Unavailable
@@ -36,14 +40,143 @@ def host_config_kwargs(spec: ContainerSpec, **extra) -> dict:
 # and reaps whatever the commands leave behind.
 KEEPER = ["sleep", "2147483647"]
 
+# The runner (docs/runner.md): the package's own directory, mounted read-only, run by the
+# image's python3 as the container's main process (PID 1: it reaps what its cells leave).
+RUNNER_SRC = os.path.dirname(jupyter_remote.runner.__file__)
+RUNNER_MOUNT = "/opt/jupyter-remote/runner"
+RUN_DIR = "/run/jupyter-remote"
+RUNNER_COMMAND = [
+    "python3",
+    RUNNER_MOUNT,
+    "--socket",
+    f"{RUN_DIR}/runner.sock",
+    "--spool",
+    f"{RUN_DIR}/spool",
+]
+PYTHON_PROBE = "import sys; sys.exit(sys.version_info < (3, 8))"
+RUNNER_READY_TIMEOUT = 30.0
+
 
 class ContainerFactory:
     """Owns every Docker call that creates or removes one of this node's containers."""
 
-    def __init__(self, client: docker.DockerClient, node_id: str) -> None:
+    def __init__(
+        self, client: docker.DockerClient, node_id: str, runner_root: str | None = None
+    ) -> None:
         self.client = client
         self.api = client.api
         self.node_id = node_id
+        # where each runner container's host directory (socket + spool) lives; None: no runner
+        if runner_root and len(os.path.join(runner_root, "0" * 16, "runner.sock")) > 107:
+            log.warning(
+                "the data directory's path is too long for a unix socket under it (%s); "
+                "sessions run their cells as docker exec",
+                runner_root,
+            )
+            runner_root = None
+        self.runner_root = runner_root
+        self._python: dict[str, bool] = {}
+        self._probe_lock = threading.Lock()
+
+    # -- the runner ----------------------------------------------------------------------
+    def runner_capable(self, image: str) -> bool:
+        """True when the image has a python3 >= 3.8 to run the runner with; probed once per
+        image (a throw-away container, network none), then cached for the agent's life."""
+        if self.runner_root is None:
+            return False
+        with self._probe_lock:
+            if image not in self._python:
+                self._python[image] = self._probe(image)
+                log.info(
+                    "image %s: %s",
+                    image,
+                    "python3 >= 3.8, sessions use the runner"
+                    if self._python[image]
+                    else "no usable python3, cells run as docker exec",
+                )
+            return self._python[image]
+
+    def _probe(self, image: str) -> bool:
+        try:
+            cid = self.api.create_container(
+                image,
+                command=["python3", "-c", PYTHON_PROBE],
+                # not the node's label: a probe is no container of the node's to list
+                labels={labels.MANAGED: "1", labels.PROBE: self.node_id},
+                host_config=self.api.create_host_config(
+                    network_mode="none",
+                    mem_limit=256 << 20,
+                    pids_limit=64,
+                    security_opt=["no-new-privileges"],
+                ),
+                network_disabled=True,
+            )["Id"]
+        except docker.errors.DockerException as exc:
+            log.warning("could not probe image %s for python3: %s", image, exc)
+            return False
+        try:
+            self.api.start(cid)
+            return self.api.wait(cid, timeout=60).get("StatusCode") == 0
+        except Exception as exc:  # noqa: BLE001 - no python3: "executable file not found"
+            log.debug("probe of %s: %s", image, exc)
+            return False
+        finally:
+            try:
+                self.remove(cid)
+            except docker.errors.DockerException:
+                pass
+
+    def remove_probes(self) -> None:
+        """Probe containers an earlier run of this node left behind (it died mid-probe)."""
+        for info in self.api.containers(
+            all=True, filters={"label": [f"{labels.PROBE}={self.node_id}"]}
+        ):
+            self.remove(info["Id"])
+
+    def runner_dir(self, name: str) -> str:
+        """Short (a unix socket's path has at most 107 bytes): ROOT/<16 hex of the name>."""
+        return os.path.join(self.runner_root, hashlib.sha1(name.encode()).hexdigest()[:16])
+
+    def create_runner(
+        self, spec: ContainerSpec, *, name: str, kind: str, label_extra: dict[str, str]
+    ) -> tuple[str, str]:
+        """A container whose main process is the runner; returns (id, host dir). Blocks
+        until the runner answers on its socket."""
+        from jupyter_remote.runner.client import RunnerClient, RunnerError
+
+        host_dir = self.runner_dir(name)
+        shutil.rmtree(host_dir, ignore_errors=True)  # a same-named leftover's
+        os.makedirs(host_dir, mode=0o700)
+        binds = {
+            RUNNER_SRC: {"bind": RUNNER_MOUNT, "mode": "ro"},
+            host_dir: {"bind": RUN_DIR, "mode": "rw"},
+        }
+        try:
+            cid = self.create(
+                spec,
+                name=name,
+                kind=kind,
+                command=RUNNER_COMMAND,
+                label_extra={**label_extra, "path": "runner", "runner_dir": host_dir},
+                binds=binds,
+                init=False,
+            )
+        except Exception:
+            shutil.rmtree(host_dir, ignore_errors=True)
+            raise
+        try:
+            RunnerClient(os.path.join(host_dir, "runner.sock")).wait_ready(RUNNER_READY_TIMEOUT)
+        except RunnerError as exc:
+            try:
+                logs = self.api.logs(cid, tail=20).decode(errors="replace")
+            except docker.errors.DockerException:
+                logs = ""
+            self.remove(cid, host_dir)
+            raise Unavailable(
+                f"the runner in a new {spec.image} container did not start: {exc} {logs}".strip(),
+                reason="runner_unavailable",
+            ) from None
+        return cid, host_dir
 
     def check_image(self, image: str) -> None:
         """Refuse plainly when the image is not on this node: agents never pull."""
@@ -87,9 +220,10 @@ class ContainerFactory:
         label_extra: dict[str, str],
         binds: dict | None = None,
         env: dict[str, str] | None = None,
+        init: bool = True,
     ) -> str:
         """Create and start a labelled container; returns its id."""
-        host_config = self.host_config(spec, binds=binds or None)
+        host_config = self.host_config(spec, binds=binds or None, init=init)
         container = self.api.create_container(
             spec.image,
             command=command,
@@ -115,8 +249,9 @@ class ContainerFactory:
         """A container that idles until commands are exec'd into it."""
         return self.create(spec, name=name, kind=kind, command=KEEPER, label_extra=label_extra)
 
-    def remove(self, container_id: str) -> None:
-        """Remove a container, running or not; gone already is fine."""
+    def remove(self, container_id: str, runner_dir: str | None = None) -> None:
+        """Remove a container, running or not; gone already is fine. With `runner_dir`,
+        its host directory (socket, spool) goes too."""
         try:
             self.api.remove_container(container_id, force=True, v=True)
         except NotFound:
@@ -124,6 +259,12 @@ class ContainerFactory:
         except APIError as exc:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise
+        if runner_dir and self.runner_root and runner_dir.startswith(self.runner_root + os.sep):
+            shutil.rmtree(runner_dir, ignore_errors=True)
+
+    def remove_info(self, info: dict) -> None:
+        """Remove a container listed by `list()`, with its runner directory if it has one."""
+        self.remove(info["Id"], (info.get("Labels") or {}).get(labels.RUNNER_DIR))
 
     def list(self, kind: str | None = None) -> list[dict]:
         """This node's containers (of one kind), running or not."""

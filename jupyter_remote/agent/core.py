@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -17,6 +18,7 @@ from jupyter_remote.agent.containers import ContainerFactory, OomWatcher
 from jupyter_remote.agent.executions import ExecutionManager
 from jupyter_remote.agent.jobs import JobManager
 from jupyter_remote.agent.monitor import ResourceMonitor
+from jupyter_remote.agent.pool import WarmPool
 from jupyter_remote.agent.sessions import SessionManager
 from jupyter_remote.agent.specs import Limits, check_host_fits
 from jupyter_remote.errors import BadRequest, Unavailable
@@ -60,6 +62,9 @@ class Agent:
         sample_interval: float,
         thresholds: dict[str, float],
         docker_client: docker.DockerClient | None = None,
+        use_runner: bool = True,
+        warm_images: list[str] | None = None,
+        warm_pool_size: int = 0,
     ) -> None:
         self.node_id = node_id
         self.data_dir = data_dir
@@ -72,7 +77,9 @@ class Agent:
                 f"cannot reach the Docker engine: {exc}", reason="docker_unavailable"
             ) from None
         limits = with_host(limits, engine)
-        self.factory = ContainerFactory(self.client, node_id)
+        self.factory = ContainerFactory(
+            self.client, node_id, os.path.join(data_dir, "r") if use_runner else None
+        )
         self.oom = OomWatcher(self.client, node_id)
         self.sessions = SessionManager(
             node_id=node_id,
@@ -94,6 +101,13 @@ class Agent:
             kill_grace=kill_grace,
         )
         self.sessions.on_delete = self.executions.kill_session
+        self.warm_pool = WarmPool(
+            self.factory,
+            limits,
+            warm_images if warm_images is not None else [default_image],
+            warm_pool_size if use_runner else 0,
+        )
+        self.executions.pool = self.warm_pool
         self.jobs = JobManager(
             data_dir=data_dir,
             node_id=node_id,
@@ -111,13 +125,15 @@ class Agent:
     def start(self) -> None:
         """Find what an earlier run left behind, then start the background samplers."""
         self.oom.start()
+        sessions = self.sessions.recover()  # first: executions re-attach to their runners
         lost = self.executions.recover()
         for info in self.factory.list("fresh"):  # fresh containers of executions that died
-            self.factory.remove(info["Id"])
-        sessions = self.sessions.recover()
+            self.factory.remove_info(info)  # and warm ones of an earlier run
+        self.factory.remove_probes()
         jobs = self.jobs.recover()
         self.sweep_expired()
         self.monitor.start()
+        self.warm_pool.start()
         log.info(
             "node %s: recovered %d sessions, %d jobs; %d executions marked lost",
             self.node_id,
@@ -132,6 +148,7 @@ class Agent:
             self.executions.kill(ex, "agent stopped")
         for ex in list(self.executions.running.values()):
             ex.done.wait(10)
+        self.warm_pool.stop()
         self.monitor.stop()
         self.oom.stop()
         self.pool.shutdown(wait=False)
@@ -160,6 +177,7 @@ class Agent:
             **self.monitor.sample,
             "executions": {"running": self.executions.running_count()},
             "sessions": {"count": len(self.sessions.sessions)},
+            "warm_pool": self.warm_pool.count(),
             "jobs": {"running_tasks": self.jobs.running_count()},
         }
 

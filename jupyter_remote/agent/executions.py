@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import hashlib
+import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -28,10 +31,39 @@ from jupyter_remote.agent.specs import (
 from jupyter_remote.agent.state import read_json, write_json
 from jupyter_remote.errors import BadRequest, Conflict, NotFound
 from jupyter_remote.protocol.bodies import ExecutionBody
+from jupyter_remote.runner.client import (
+    RunnerClient,
+    RunnerError,
+    RunnerRefused,
+    RunnerUnavailable,
+)
 
 log = logging.getLogger("jupyter_remote.agent")
 
 FINAL = ("completed", "failed", "timed_out", "cancelled", "lost")
+_RUNNER_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+
+
+def runner_id(execution_id: str) -> str:
+    """The id a cell has in the runner (which takes no ':'): the execution id when it can."""
+    if _RUNNER_ID_RE.match(execution_id):
+        return execution_id
+    return "x-" + hashlib.sha256(execution_id.encode()).hexdigest()[:40]
+
+
+def log_event(event: dict) -> dict | None:
+    """What one runner event becomes in the execution's event log (None: nothing).
+
+    Deterministic, so that a restarted agent can tell from the spool which runner events
+    its log already holds. stdout/stderr keep the exec path's shape; display, notice and
+    anything newer pass unchanged; the runner's started and exit are the agent's own.
+    """
+    kind = event.get("event")
+    if kind in ("started", "exit"):
+        return None
+    if kind in ("stdout", "stderr"):
+        return {"event": kind, "data": event.get("data", "")}
+    return event
 
 
 @dataclass
@@ -64,6 +96,11 @@ class Execution:
     exec_id: str | None = None
     stdin: bytes | None = None  # the cell's source, sent on stdin; dropped once sent
     input_bytes: int = 0
+    path: str = "exec"  # "runner": over the container's runner; "exec": one docker exec
+    runner_kind: str | None = None  # shell | python when the body can go to a runner
+    code: str | None = None  # the cell for the runner; dropped once sent
+    runner_dir: str | None = None
+    runner_started: bool = False  # the run request went to the runner
     log: EventLog | None = None
     done: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -75,6 +112,7 @@ class Execution:
             "argv": self.argv,
             "input_bytes": self.input_bytes,
             "mode": self.mode,
+            "path": self.path,
             "image": self.image,
             "session_id": self.session_id,
             "container_id": self.container_id,
@@ -121,6 +159,8 @@ class ExecutionManager:
         self.kill_grace = kill_grace
         self.running: dict[str, Execution] = {}
         self._claim_lock = threading.Lock()
+        self.pool = None  # a WarmPool for fresh executions, set by the Agent
+        self.loop: asyncio.AbstractEventLoop | None = None  # for logs of resumed executions
 
     # -- paths and records -------------------------------------------------------------
     def _dir(self, execution_id: str) -> str:
@@ -166,12 +206,35 @@ class ExecutionManager:
         """Turn a typed request into an execution; nothing is created or run here."""
         execution_id = body.execution_id
         argv, stdin = command_of(body)
+        runner_kind = None
+        if body.command is not None:
+            runner_kind = "shell"
+        elif body.python is not None and body.interpreter in (None, "python3"):
+            runner_kind = "python"  # another interpreter named: a docker exec of it
         timeout = body.timeout if body.timeout is not None else self.default_timeout
         env = dict(body.env or {})
         workdir = body.workdir
         session_id = body.session_id
         if session_id is not None:
             session = self.sessions.get(session_id)
+            if runner_kind and session.path == "runner":
+                return Execution(
+                    execution_id,
+                    self.node_id,
+                    argv,
+                    "session",
+                    session.spec.image,
+                    session_id=session_id,
+                    container_id=session.container_id,
+                    timeout=timeout,
+                    env=env,
+                    workdir=workdir,
+                    input_bytes=len(stdin or b""),
+                    path="runner",
+                    runner_kind=runner_kind,
+                    code=body.command if runner_kind == "shell" else body.python,
+                    runner_dir=session.runner_dir,
+                )
             return Execution(
                 execution_id,
                 self.node_id,
@@ -199,6 +262,8 @@ class ExecutionManager:
             spec=spec,
             stdin=stdin,
             input_bytes=len(stdin or b""),
+            runner_kind=runner_kind,
+            code=(body.command if runner_kind == "shell" else body.python) if runner_kind else None,
         )
 
     def claim(self, ex: Execution) -> None:
@@ -232,7 +297,12 @@ class ExecutionManager:
         t0 = time.monotonic()
         timer = None
         try:
-            if ex.mode == "fresh":
+            if ex.mode == "fresh" and ex.runner_kind and self.pool is not None:
+                taken = self.pool.take(ex.spec, ex.timeout)
+                if taken is not None:
+                    ex.container_id, ex.runner_dir = taken
+                    ex.path = "runner"
+            if ex.mode == "fresh" and ex.path == "exec":
                 ex.container_id = self.factory.create_keeper(
                     ex.spec,
                     name=f"jr-{safe_name(self.node_id)}-x-{safe_name(ex.execution_id)}",
@@ -255,6 +325,10 @@ class ExecutionManager:
                 }
             )
             oom_before = self.oom.count(ex.container_id)
+            if ex.path == "runner":
+                ex.stdin = None
+                timer = self._run_runner(ex, oom_before)
+                return
             with ex.lock:
                 if ex.kill_reason:
                     raise _Killed()
@@ -276,6 +350,15 @@ class ExecutionManager:
         except _Killed:
             ex.returncode = -1
             self._classify(ex, 0)
+        except _RunnerGone as exc:
+            ex.returncode, ex.status = -1, "failed"
+            ex.message = (
+                f"cancelled ({ex.kill_reason}); {exc}"
+                if ex.kill_reason
+                else f"{exc} (node {self.node_id!r})"
+            )
+            if ex.kill_reason:
+                ex.status, ex.cancelled = "cancelled", True
         except DockerException as exc:
             ex.returncode, ex.status = -1, "failed"
             ex.message = self._docker_failure(ex, exc)
@@ -287,6 +370,96 @@ class ExecutionManager:
             if timer:
                 timer.cancel()
             self._finish(ex, time.monotonic() - t0)
+
+    # -- the runner path ---------------------------------------------------------------
+    def _client(self, ex: Execution) -> RunnerClient:
+        return RunnerClient(os.path.join(ex.runner_dir, "runner.sock"))
+
+    def _arm_timer(self, ex: Execution, left: float | None) -> threading.Timer | None:
+        if not ex.timeout:
+            return None
+        timer = threading.Timer(max(0.0, left), self.kill, (ex, "timeout"))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _run_runner(self, ex: Execution, oom_before: int, stream=None):
+        """Send the cell to the runner once (or continue a `stream` attached after a
+        restart), copy its events into the log, and classify its exit. Returns the timer."""
+        client = self._client(ex)
+        rid = runner_id(ex.execution_id)
+        timer = None
+        if stream is None:
+            write_json(
+                os.path.join(self._dir(ex.execution_id), "runner.json"),
+                {"runner_id": rid, "runner_dir": ex.runner_dir, "kind": ex.runner_kind},
+            )
+            with ex.lock:
+                if ex.kill_reason:
+                    raise _Killed()
+                code, ex.code = ex.code, None
+                ex.runner_started = True
+                try:
+                    stream = client.run(
+                        rid, ex.runner_kind, code, env=ex.env or None, workdir=ex.workdir
+                    )
+                except RunnerUnavailable as exc:
+                    ex.runner_started = False
+                    raise _RunnerGone(
+                        f"the container's runner did not take the cell: {exc}"
+                    ) from None
+            timer = self._arm_timer(ex, ex.timeout)
+        else:
+            timer = self._arm_timer(ex, (ex.timeout or 0) - (time.time() - ex.started_at))
+        end = self._pump_runner(ex, stream, client, rid)
+        ex.returncode = end.get("returncode")
+        if ex.returncode is None:
+            ex.returncode = -1
+        status = end.get("status")
+        if ex.kill_reason and ex.returncode == 137 and ex.kill_signal != "SIGKILL":
+            ex.escalated = True
+        if ex.kill_reason or status in ("completed", "failed"):
+            self._classify(ex, oom_before)
+            if ex.status == "failed" and not ex.message and end.get("message"):
+                ex.message = end["message"]
+        else:
+            ex.status = status if status in FINAL else "failed"
+            ex.message = end.get("message")
+            ex.timed_out = status == "timed_out"
+            ex.cancelled = status == "cancelled"
+        return timer
+
+    def _pump_runner(self, ex: Execution, stream, client: RunnerClient, rid: str) -> dict:
+        """Runner events into the log until the exit event; a broken connection is picked
+        up again with attach at the spool offset reached (the cell itself is never re-sent)."""
+        append = ex.log.append
+        broken = 0
+        while True:
+            try:
+                for event in stream:
+                    if event.get("event") == "exit":
+                        return event
+                    if event.get("event") == "notice" and "did not stop within" in str(
+                        event.get("message")
+                    ):
+                        ex.escalated = True
+                    entry = log_event(event)
+                    if entry is not None:
+                        append(entry)
+                raise RunnerUnavailable("the runner's stream ended without an exit event")
+            except RunnerUnavailable as exc:
+                broken += 1
+                offset = stream.offset
+                stream.close()
+                if broken > 3:
+                    raise _RunnerGone(f"lost the container's runner: {exc}") from None
+                time.sleep(0.1 * broken)
+                try:
+                    stream = client.attach(rid, offset)
+                except RunnerError as again:
+                    raise _RunnerGone(f"lost the container's runner: {again}") from None
+            except RunnerRefused as exc:
+                raise _RunnerGone(f"the runner refused: {exc}") from None
 
     def _fresh_lifetime(self, ex: Execution) -> float:
         """How long a fresh container may outlive a dead agent: its command's whole run
@@ -327,7 +500,7 @@ class ExecutionManager:
     def _how_it_ended(self, ex: Execution) -> str:
         """What the signal did, in words: the command's own exit, or SIGKILL after the grace."""
         sig = ex.kill_signal or "SIGTERM"
-        if ex.exec_id is None:
+        if ex.exec_id is None and not ex.runner_started:
             return "it was stopped before it started"
         if ex.escalated:
             return (
@@ -358,7 +531,7 @@ class ExecutionManager:
     def _finish(self, ex: Execution, elapsed: float) -> None:
         if ex.mode == "fresh" and ex.container_id:
             try:
-                self.factory.remove(ex.container_id)
+                self.factory.remove(ex.container_id, ex.runner_dir)
             except DockerException as exc:
                 log.warning("could not remove container %s: %s", ex.container_id, exc)
         ex.duration = round(elapsed, 6)
@@ -382,6 +555,11 @@ class ExecutionManager:
         self.running.pop(ex.execution_id, None)
         if ex.session_id:
             self.sessions.end(ex.session_id)
+        if ex.path == "runner" and ex.mode == "session" and ex.runner_started:
+            try:  # all of it is on our disk now: the runner may drop its spool
+                self._client(ex).forget(runner_id(ex.execution_id))
+            except RunnerError as exc:
+                log.debug("forget %s: %s", ex.execution_id, exc)
 
     # -- stopping ----------------------------------------------------------------------
     def cancel(
@@ -408,6 +586,11 @@ class ExecutionManager:
             if ex.kill_reason is None:
                 ex.kill_reason, ex.kill_signal = reason, signal.Signals(sig).name
             exec_id = ex.exec_id
+            started = ex.runner_started
+        if ex.path == "runner":
+            if started:
+                self._signal_runner(ex, signal.Signals(sig).name)
+            return  # else the run thread sees kill_reason before it sends the cell
         if exec_id is None:
             return  # the run thread sees kill_reason before it execs
         try:
@@ -419,6 +602,27 @@ class ExecutionManager:
         ):
             if ex.mode == "fresh" and ex.container_id:
                 self.factory.remove(ex.container_id)
+
+    def _signal_runner(self, ex: Execution, name: str) -> None:
+        """The runner's `signal` op: the cell's process group (shell) or a KeyboardInterrupt
+        (Python), SIGKILL after the grace. No host PID needed."""
+        client = self._client(ex)
+        rid = runner_id(ex.execution_id)
+        deadline = time.monotonic() + 5
+        while not ex.done.is_set():
+            try:
+                client.signal(rid, name, grace=self.kill_grace)
+                return
+            except RunnerRefused as exc:
+                # unknown_id: the run request is on its way; not_running: it just ended
+                if exc.reason != "unknown_id" or time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+            except RunnerUnavailable as exc:
+                log.warning("could not signal %s: %s", ex.execution_id, exc)
+                if ex.mode == "fresh" and ex.container_id:
+                    self.factory.remove(ex.container_id, ex.runner_dir)
+                return
 
     def kill_session(self, session_id: str, reason: str) -> None:
         for ex in list(self.running.values()):
@@ -434,6 +638,11 @@ class ExecutionManager:
             meta = read_json(os.path.join(self._dir(name), "meta.json"))
             if not meta or meta.get("status") in FINAL:
                 continue
+            try:
+                if self._resume(name, meta):
+                    continue
+            except Exception:  # noqa: BLE001 - cannot resume: it is lost, as before
+                log.exception("could not re-attach to execution %s", name)
             meta.update(
                 status="lost",
                 returncode=-1,
@@ -455,6 +664,90 @@ class ExecutionManager:
             write_json(os.path.join(self._dir(name), "meta.json"), meta)
             lost += 1
         return lost
+
+    def _resume(self, name: str, meta: dict) -> bool:
+        """Re-attach to a session cell the runner kept running (or finished) while the
+        agent was down: the log continues from the runner's spool, nothing twice."""
+        rinfo = read_json(os.path.join(self._dir(name), "runner.json"))
+        session = self.sessions.sessions.get(meta.get("session_id") or "")
+        if not rinfo or session is None or session.runner_dir != rinfo["runner_dir"]:
+            return False
+        rid = rinfo["runner_id"]
+        spool = os.path.join(rinfo["runner_dir"], "spool", f"{rid}.ndjson")
+        path = self.log_path(name)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        first = data.find(b"\n") + 1
+        if not first or not os.path.exists(spool):
+            return False  # never reached the runner (or already forgotten)
+        last = data.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        if last.startswith(b'{"event":"exit"'):  # it ended; only the record was not saved
+            end = json.loads(last)
+            meta.update({k: end[k] for k in end if k in meta and k != "event"})
+            meta["finished_at"] = meta.get("finished_at") or time.time()
+            write_json(os.path.join(self._dir(name), "meta.json"), meta)
+            return True
+        have, kept, offset = len(data) - first, 0, 0
+        with open(spool, "rb") as fh:
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break
+                event = json.loads(line)
+                if event.get("event") == "exit":
+                    break
+                entry = log_event(event)
+                size = len(encode(entry)) if entry is not None else 0
+                if kept + size > have:
+                    break
+                kept += size
+                offset += len(line)
+        if kept != have:  # a torn last line: cut it, the attach sends that event again
+            log.warning("execution %s: log cut from %d to %d bytes", name, len(data), first + kept)
+            os.truncate(path, first + kept)
+        ex = Execution(
+            meta["execution_id"],
+            self.node_id,
+            meta.get("argv") or [],
+            "session",
+            meta["image"],
+            session_id=session.session_id,
+            container_id=meta.get("container_id"),
+            timeout=meta.get("timeout"),
+            started_at=meta.get("started_at") or time.time(),
+            input_bytes=meta.get("input_bytes") or 0,
+            path="runner",
+            runner_kind=rinfo.get("kind"),
+            runner_dir=rinfo["runner_dir"],
+            runner_started=True,
+        )
+        stream = self._client(ex).attach(rid, offset)
+        ex.log = EventLog(path, self.loop)
+        self.running[ex.execution_id] = ex
+        self.sessions.begin(session.session_id)
+        threading.Thread(
+            target=self._resumed, args=(ex, stream), daemon=True, name=f"exec-{name}"
+        ).start()
+        log.info("execution %s: re-attached to the runner at spool offset %d", name, offset)
+        return True
+
+    def _resumed(self, ex: Execution, stream) -> None:
+        timer = None
+        try:
+            timer = self._run_runner(ex, self.oom.count(ex.container_id), stream)
+        except _RunnerGone as exc:
+            ex.returncode, ex.status, ex.message = -1, "lost", str(exc)
+        except Exception as exc:  # noqa: BLE001 - the client gets an exit event whatever broke
+            log.exception("execution %s failed inside the agent", ex.execution_id)
+            ex.returncode, ex.status = -1, "failed"
+            ex.message = f"agent error on node {self.node_id!r}: {exc}"
+        finally:
+            if timer:
+                timer.cancel()
+            self._finish(ex, time.time() - ex.started_at)
+
+
+class _RunnerGone(Exception):
+    """The runner cannot be reached (the container died) or refused the cell."""
 
 
 class _Killed(Exception):

@@ -24,6 +24,7 @@ from jupyter_remote.agent.specs import (
 from jupyter_remote.agent.tombstones import Tombstones
 from jupyter_remote.errors import Conflict, NotFound
 from jupyter_remote.protocol.bodies import SessionBody
+from jupyter_remote.runner.client import RunnerClient
 
 log = logging.getLogger("jupyter_remote.agent")
 
@@ -38,11 +39,24 @@ class Session:
     last_used_at: float = field(default_factory=time.time)
     running: int = 0
     lease_until: float = 0.0  # the expiry other agents see (label, then lease file)
+    runner_dir: str | None = None  # host dir of the runner's socket and spool; None: exec
+
+    @property
+    def path(self) -> str:
+        """How cells reach the container: "runner" (its main process) or "exec"."""
+        return "runner" if self.runner_dir else "exec"
+
+    @property
+    def runner(self) -> RunnerClient | None:
+        if not self.runner_dir:
+            return None
+        return RunnerClient(os.path.join(self.runner_dir, "runner.sock"))
 
     def to_json(self) -> dict:
         return {
             "session_id": self.session_id,
             "container_id": self.container_id,
+            "path": self.path,
             **self.spec.to_json(),
             "idle_timeout": self.idle_timeout,
             "created_at": self.created_at,
@@ -95,21 +109,31 @@ class SessionManager:
                     session=self.sessions[sid].to_json(),
                 )
             self.factory.check_image(spec.image)
-            cid = self.factory.create_keeper(
-                spec,
-                name=self._name(sid),
-                kind="session",
-                label_extra={
-                    "session": sid,
-                    "idle_timeout": f"{idle_timeout:g}",
-                    **expiry_label(idle_timeout),
-                },
-            )
-            session = Session(sid, cid, spec, idle_timeout)
+            label_extra = {
+                "session": sid,
+                "idle_timeout": f"{idle_timeout:g}",
+                **expiry_label(idle_timeout),
+            }
+            runner_dir = None
+            if self.factory.runner_capable(spec.image):
+                cid, runner_dir = self.factory.create_runner(
+                    spec, name=self._name(sid), kind="session", label_extra=label_extra
+                )
+            else:
+                cid = self.factory.create_keeper(
+                    spec, name=self._name(sid), kind="session", label_extra=label_extra
+                )
+            session = Session(sid, cid, spec, idle_timeout, runner_dir=runner_dir)
             session.lease_until = session.created_at + idle_timeout
             self.sessions[sid] = session
             self.removed.clear(sid)
-        log.info("session %s started in container %s (%s)", sid, cid[:12], spec.image)
+        log.info(
+            "session %s started in container %s (%s, path %s)",
+            sid,
+            cid[:12],
+            spec.image,
+            session.path,
+        )
         return session
 
     def get(self, sid: str) -> Session:
@@ -165,7 +189,7 @@ class SessionManager:
         """Kill what runs in it and remove the container (blocking)."""
         session = self.get(sid)
         self.on_delete(sid, reason)
-        self.factory.remove(session.container_id)
+        self.factory.remove(session.container_id, session.runner_dir)
         with self._lock:
             self.sessions.pop(sid, None)
         log.info("session %s removed (%s)", sid, reason)
@@ -206,7 +230,7 @@ class SessionManager:
         for info in self.factory.list("session"):
             sid = info["Labels"].get(labels.SESSION)
             if info["State"] != "running" or not sid:
-                self.factory.remove(info["Id"])
+                self.factory.remove_info(info)
                 continue
             attrs = self.factory.api.inspect_container(info["Id"])
             host = attrs["HostConfig"]
@@ -221,6 +245,7 @@ class SessionManager:
                 network=host.get("NetworkMode") or "none",
             )
             idle = float(info["Labels"].get(labels.IDLE_TIMEOUT, self.idle_timeout))
-            self.sessions[sid] = Session(sid, info["Id"], spec, idle)
+            runner_dir = info["Labels"].get(labels.RUNNER_DIR) or None
+            self.sessions[sid] = Session(sid, info["Id"], spec, idle, runner_dir=runner_dir)
             self._renew(self.sessions[sid])  # its idle clock restarts now
         return len(self.sessions)
