@@ -41,6 +41,15 @@ class EventLog:
         self.size += len(data)
         self._changes.notify()
 
+    def append_raw(self, data: bytes) -> None:
+        """Append lines already encoded as `encode` would (the runner's spool lines)."""
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.size += len(data)
+        self._changes.notify()
+
     def close(self) -> None:
         """No more events: readers finish once they have read everything."""
         if not self.closed:

@@ -51,21 +51,6 @@ def runner_id(execution_id: str) -> str:
     return "x-" + hashlib.sha256(execution_id.encode()).hexdigest()[:40]
 
 
-def log_event(event: dict) -> dict | None:
-    """What one runner event becomes in the execution's event log (None: nothing).
-
-    Deterministic, so that a restarted agent can tell from the spool which runner events
-    its log already holds. stdout/stderr keep the exec path's shape; display, notice and
-    anything newer pass unchanged; the runner's started and exit are the agent's own.
-    """
-    kind = event.get("event")
-    if kind in ("started", "exit"):
-        return None
-    if kind in ("stdout", "stderr"):
-        return {"event": kind, "data": event.get("data", "")}
-    return event
-
-
 @dataclass
 class Execution:
     """The record of one execution; `to_json` is its API model and its file on disk."""
@@ -432,20 +417,21 @@ class ExecutionManager:
     def _pump_runner(self, ex: Execution, stream, client: RunnerClient, rid: str) -> dict:
         """Runner events into the log until the exit event; a broken connection is picked
         up again with attach at the spool offset reached (the cell itself is never re-sent)."""
-        append = ex.log.append
+        # The runner encodes events exactly as the log does (compact JSON, UTF-8), so its
+        # stdout, stderr, display and notice lines are appended as they came, undecoded;
+        # only its own started and exit lines are not copied: the agent writes its own.
+        append = ex.log.append_raw
         broken = 0
         while True:
             try:
-                for event in stream:
-                    if event.get("event") == "exit":
-                        return event
-                    if event.get("event") == "notice" and "did not stop within" in str(
-                        event.get("message")
-                    ):
+                for line in stream.lines():
+                    if line.startswith(b'{"event":"started"'):
+                        continue
+                    if stream.exit is not None:
+                        return stream.exit
+                    if line.startswith(b'{"event":"notice"') and b"did not stop within" in line:
                         ex.escalated = True
-                    entry = log_event(event)
-                    if entry is not None:
-                        append(entry)
+                    append(line)
                 raise RunnerUnavailable("the runner's stream ended without an exit event")
             except RunnerUnavailable as exc:
                 broken += 1
@@ -692,11 +678,10 @@ class ExecutionManager:
             for line in fh:
                 if not line.endswith(b"\n"):
                     break
-                event = json.loads(line)
-                if event.get("event") == "exit":
+                if line.startswith(b'{"event":"exit"'):
                     break
-                entry = log_event(event)
-                size = len(encode(entry)) if entry is not None else 0
+                # as _pump_runner copies them: every line but the runner's started, as is
+                size = 0 if line.startswith(b'{"event":"started"') else len(line)
                 if kept + size > have:
                     break
                 kept += size
