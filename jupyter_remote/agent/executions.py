@@ -542,10 +542,22 @@ class ExecutionManager:
         if ex.session_id:
             self.sessions.end(ex.session_id)
         if ex.path == "runner" and ex.mode == "session" and ex.runner_started:
-            try:  # all of it is on our disk now: the runner may drop its spool
+            self._forget(ex)
+
+    def _forget(self, ex: Execution) -> None:
+        """All of it is on our disk now: the runner may drop its spool. The runner may
+        still count the cell as running for a moment after its exit line."""
+        for _ in range(50):
+            try:
                 self._client(ex).forget(runner_id(ex.execution_id))
+                return
+            except RunnerRefused as exc:
+                if exc.reason != "running":
+                    return
+                time.sleep(0.02)
             except RunnerError as exc:
                 log.debug("forget %s: %s", ex.execution_id, exc)
+                return
 
     # -- stopping ----------------------------------------------------------------------
     def cancel(

@@ -202,6 +202,11 @@ class SessionManager:
         if now - self._pruned_at > 600:
             self._pruned_at = now
             self.removed.prune()
+        for busy in [s for s in list(self.sessions.values()) if s.running]:
+            # a long cell keeps its lease fresh: other nodes' sweeps cannot see a runner's
+            # cells (only docker execs), so the lease must not run out under it
+            busy.last_used_at = now
+            self._renew(busy)
         idle = [
             s
             for s in list(self.sessions.values())
