@@ -39,11 +39,11 @@ def test_resources_count_running_executions_and_own_containers(agent, client, se
             "execution_id": eid,
             "session_id": session,
             "command": "while :; do :; done",
-            "timeout": 4,
+            "timeout": 30,  # cancelled below: long enough for a sample on a loaded machine
         },
     )
     t.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 25
     res = client.resources()
     while time.monotonic() < deadline and not (
         res["executions"]["running"] >= 1
@@ -51,6 +51,7 @@ def test_resources_count_running_executions_and_own_containers(agent, client, se
     ):
         time.sleep(0.3)
         res = client.resources()
+    client.cancel(eid)
     t.join(30)
     assert res["cpu"]["count"] >= 1 and 0 <= res["cpu"]["percent"] <= 100
     assert res["memory"]["total"] > 0 and res["disk"]["total"] > 0

@@ -163,6 +163,8 @@ class Cell:
     def emit(self, event: dict) -> None:
         """Append the event to the spool file, then send it to every live subscriber."""
         line = encode(event)
+        if event.get("event") == "exit":
+            self.runner.cell_ended(self)  # not "running" once anyone can see its exit
         with self.lock:
             if self.closed:
                 return
@@ -185,7 +187,6 @@ class Cell:
         if event.get("event") == "exit":
             for timer in self.timers:
                 timer.cancel()
-            self.runner.cell_ended(self)
             self.done.set()
 
     def subscribe(self, sock: socket.socket, offset: int) -> None:
