@@ -108,6 +108,9 @@ def test_the_panel_shows_nodes_jobs_and_node_states(lab, page):
     # a job started from a notebook cell appears in the panel
     cells = page.locator(".jp-Notebook .jp-Cell")
     expect(cells).to_have_count(2)
+    # a kernel starts slowly on a loaded machine: run cells once it says idle
+    idle = page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
+    expect(idle).to_have_count(1, timeout=120_000)
     cells.first.locator(".jp-InputPrompt").click()
     page.keyboard.press("Shift+Enter")  # %load_ext, once the kernel is up
     expect(cells.first.locator(".jp-InputPrompt")).to_contain_text("[1]", timeout=60_000)
