@@ -27,8 +27,8 @@ class AgentClient(HttpApi):
     def create_session(self, **spec) -> dict:
         return self._json("POST", "/v1/sessions", json=spec, timeout=120)
 
-    def sessions(self) -> list[dict]:
-        return self._json("GET", "/v1/sessions")["sessions"]
+    def sessions(self, timeout: float | None = None) -> list[dict]:
+        return self._json("GET", "/v1/sessions", timeout=timeout)["sessions"]
 
     def session(self, session_id: str) -> dict:
         return self._json("GET", f"/v1/sessions/{session_id}")

@@ -107,7 +107,47 @@ class EngineStates(Answer):
     engines: list[Engine] | None = None
 
 
-ANSWERS = (Node, Job, EngineStates)
+class SessionNotebook(Answer):
+    path: str
+    name: str
+
+
+class RunningCell(Answer):
+    """The cell running now; execution_id null when it was not started through this server."""
+
+    execution_id: str | None
+    started_at: float | None
+    elapsed: float | None
+
+
+class SessionView(Answer):
+    """A session container as the Lab panel shows it: whose, where, how busy."""
+
+    session_id: str
+    owner: str
+    kind: Literal["kernel", "client"]
+    notebook: SessionNotebook | None
+    node_id: str
+    image: str
+    path: Literal["runner", "exec"] | None
+    state: Literal["idle", "running", "node unavailable", "gone"]
+    reason: str | None
+    cpu_percent: float | None
+    memory_bytes: int | None
+    memory_limit: int | None
+    running: RunningCell | None
+    idle_for: float | None
+    created_at: float | None
+
+
+class SessionList(Answer):
+    """GET sessions: every session container this server knows; `now` is the server's clock."""
+
+    sessions: list[SessionView]
+    now: float
+
+
+ANSWERS = (Node, Job, EngineStates, SessionList)
 
 
 def _ref(model: type[BaseModel]) -> dict:
@@ -234,6 +274,11 @@ PATHS: dict[str, dict[str, tuple]] = {
         "delete": ("Remove a kernel's session containers", None, {200: ("removed", REMOVED)}),
     },
     "/sessions": {
+        "get": (
+            "Every session container this server knows: notebook, node, path, use, cell",
+            None,
+            {200: ("sessions", _ref(SessionList))},
+        ),
         "post": (
             "A session of an API client's own (one per owner and image)",
             SessionCreateBody,
@@ -246,7 +291,12 @@ PATHS: dict[str, dict[str, tuple]] = {
         ),
     },
     "/sessions/{owner}": {
-        "delete": ("Remove an owner's sessions", None, {200: ("removed", REMOVED)}),
+        "delete": (
+            "Remove an owner's sessions (or, with image, that one)",
+            None,
+            {200: ("removed", REMOVED), 404: "no such session (with image)"},
+            [_query("image", {"type": "string"}, "Remove only the session of this image.")],
+        ),
     },
     "/jobs": {
         "get": ("Every job", None, {200: ("jobs", _obj(jobs={"type": "array", "items": JOB}))}),

@@ -25,6 +25,7 @@ from jupyter_remote.protocol.server_bodies import (
 from jupyter_remote.protocol.server_openapi import openapi
 from jupyter_remote.protocol.validation import load_object, parse_body
 from jupyter_remote.relay import ClientGone, relay
+from jupyter_remote_server import sessions_view
 from jupyter_remote_server.manager import RemoteManager
 
 NDJSON = "application/x-ndjson"
@@ -181,6 +182,7 @@ class ExecutionsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
+        import os as _o, time as _t; _o.environ.get('JRT') and open(_o.environ['JRT'],'a').write('%s %d\n' % ('S0 post', _t.perf_counter_ns()))  #TRACE
         _, data = self.body(ServerExecutionBody, "max_execution_body")
         await self.stream(self.manager.executions.run(data))
 
@@ -242,11 +244,22 @@ class SessionsHandler(RemoteHandler):
         )
         self.send(record, 201)
 
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        notebooks = await sessions_view.notebooks_by_kernel(self.settings.get("session_manager"))
+        self.send(await sessions_view.sessions_model(self.manager, notebooks))
+
 
 class SessionOwnerHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def delete(self, owner: str) -> None:
+        image = self.get_query_argument("image", None)
+        if image:  # one session (the panel's Remove), not all of the owner's
+            one = await self.manager.blocking(sessions_view.remove_one, self.manager, owner, image)
+            self.send({"removed": [one]})
+            return
         self.send({"removed": await self.manager.kernel_gone(owner)})
 
 
