@@ -64,6 +64,12 @@ class EventFold:
         self.ended = False
         self._stdout: list[str] = []
         self._stderr: list[str] = []
+        self._unflushed: str | None = None  # the stream written to since the last flush
+
+    def _flush_pending(self) -> None:
+        if self._unflushed is not None:
+            (sys.stdout if self._unflushed == "stdout" else sys.stderr).flush()
+            self._unflushed = None
 
     def feed(self, event: dict) -> None:
         if self.ended:
@@ -72,11 +78,18 @@ class EventFold:
         if kind == "started":
             result.node_id = event.get("node_id") or result.node_id
         elif kind in ("stdout", "stderr"):
+            # No flush per event: each is a round trip to the kernel's IO thread (~1.5 ms),
+            # and the kernel sends what was written within its flush interval (0.2 s) and
+            # before the reply anyway. Only a switch of stream flushes the other one first,
+            # so stdout and stderr keep the order they came in.
+            if self._unflushed is not None and self._unflushed != kind:
+                self._flush_pending()
             stream = sys.stdout if kind == "stdout" else sys.stderr
             stream.write(event["data"])
-            stream.flush()
+            self._unflushed = kind
             (self._stdout if kind == "stdout" else self._stderr).append(event["data"])
         elif kind == "display":  # rich output of a remote cell: a plot, a table, HTML
+            self._flush_pending()
             bundle = {"data": event.get("data") or {}, "metadata": event.get("metadata") or {}}
             result.displays.append(bundle)
             publish_display_data(**bundle)
@@ -84,6 +97,7 @@ class EventFold:
             message = str(event.get("message") or "").strip()
             if message and message not in result.notices:
                 result.notices.append(message)
+                self._flush_pending()
                 print(f"[remote] {' '.join(message.split())}", file=sys.stderr, flush=True)
         elif kind == "exit":
             self.ended = True
@@ -94,6 +108,7 @@ class EventFold:
             result.node_id = result.node_id or event.get("node_id")
 
     def finish(self) -> None:
+        """The kernel flushes stdout, then stderr, before its reply: no round trip here."""
         self.result.stdout = "".join(self._stdout)
         self.result.stderr = "".join(self._stderr)
 
@@ -307,6 +322,7 @@ class RemoteMagics(Magics):
             where = f" on node {result.node_id}" if result.node_id else ""
             why = f": {result.message}" if result.message else ""
             line = f"[remote] exit {result.returncode} ({result.status}){where}{why}"
+            sys.stdout.flush()  # the cell's own output first, then this line
             if args.raise_:
                 raise RemoteCommandFailed(line)
             print(line, file=sys.stderr)

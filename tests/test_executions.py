@@ -152,6 +152,10 @@ def test_fresh_container_is_removed_afterwards(agent, client, docker_client):
     events, exit_ = run(client, execution_id=eid, image=BUSYBOX, command="hostname")
     assert exit_["returncode"] == 0
     assert output(events).strip() == events[0]["container_id"][:12]
+    # removed right after the exit event, in the background (the client does not wait)
+    deadline = time.monotonic() + 10
+    while agent.containers(docker_client, execution=eid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert agent.containers(docker_client, execution=eid) == []
 
 

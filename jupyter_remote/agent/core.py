@@ -148,6 +148,7 @@ class Agent:
             self.executions.kill(ex, "agent stopped")
         for ex in list(self.executions.running.values()):
             ex.done.wait(10)
+        self.executions.wait_removals()
         self.warm_pool.stop()
         self.monitor.stop()
         self.oom.stop()

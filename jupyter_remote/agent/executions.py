@@ -144,6 +144,7 @@ class ExecutionManager:
         self.kill_grace = kill_grace
         self.running: dict[str, Execution] = {}
         self._claim_lock = threading.Lock()
+        self.removing: set[threading.Thread] = set()  # fresh containers' removals under way
         self.pool = None  # a WarmPool for fresh executions, set by the Agent
         self.loop: asyncio.AbstractEventLoop | None = None  # for logs of resumed executions
 
@@ -515,11 +516,6 @@ class ExecutionManager:
         return f"Docker error on node {self.node_id!r}: {exc}"
 
     def _finish(self, ex: Execution, elapsed: float) -> None:
-        if ex.mode == "fresh" and ex.container_id:
-            try:
-                self.factory.remove(ex.container_id, ex.runner_dir)
-            except DockerException as exc:
-                log.warning("could not remove container %s: %s", ex.container_id, exc)
         ex.duration = round(elapsed, 6)
         ex.finished_at = time.time()
         with ex.lock:
@@ -538,11 +534,40 @@ class ExecutionManager:
         )
         ex.log.close()
         self._save(ex)
+        if ex.mode == "fresh" and ex.container_id:
+            # After the exit event, not before it: removing a container is ~50-100 ms of
+            # Docker's time the client need not wait for. Never lost: a removal that fails
+            # (or an agent that dies first) leaves the container to the expiry sweep and to
+            # the next start's clean-up of this node's fresh containers.
+            self._remove_later(ex.container_id, ex.runner_dir)
         self.running.pop(ex.execution_id, None)
         if ex.session_id:
             self.sessions.end(ex.session_id)
         if ex.path == "runner" and ex.mode == "session" and ex.runner_started:
             self._forget(ex)
+
+    def _remove_later(self, container_id: str, runner_dir: str | None) -> None:
+        def remove() -> None:
+            try:
+                self.factory.remove(container_id, runner_dir)
+            except DockerException as exc:
+                log.warning("could not remove container %s: %s", container_id, exc)
+            finally:
+                with self._claim_lock:
+                    self.removing.discard(thread)
+
+        thread = threading.Thread(target=remove, daemon=True, name=f"rm-{container_id[:12]}")
+        with self._claim_lock:
+            self.removing.add(thread)
+        thread.start()
+
+    def wait_removals(self, timeout: float = 30.0) -> None:
+        """Let fresh containers' removals in the background finish (agent stop)."""
+        deadline = time.monotonic() + timeout
+        with self._claim_lock:
+            pending = list(self.removing)
+        for thread in pending:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _forget(self, ex: Execution) -> None:
         """All of it is on our disk now: the runner may drop its spool. The runner may

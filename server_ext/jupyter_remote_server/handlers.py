@@ -182,7 +182,6 @@ class ExecutionsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        import os as _o, time as _t; _o.environ.get('JRT') and open(_o.environ['JRT'],'a').write('%s %d\n' % ('S0 post', _t.perf_counter_ns()))  #TRACE
         _, data = self.body(ServerExecutionBody, "max_execution_body")
         await self.stream(self.manager.executions.run(data))
 

@@ -33,21 +33,25 @@ class ThreadPump:
         self._open = open_response
         self._what = what
         self._executor = executor
-        self._queue: asyncio.Queue = asyncio.Queue(depth)
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._slots = threading.Semaphore(depth)  # chunks the thread may have queued
         self._loop = asyncio.get_running_loop()
         self._closed = threading.Event()
         self._response: requests.Response | None = None
 
     def _put(self, item) -> bool:
-        fut = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
-        while not self._closed.is_set():
-            try:
-                fut.result(0.5)
-                return True
-            except TimeoutError:
-                continue
-        fut.cancel()
-        return False
+        """One plain call_soon_threadsafe per chunk (no coroutine, no future to wait on);
+        the semaphore is the backpressure: the thread waits while `depth` chunks wait."""
+        while not self._slots.acquire(timeout=0.5):
+            if self._closed.is_set():
+                return False
+        if self._closed.is_set():
+            return False
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: the server is stopping
+            return False
+        return True
 
     def _run(self) -> None:
         try:
@@ -70,6 +74,7 @@ class ThreadPump:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:
             item = await self._queue.get()
+            self._slots.release()
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -86,8 +91,9 @@ class ThreadPump:
         self._closed.set()
         if self._response is not None:
             _shutdown(self._response)
-        while not self._queue.empty():  # unblock a thread waiting on a full queue
+        while not self._queue.empty():  # unblock a thread waiting for a slot
             self._queue.get_nowait()
+            self._slots.release()
 
 
 def _shutdown(response: requests.Response) -> None:
