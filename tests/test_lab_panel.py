@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -12,7 +13,7 @@ import time
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import BUSYBOX
+from conftest import BUSYBOX, PYTHON
 from server_process import LabProcess
 from test_gateway import send, state
 
@@ -141,6 +142,96 @@ def test_the_panel_shows_nodes_jobs_and_node_states(lab, page):
         panel.screenshot(path=os.path.join(OUTPUT, "lab-panel.png"))
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
+
+
+def write_notebook(path, sources: list[str]) -> None:
+    cells = [
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": s}
+        for s in sources
+    ]
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook = {"cells": cells, "metadata": {"kernelspec": kernelspec}}
+    path.write_text(json.dumps({**notebook, "nbformat": 4, "nbformat_minor": 5}))
+
+
+def run_cell(page, cell) -> None:
+    """Shift+Enter on a cell; pressed again if the notebook had not taken the key yet."""
+    prompt = cell.locator(".jp-InputPrompt")
+    for _ in range(5):
+        prompt.click()
+        expect(cell).to_have_class(re.compile("jp-mod-active"))
+        page.keyboard.press("Shift+Enter")
+        try:
+            expect(prompt).not_to_have_text("[ ]:", timeout=5_000)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("the cell never started")
+
+
+def test_the_sessions_section_shows_what_runs_where_and_interrupts(lab, page, tmp_path):
+    write_notebook(
+        tmp_path / "where_it_runs.ipynb",
+        [
+            "%load_ext jupyter_remote",
+            f"%%remote --image {PYTHON}\necho hello from the session",
+            f"%%remote --image {PYTHON}\nfor i in $(seq 1 600); do echo $i; sleep 0.1; done",
+        ],
+    )
+    page.goto(f"{lab.lab_url}/tree/where_it_runs.ipynb?token={lab.token}")
+    page.locator(PANEL_TAB).click()
+    panel = page.locator("#jupyter-remote-panel")
+    idle = page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
+    expect(idle).to_have_count(1, timeout=120_000)
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    for n in (0, 1):
+        run_cell(page, cells.nth(n))
+        prompt = cells.nth(n).locator(".jp-InputPrompt")
+        expect(prompt).to_contain_text(f"[{n + 1}]", timeout=90_000)
+    expect(cells.nth(1).locator(".jp-OutputArea")).to_contain_text("hello from the session")
+
+    # the notebook's session: its name (path on hover), node, image, runner path, idle
+    row = panel.locator(".jr-session", has_text="where_it_runs.ipynb")
+    expect(row).to_have_count(1)
+    expect(row.locator(".jr-notebook")).to_have_attribute("title", "where_it_runs.ipynb")
+    expect(row.locator(".jr-state")).to_have_text("idle")
+    expect(row.locator(".jr-where")).to_contain_text(PYTHON)
+    expect(row.locator(".jr-where")).to_contain_text("runner")
+    idle_text = re.compile(r"idle (since just now|for \d+ (s|min))")
+    expect(row.locator(".jr-activity")).to_have_text(idle_text)
+    expect(row.locator(".jr-interrupt")).to_be_disabled()
+
+    # a long cell shows as running with its elapsed time; Interrupt from the panel ends it
+    run_cell(page, cells.nth(2))
+    expect(row.locator(".jr-state")).to_have_text("running", timeout=30_000)
+    expect(row.locator(".jr-activity")).to_have_text(
+        re.compile(r"running for [2-9] s"), timeout=20_000
+    )
+    expect(cells.nth(2).locator(".jp-OutputArea")).to_contain_text("20", timeout=20_000)
+    expect(row.locator(".jr-usage")).to_contain_text("MB")
+    os.makedirs(OUTPUT, exist_ok=True)
+    page.screenshot(path=os.path.join(OUTPUT, "lab-panel-sessions.png"))
+    row.locator(".jr-interrupt").click()
+    prompt = cells.nth(2).locator(".jp-InputPrompt")
+    expect(prompt).to_contain_text("[3]", timeout=30_000)
+    expect(cells.nth(2).locator(".jp-OutputArea")).to_contain_text("[remote] exit")
+    assert "600" not in cells.nth(2).locator(".jp-OutputArea").inner_text()
+    expect(row.locator(".jr-state")).to_have_text("idle", timeout=20_000)
+    ending = cells.nth(2).locator(".jp-OutputArea-output", has_text="[remote] exit")
+    ending.scroll_into_view_if_needed()
+    page.screenshot(path=os.path.join(OUTPUT, "lab-panel-sessions-interrupted.png"))
+
+    # Remove asks first; Cancel keeps the session, Remove removes it
+    row.locator(".jr-remove-session").click()
+    dialog = page.locator(".jp-Dialog")
+    expect(dialog).to_contain_text("where_it_runs.ipynb")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_have_count(0)
+    expect(row).to_have_count(1)
+    row.locator(".jr-remove-session").click()
+    dialog.get_by_role("button", name="Remove").click()
+    expect(row).to_have_count(0, timeout=20_000)
+    assert lab.get("sessions")["sessions"] == []
 
 
 def test_without_the_server_extension_one_message_and_no_stream_of_errors(tmp_path):

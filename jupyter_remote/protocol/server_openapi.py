@@ -56,6 +56,7 @@ class Node(Answer):
     source: Literal["config", "api", "join"]
     state: Literal["unknown", "healthy", "busy", "unhealthy", "suspect", "lost"]
     reason: str
+    last_seen_at: float | None
     warnings: list[str]
     cpu: Usage | None
     memory: Usage | None

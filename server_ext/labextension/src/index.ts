@@ -17,7 +17,7 @@ export const remoteIcon = new LabIcon({ name: 'jupyter-remote:icon', svgstr: ICO
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-remote-labextension:panel',
-  description: 'The Remote sidebar: nodes, jobs and engine states of jupyter-remote.',
+  description: 'The Remote sidebar: nodes, sessions, jobs and engine states of jupyter-remote.',
   autoStart: true,
   requires: [ILabShell],
   optional: [ILayoutRestorer],

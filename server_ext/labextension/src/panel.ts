@@ -1,7 +1,10 @@
-// The "Remote" sidebar: nodes, jobs (with Stop and a followed log) and engine states.
+// The "Remote" sidebar: nodes, sessions, jobs (with Stop and a followed log), engine states.
+import { showErrorMessage } from '@jupyterlab/apputils';
 import { Poll } from '@lumino/polling';
 import { Widget } from '@lumino/widgets';
 import { RemoteApiError, requestAPI } from './request';
+import { SessionsView } from './sessions';
+import { ago, agoFrom, duration } from './time';
 
 import type { components } from './api'; // generated from the server's OpenAPI (jlpm build:types)
 
@@ -34,6 +37,13 @@ function warnings(n: INode): string {
     : '';
 }
 
+/** A node that stopped answering says since when ("last seen 2 min ago"). */
+function seen(n: INode): string {
+  return ['suspect', 'lost', 'unknown'].includes(n.state)
+    ? `<div class="jr-seen">last seen ${agoFrom(n.last_seen_at)}</div>`
+    : '';
+}
+
 /** The panel: one Poll refreshes everything; it stands by while the panel is hidden. */
 export class RemotePanel extends Widget {
   readonly poll: Poll;
@@ -42,6 +52,7 @@ export class RemotePanel extends Widget {
   private logText = '';
   private stopped = false;
   private logPending = false;
+  private readonly sessions: SessionsView;
 
   constructor() {
     super();
@@ -53,6 +64,7 @@ export class RemotePanel extends Widget {
         <form class="jr-add"><input name="url" placeholder="http://host:9527" />
           <input name="token" placeholder="token" type="password" />
           <button type="submit">Add</button></form></section>
+      <section class="jr-sessions"><h3>Sessions</h3><div class="jr-body"></div></section>
       <section class="jr-jobs"><h3>Jobs</h3><div class="jr-body"></div>
         <pre class="jr-log" hidden></pre></section>
       <section class="jr-engines"><h3>Engine states</h3><div class="jr-body"></div></section>`;
@@ -60,6 +72,7 @@ export class RemotePanel extends Widget {
     this.node
       .querySelector('form.jr-add')!
       .addEventListener('submit', event => void this.onAdd(event));
+    this.sessions = new SessionsView(this.section('sessions'), () => this.poll.refresh());
     this.poll = new Poll({
       factory: () => this.refresh(),
       frequency: { interval: 2000, backoff: true, max: 30000 },
@@ -85,6 +98,7 @@ export class RemotePanel extends Widget {
       this.showMessage('');
       this.renderNodes(nodes.nodes);
       this.renderJobs(jobs.jobs);
+      this.sessions.refreshInBackground();
       await this.refreshEngines();
       this.followLogInBackground(jobs.jobs);
     } catch (error) {
@@ -115,9 +129,10 @@ export class RemotePanel extends Widget {
           .map(
             n => `<div class="jr-node" data-node="${esc(n.node_id)}">
         <div><b>${esc(n.node_id)}</b>
-          <span class="jr-state jr-${esc(n.state)}" title="${esc(n.reason)}">${esc(n.state)}</span>
+          <span class="jr-state jr-${esc(n.state)}"
+            title="${esc(n.reason)} · last seen ${agoFrom(n.last_seen_at)}">${esc(n.state)}</span>
           <button class="jr-remove" data-node="${esc(n.node_id)}" title="Remove from the pool">✕</button></div>
-        ${warnings(n)}
+        ${warnings(n)}${seen(n)}
         ${bar('CPU', n.cpu?.percent)}${bar('mem', n.memory?.percent)}${bar('disk', n.disk?.percent)}
         <div class="jr-running">${n.running_executions} running</div></div>`
           )
@@ -134,7 +149,7 @@ export class RemotePanel extends Widget {
         <div><b>${esc(j.name)}</b> <span class="jr-status jr-${esc(j.status)}">${esc(j.status)}</span>
           ${j.autostop ? '<span class="jr-flag">autostop</span>' : ''}
           ${j.degraded ? `<span class="jr-flag jr-degraded">${j.tasks_lost} lost</span>` : ''}</div>
-        <div>${j.tasks_done}/${j.tasks_total} tasks · ${j.elapsed.toFixed(1)} s ·
+        <div>${j.tasks_done}/${j.tasks_total} tasks · ${duration(j.elapsed)} ·
           <code>${esc(j.job_id)}</code></div>
         <button class="jr-stop" data-job="${esc(j.job_id)}" ${j.finished_at ? 'disabled' : ''}>Stop</button>
         <button class="jr-show-log" data-job="${esc(j.job_id)}">Log</button></div>`
@@ -154,10 +169,10 @@ export class RemotePanel extends Widget {
       }
       const engines = answer.engines ?? [];
       body.innerHTML = engines.length
-        ? `<table><tr><th>engine</th><th>age</th><th>latency</th><th>pending</th><th>KV</th></tr>${engines
+        ? `<table><tr><th>engine</th><th>reported</th><th>latency</th><th>pending</th><th>KV</th></tr>${engines
             .map(
               e => `<tr class="${e.stale ? 'jr-stale' : ''}" title="${e.stale ? 'stale' : ''}">
-          <td>${esc(e.engine_id)}</td><td>${e.age_ms} ms</td><td>${e.latency_pred_ms.toFixed(0)} ms</td>
+          <td>${esc(e.engine_id)}</td><td>${ago(e.age_ms / 1000)}</td><td>${e.latency_pred_ms.toFixed(0)} ms</td>
           <td>${e.pending_tokens_total}</td>
           <td>${e.kv_cache_utilization === null ? '-' : (e.kv_cache_utilization * 100).toFixed(0) + '%'}</td></tr>`
             )
@@ -202,8 +217,17 @@ export class RemotePanel extends Widget {
     view.textContent = `${job.name} (task 0)\n${this.logText}`;
   }
 
+  /** A failed action shows a JupyterLab error dialog (never an unhandled rejection). */
   private async onClick(event: Event): Promise<void> {
-    const target = event.target as HTMLElement;
+    try {
+      await this.act(event.target as HTMLElement);
+    } catch (error) {
+      await showErrorMessage('Remote panel: the action failed', error as Error);
+      await this.poll.refresh();
+    }
+  }
+
+  private async act(target: HTMLElement): Promise<void> {
     const job = target.dataset.job;
     const node = target.dataset.node;
     if (target.classList.contains('jr-stop') && job) {
