@@ -138,6 +138,8 @@ def test_the_panel_shows_nodes_jobs_and_node_states(lab, page):
     try:
         node = panel.locator(f'.jr-node[data-node="{frozen.node_id}"] .jr-state')
         expect(node).to_have_text("suspect", timeout=20_000)
+        seen = panel.locator(f'.jr-node[data-node="{frozen.node_id}"] .jr-seen')
+        expect(seen).to_have_text(re.compile(r"last seen (just now|\d+ s ago)"))
         os.makedirs(OUTPUT, exist_ok=True)
         panel.screenshot(path=os.path.join(OUTPUT, "lab-panel.png"))
     finally:
@@ -178,6 +180,8 @@ def test_the_sessions_section_shows_what_runs_where_and_interrupts(lab, page, tm
             f"%%remote --image {PYTHON}\nfor i in $(seq 1 600); do echo $i; sleep 0.1; done",
         ],
     )
+    crashes: list[str] = []  # uncaught errors and unhandled promise rejections in the page
+    page.on("pageerror", lambda error: crashes.append(str(error)))
     page.goto(f"{lab.lab_url}/tree/where_it_runs.ipynb?token={lab.token}")
     page.locator(PANEL_TAB).click()
     panel = page.locator("#jupyter-remote-panel")
@@ -228,10 +232,27 @@ def test_the_sessions_section_shows_what_runs_where_and_interrupts(lab, page, tm
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_have_count(0)
     expect(row).to_have_count(1)
+
+    # a failed action shows a JupyterLab error dialog (the answer of a node that went away)
+    def refuse(route):
+        answer = {"message": "node n9 did not answer", "reason": "node_unavailable"}
+        route.fulfill(status=502, content_type="application/json", body=json.dumps(answer))
+
+    page.route(lambda url: "/remote/api/sessions/" in url, refuse)
+    row.locator(".jr-remove-session").click()
+    dialog.get_by_role("button", name="Remove").click()
+    failed = page.locator(".jp-Dialog", has_text="node n9 did not answer")
+    expect(failed).to_contain_text("Remove session failed")
+    failed.get_by_role("button", name="Close").click()
+    expect(dialog).to_have_count(0)
+    page.unroute_all()
+    expect(row).to_have_count(1)
+
     row.locator(".jr-remove-session").click()
     dialog.get_by_role("button", name="Remove").click()
     expect(row).to_have_count(0, timeout=20_000)
     assert lab.get("sessions")["sessions"] == []
+    assert crashes == []
 
 
 def test_without_the_server_extension_one_message_and_no_stream_of_errors(tmp_path):
