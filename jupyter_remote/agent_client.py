@@ -27,8 +27,11 @@ class AgentClient(HttpApi):
     def create_session(self, **spec) -> dict:
         return self._json("POST", "/v1/sessions", json=spec, timeout=120)
 
-    def sessions(self, timeout: float | None = None) -> list[dict]:
-        return self._json("GET", "/v1/sessions", timeout=timeout)["sessions"]
+    def sessions(self, timeout: float | None = None, control: bool = False) -> list[dict]:
+        """Every session on the node; `control` for a quick look that never waits behind
+        the node's busy work slots (the panel's list)."""
+        path = "/v1/sessions"
+        return self._json("GET", path, timeout=timeout, control=control)["sessions"]
 
     def session(self, session_id: str) -> dict:
         return self._json("GET", f"/v1/sessions/{session_id}")

@@ -136,7 +136,7 @@ async def _agent_sessions(manager, node_id: str) -> dict[str, dict] | str:
         return f"node {node_id!r} is {node.state}: {node.reason}"
     try:
         models = await asyncio.wait_for(
-            manager.blocking(node.client.sessions, AGENT_TIMEOUT), AGENT_TIMEOUT + 1
+            manager.blocking(node.client.sessions, AGENT_TIMEOUT, True), AGENT_TIMEOUT + 1
         )
     except (RemoteError, asyncio.TimeoutError) as exc:
         return f"node {node_id!r} did not answer: {exc}"
