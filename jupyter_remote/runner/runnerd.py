@@ -35,10 +35,18 @@ CANCEL_SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGQUIT")
 
 # The shell wrapper: the cell is sourced by sh from a file (no argv size limit); on EXIT the
 # working directory and the exported environment go to state files the runner reads afterwards.
-SHELL_WRAPPER = (
-    '__jr_c=$1; __jr_s=$2; shift 2; trap \'__jr_rc=$?; { pwd >"$__jr_s.cwd"; '
+SHELL_TRAP = (
+    'trap \'__jr_rc=$?; { pwd >"$__jr_s.cwd"; '
     'env -0 >"$__jr_s.env0" || env >"$__jr_s.env"; } 2>/dev/null; exit $__jr_rc\' EXIT; '
-    '. "$__jr_c"'
+)
+SHELL_WRAPPER = '__jr_c=$1; __jr_s=$2; shift 2; ' + SHELL_TRAP + '. "$__jr_c"'
+# The same, for a shell started ahead of its cell (see Runner.spare_shell): it waits for the
+# cell file's and the state files' paths on stdin, a pipe; the cell itself gets /dev/null.
+# A closed pipe (a spare no longer wanted) ends it at once, doing nothing.
+SPARE_WRAPPER = (
+    'IFS= read -r __jr_c && IFS= read -r __jr_s || exit 0; exec </dev/null; '
+    + SHELL_TRAP
+    + '. "$__jr_c"'
 )
 
 
@@ -315,6 +323,25 @@ class ShellState:
         self.cwd = os.getcwd()
         self.env = dict(os.environ)
         self.lock = threading.Lock()
+        self.generation = 0  # bumped whenever cwd or env change: a spare shell is stale then
+
+
+class Spare:
+    """A shell started ahead of its cell, with the carried state of ``generation``."""
+
+    def __init__(self, proc: subprocess.Popen, child: Child, generation: int, cwd: str):
+        self.proc = proc
+        self.child = child
+        self.generation = generation
+        self.cwd = cwd
+
+    def discard(self) -> None:
+        """Not wanted: closing its pipe ends it (the reaper collects it)."""
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
 
 
 class PythonWorker:
@@ -509,6 +536,8 @@ class Runner:
         self.cells = {}
         self.cells_lock = threading.Lock()
         self.shell_children = {}
+        self.spare = None  # a Spare shell for the next shell cell, or None
+        self.spare_lock = threading.Lock()
         self.stopping = False
         self.forgotten = set()
 
@@ -592,6 +621,10 @@ class Runner:
             signal.signal(signum, signal.SIG_IGN)
         self.stopping = True
         self.python.killed_by_us = True
+        with self.spare_lock:
+            spare, self.spare = self.spare, None
+        if spare is not None:
+            spare.discard()
         close_quietly(self.listener)
         try:
             os.unlink(self.socket_path)
@@ -730,6 +763,7 @@ class Runner:
         with self.shell.lock:
             env = dict(self.shell.env)
             cwd = self.shell.cwd
+            generation = self.shell.generation
         overlay = req.get("env") or {}
         for key, value in overlay.items():
             if value is None:
@@ -746,16 +780,22 @@ class Runner:
             cell.emit({"event": "notice", "message": f"{cwd} is gone; the cell starts in /"})
             cwd = "/"
         env["PWD"] = cwd
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", SHELL_WRAPPER, "sh", code_path, state],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-        )
-        child = Child(self.reaper, proc)
+        spare = None
+        if not overlay and workdir is None:
+            spare = self._take_spare(generation, cwd, code_path, state)
+        if spare is not None:
+            proc, child = spare.proc, spare.child
+        else:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", SHELL_WRAPPER, "sh", code_path, state],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+            child = Child(self.reaper, proc)
         cell.pid = child.pid
         cell.emit({"event": "started", "pid": child.pid})
         if cell.reason is not None:
@@ -786,6 +826,64 @@ class Runner:
             except OSError:
                 pass
         cell.finish(rc)
+        self.spare_shell()
+
+    # -- spare shells ------------------------------------------------------------------
+    # fork + exec of /bin/sh is most of a short shell cell's time in the runner. So, once
+    # a shell cell has ended (its carried state is known), the next cell's shell is started
+    # at once, with that state (own session and process group, cwd, exported env), and
+    # waits for its cell on a pipe; a cell with the same carried state and no env/workdir
+    # of its own takes it. Any other cell (or a stale spare) starts its shell as before.
+    def spare_shell(self) -> None:
+        """Have a spare shell with the current carried state ready (after a shell cell)."""
+        with self.spare_lock:
+            if self.stopping:
+                return
+            with self.shell.lock:
+                env = dict(self.shell.env)
+                cwd = self.shell.cwd
+                generation = self.shell.generation
+            spare = self.spare
+            if spare is not None:
+                if spare.generation == generation and spare.child.alive:
+                    return
+                self.spare = None
+                spare.discard()
+            if not os.path.isdir(cwd) or "\n" in self.work:
+                return
+            env["PWD"] = cwd
+            try:
+                proc = subprocess.Popen(
+                    ["/bin/sh", "-c", SPARE_WRAPPER, "sh"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=cwd,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError:
+                return  # (a pids limit, say): the next cell starts its shell itself
+            self.spare = Spare(proc, Child(self.reaper, proc), generation, cwd)
+
+    def _take_spare(self, generation: int, cwd: str, code_path: str, state: str):
+        """The spare shell, handed its cell, when it has this state; else None."""
+        with self.spare_lock:
+            spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        if spare.generation != generation or spare.cwd != cwd or not spare.child.alive:
+            spare.discard()
+            return None
+        try:
+            spare.proc.stdin.write(
+                (code_path + "\n" + state + "\n").encode("utf-8", "surrogateescape")
+            )
+            spare.proc.stdin.close()
+        except OSError:
+            spare.discard()
+            return None
+        return spare
 
     def _take_shell_state(self, state: str, overlay: dict, started_env: dict) -> None:
         try:
@@ -822,6 +920,7 @@ class Runner:
             self.shell.env = env
             if cwd:
                 self.shell.cwd = cwd
+            self.shell.generation += 1
 
     # -- signals, status, forget -------------------------------------------------------
     def stop(self, cell: Cell, reason: str, signum, grace) -> None:
