@@ -21,8 +21,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import HTML, display, publish_display_data
 from pydantic import TypeAdapter, ValidationError
-from traitlets import Float, Unicode
+from traitlets import Float, Int, Unicode
 
+from jupyter_remote import variables
 from jupyter_remote.client import RemoteClient
 from jupyter_remote.errors import RemoteError
 from jupyter_remote.protocol import SIGNALS
@@ -157,6 +158,15 @@ def _pids(text: str) -> int:
     return _checked(PidsLimit, text, "pids-limit", rule, convert=int)
 
 
+def _names(text: str) -> list[str]:
+    """NAME[,NAME...] of Python variables."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if not n.isidentifier()]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"expected NAME[,NAME...] of variables; got {text!r}")
+    return names
+
+
 def _kernel_id() -> str | None:
     try:
         from ipykernel.connect import get_connection_file
@@ -186,6 +196,11 @@ class RemoteMagics(Magics):
         help="Timeout in seconds for %%remote cells that give none "
         "(0: the agent's default, 1800 s).",
     ).tag(config=True)
+    variables_limit = Int(
+        16 << 20,
+        help="Most bytes of pickled variables one -i/-o/%remote_push/%remote_pull moves "
+        "(they travel inside a cell; move larger data with %remote_put/%remote_get).",
+    ).tag(config=True)
     interrupt_wait = Float(
         30,
         help="After an interrupt, seconds to wait for the command's real exit (its last "
@@ -209,7 +224,14 @@ class RemoteMagics(Magics):
     # -- %%remote ----------------------------------------------------------------------
     @magic_arguments()
     @argument("--node", "-n", help="Run on this node (default: the pool's choice).")
-    @argument("--image", "-i", help="Container image (default: the server's).")
+    @argument("--image", help="Container image (default: the server's).")
+    @argument(
+        "--input",
+        "-i",
+        type=_names,
+        metavar="NAME[,NAME...]",
+        help="With --python: send these local variables into the remote interpreter first.",
+    )
     @argument(
         "--timeout",
         "-t",
@@ -248,6 +270,12 @@ class RemoteMagics(Magics):
     @argument(
         "--output",
         "-o",
+        type=_names,
+        metavar="NAME[,NAME...]",
+        help="With --python: bring these remote variables back into the kernel after the cell.",
+    )
+    @argument(
+        "--result",
         metavar="NAME",
         help="Keep the result (stdout, stderr, returncode, ...) in variable NAME.",
     )
@@ -275,8 +303,11 @@ class RemoteMagics(Magics):
             %%remote
             echo hello from $(hostname); ls /tmp
 
-            %%remote --python --memory 1g -o result
+            %%remote --python --memory 1g --result r
             import platform; print(platform.node())
+
+            %%remote --python -i df -o summary
+            summary = df.describe()
 
             %%remote --fresh --image jupyter-remote/busybox:local --timeout 60
             uname -a
@@ -304,18 +335,24 @@ class RemoteMagics(Magics):
                 body[key] = value
         if env:
             body["env"] = env
+        if (args.input or args.output) and (not args.python or args.detach or args.fresh):
+            raise UsageError("-i/-o move Python variables: they need --python in the session")
         if args.detach:
             return self._detach(body, args.name)
         sig = args.signal_on_interrupt or self.signal_on_interrupt
         try:
             self._place(body, args.fresh)
+            if args.input:
+                self._push(body, args.input)
         except RemoteError as exc:
             result = RemoteResult("", returncode=-1, status=exc.reason, message=exc.message)
         else:
             result = self._run(body, sig)
         self.shell.user_ns["_remote"] = result
-        if args.output:
-            self.shell.user_ns[args.output] = result
+        if args.result:
+            self.shell.user_ns[args.result] = result
+        if args.output and result.returncode == 0:
+            self._pull(body, args.output)
         if result.interrupted:  # stops "Run all", in one line rather than a traceback
             raise RemoteCommandFailed(f"[remote] interrupted: {result.message}")
         if result.returncode != 0:
@@ -351,6 +388,49 @@ class RemoteMagics(Magics):
             self.client.delete_sessions(owner)
         except RemoteError:
             pass
+
+    # -- variables (-i/-o, %remote_push/%remote_pull) ------------------------------------
+    def _side_cell(self, body: dict, code: str) -> str:
+        """Run `code` in the same interpreter as the cell, quietly; its stdout."""
+        side = {k: v for k, v in body.items() if k not in ("command", "python", "timeout")}
+        side.update(python=code, execution_id=f"x-{uuid.uuid4().hex}", timeout=600)
+        out, last = [], {}
+        with _one_line_errors():
+            for event in self.client.execute_stream(**side):
+                if event.get("event") == "stdout":
+                    out.append(event["data"])
+                elif event.get("event") == "exit":
+                    last = event
+        if last.get("returncode") != 0:
+            raise UsageError(f"[remote] moving variables failed: {last.get('message') or last}")
+        return "".join(out)
+
+    def _push(self, body: dict, names: list[str]) -> None:
+        missing = [n for n in names if n not in self.shell.user_ns]
+        if missing:
+            raise UsageError(f"[remote] -i: no local variable {missing[0]!r}")
+        values = {n: self.shell.user_ns[n] for n in names}
+        try:
+            code = variables.push_code(values, self.variables_limit)
+        except variables.VariableError as exc:
+            raise UsageError(f"[remote] {exc}") from None
+        _, errors = variables.parse_marks(self._side_cell(body, code))
+        if errors:
+            name, why = next(iter(errors.items()))
+            raise UsageError(f"[remote] cannot load {name!r} in the remote session: {why}")
+
+    def _pull(self, body: dict, names: list[str]) -> None:
+        found, errors = variables.parse_marks(
+            self._side_cell(body, variables.pull_code(names, self.variables_limit))
+        )
+        for name, blob in found.items():
+            try:
+                self.shell.user_ns[name] = variables.load(name, blob)
+            except variables.VariableError as exc:
+                errors[name] = str(exc)
+        if errors:
+            name, why = next(iter(errors.items()))
+            raise UsageError(f"[remote] -o {name}: {why}")
 
     def _run(self, body: dict, sig: str) -> RemoteResult:
         result = RemoteResult(execution_id=f"x-{uuid.uuid4().hex}")
@@ -528,6 +608,47 @@ class RemoteMagics(Magics):
         with _one_line_errors():
             job = self.client.stop_job(job_id)
         print(f"job {job_id}: {job['status']}")
+
+    @magic_arguments()
+    @argument("names", nargs="+", help="Local variables to send.")
+    @argument("--image", help="The session's image (default: the default image).")
+    @line_magic
+    def remote_push(self, line: str):
+        """Send local variables into this kernel's remote Python session (by pickle).
+
+        Example::
+
+            %remote_push df params
+        """
+        args = parse_argstring(self.remote_push, line)
+        names = [n for item in args.names for n in _names(item)]
+        body = self._session_body(args.image)
+        self._push(body, names)
+        print(f"sent {', '.join(names)}")
+
+    @magic_arguments()
+    @argument("names", nargs="+", help="Remote variables to bring back.")
+    @argument("--image", help="The session's image (default: the default image).")
+    @line_magic
+    def remote_pull(self, line: str):
+        """Bring variables of this kernel's remote Python session into the kernel.
+
+        Example::
+
+            %remote_pull model_metrics
+        """
+        args = parse_argstring(self.remote_pull, line)
+        names = [n for item in args.names for n in _names(item)]
+        self._pull(self._session_body(args.image), names)
+        print(f"received {', '.join(names)}")
+
+    def _session_body(self, image: str | None) -> dict:
+        body = {}
+        if image or self.default_image:
+            body["image"] = image or self.default_image
+        with _one_line_errors():
+            self._place(body, fresh=False)
+        return body
 
     @line_magic
     def remote_cleanup(self, line: str):

@@ -151,7 +151,7 @@ def test_a_second_interrupt_stops_waiting_and_says_so(kernel):
 def test_server_notices_are_one_line_once_and_kept_on_the_result(kernel, stack):
     """Limits a session was not made with, and a session removed on its node."""
     run(kernel, f"%%remote --image {BUSYBOX}\necho made > /tmp/f")
-    seen = run(kernel, f"%%remote --image {BUSYBOX} --memory 96m --pids-limit 64 -o r\ntrue")
+    seen = run(kernel, f"%%remote --image {BUSYBOX} --memory 96m --pids-limit 64 --result r\ntrue")
     told = "".join(t for _, name, t in seen if name == "stderr")
     assert told.startswith("[remote] limits apply when a session is made"), seen
     assert "memory=96m" in told and "pids_limit=64" in told and told.count("\n") == 1, told
@@ -163,7 +163,7 @@ def test_server_notices_are_one_line_once_and_kept_on_the_result(kernel, stack):
     ).json()["sessions"]
     agent = next(a for a in stack.agents if a.node_id == sessions[0]["node_id"])
     agent.client.delete_session(sessions[0]["session_id"])  # as the idle reaper does
-    seen = run(kernel, f"%%remote --image {BUSYBOX} -o r2\nls /tmp/f 2>/dev/null; echo fresh")
+    seen = run(kernel, f"%%remote --image {BUSYBOX} --result r2\nls /tmp/f 2>/dev/null; echo fresh")
     told = [t for _, name, t in seen if name == "stderr"]
     assert len(told) == 1 and told[0].startswith("[remote] this kernel's"), seen
     assert "is gone" in told[0] and "a new one was made" in told[0], told

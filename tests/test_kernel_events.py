@@ -146,7 +146,7 @@ def test_a_remote_cell_keeps_the_true_exit_and_shows_the_notice(canned_client):
     magics = RemoteMagics(ip, client=canned_client)
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        magics.remote("--fresh -o canned", "true")
+        magics.remote("--fresh --result canned", "true")
     result = ip.user_ns["canned"]
     assert (result.returncode, result.status) == (0, "completed")
     assert out.getvalue() == "ok\n" and err.getvalue() == f"[remote] {NOTICE['message']}\n"

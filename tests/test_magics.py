@@ -44,7 +44,7 @@ def cell(ip, line: str, body: str) -> tuple[str, str]:
 
 
 def test_remote_cell_streams_stdout_and_stderr_apart(ip):
-    out, err = cell(ip, f"--image {BUSYBOX} -o res", "echo out; echo err >&2")
+    out, err = cell(ip, f"--image {BUSYBOX} --result res", "echo out; echo err >&2")
     assert out == "out\n" and err == "err\n"
     res = ip.user_ns["res"]
     assert res.returncode == 0 and res.stdout == "out\n" and res.node_id
@@ -55,7 +55,7 @@ def test_python_cells_and_limits(ip, stack, docker_client):
     out, _ = cell(
         ip,
         f"--python --image {PYTHON} --memory 256m --cpus 0.5 --pids-limit 128 -e GREETING=hi "
-        "-o res",
+        "--result res",
         "import os\nprint(os.environ['GREETING'] * 2)",
     )
     assert out == "hihi\n"
