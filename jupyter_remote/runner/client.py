@@ -11,6 +11,8 @@ import json
 import socket
 import time
 
+READ_BUFFER = 1 << 20
+
 
 class RunnerError(Exception):
     """Base of the client's errors."""
@@ -39,7 +41,9 @@ class EventStream:
 
     def __init__(self, sock: socket.socket, execution_id: str, offset: int = 0):
         self._sock = sock
-        self._file = sock.makefile("rb")
+        # a large buffer: a flood of output comes as 64 KiB events, which an 8 KiB buffer
+        # reads in nine recv calls each
+        self._file = sock.makefile("rb", buffering=READ_BUFFER)
         self.id = execution_id
         self.offset = offset
         self.exit: dict | None = None

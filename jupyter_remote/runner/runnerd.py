@@ -31,6 +31,7 @@ SEND_TIMEOUT = 60.0  # a subscriber that takes no bytes for this long is dropped
 DEFAULT_GRACE = 2.0  # seconds between the soft and the hard stop of a timed-out cell
 PIPE_GRACE = 0.5  # how long pipes held open by a finished shell cell's background jobs are read
 STOP_GRACE = 0.5  # on SIGTERM, between TERM and KILL of the cells' process groups
+SPARE_DELAY = 0.004  # after a shell cell's exit, before its successor's shell is started
 CANCEL_SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGQUIT")
 
 # The shell wrapper: the cell is sourced by sh from a file (no argv size limit); on EXIT the
@@ -826,6 +827,9 @@ class Runner:
             except OSError:
                 pass
         cell.finish(rc)
+        # a moment later: the exit is on its way back through agent, server and kernel
+        # then, and a fork now would take a core from them (2-core hosts)
+        time.sleep(SPARE_DELAY)
         self.spare_shell()
 
     # -- spare shells ------------------------------------------------------------------
