@@ -921,10 +921,11 @@ class Runner:
                         env.pop(key, None)
                 elif value is None and key not in env and key in self.shell.env:
                     env[key] = self.shell.env[key]
+            if env != self.shell.env or (cwd and cwd != self.shell.cwd):
+                self.shell.generation += 1  # a spare shell with the old state is stale
             self.shell.env = env
             if cwd:
                 self.shell.cwd = cwd
-            self.shell.generation += 1
 
     # -- signals, status, forget -------------------------------------------------------
     def stop(self, cell: Cell, reason: str, signum, grace) -> None:
