@@ -130,3 +130,15 @@ class AgentClient(HttpApi):
         params = {"offset": offset, "follow": int(follow)}
         path = f"/v1/executions/{execution_id}/events"
         return self._request("GET", path, stream=True, params=params)
+
+    # -- transfers ---------------------------------------------------------------------
+    def open_files(self, session_id: str, path: str) -> requests.Response:
+        """A tar stream of a path in a session's container (404 JSON when it is missing)."""
+        return self._request(
+            "GET", f"/v1/sessions/{session_id}/files", stream=True, params={"path": path}
+        )
+
+    def open_job_outputs(self, job_id: str, task: int = 0, path: str | None = None):
+        """A saved output of a job's task as a tar stream."""
+        params = {"task": task, **({"path": path} if path else {})}
+        return self._request("GET", f"/v1/jobs/{job_id}/outputs", stream=True, params=params)

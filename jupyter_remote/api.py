@@ -86,6 +86,16 @@ class RemoteDockerEnvironment:
             answer["notices"] = notices
         return answer
 
+    def put(self, local: str, remote: str = ".", progress: bool | None = None) -> dict:
+        """Copy a local file or directory into this environment (like `docker cp`)."""
+        session = self._ensure_session()
+        return self.client.put_files(self.owner, local, remote, session["image"], progress)
+
+    def get(self, remote: str, local: str = ".", progress: bool | None = None) -> list[str]:
+        """Copy a file or directory out of this environment to `local`."""
+        session = self._ensure_session()
+        return self.client.get_files(self.owner, remote, local, session["image"], progress)
+
     def cleanup(self) -> None:
         """Remove this environment's container."""
         if self.session is not None:
@@ -177,6 +187,12 @@ class RemoteEnvironment:
 
     def stop(self) -> dict:
         return self.client.stop_job(self.job_id)
+
+    def get_output(
+        self, task: int, path: str | None = None, local: str = ".", progress: bool | None = None
+    ) -> list[str]:
+        """A task's saved output (a path it named in `outputs`), kept after autostop."""
+        return self.client.get_output(self.job_id, task, path, local, progress)
 
 
 def _in_kernel() -> bool:

@@ -155,6 +155,56 @@ class RemoteClient(HttpApi):
         resp = self._request("GET", f"/jobs/{job_id}/logs", params=params, stream=True)
         return stream_chunks(resp, f"logs of job {job_id}")
 
+    # -- file transfers (jupyter_remote/transfers.py) ----------------------------------
+    def put_files(
+        self,
+        owner: str,
+        local: str,
+        remote: str = ".",
+        image: str | None = None,
+        progress: bool | None = None,
+    ) -> dict:
+        """Send a local file or directory into the owner's session; streamed, never buffered."""
+        from jupyter_remote.transfers import upload_body
+
+        body, bar = upload_body(local, remote, progress)
+        params = {"path": remote, **({"image": image} if image else {})}
+        try:
+            return self._json("PUT", f"/sessions/{owner}/files", params=params, data=body)
+        finally:
+            bar.close()
+
+    def get_files(
+        self,
+        owner: str,
+        remote: str,
+        local: str = ".",
+        image: str | None = None,
+        progress: bool | None = None,
+    ) -> list[str]:
+        """Fetch a file or directory from the owner's session to `local`; the names written."""
+        from jupyter_remote.transfers import download_into
+
+        params = {"path": remote, **({"image": image} if image else {})}
+        resp = self._request("GET", f"/sessions/{owner}/files", params=params, stream=True)
+        return download_into(resp, local, f"get {remote}", progress)
+
+    def get_output(
+        self,
+        job_id: str,
+        task: int,
+        output: str | None = None,
+        local: str = ".",
+        progress: bool | None = None,
+    ) -> list[str]:
+        """Fetch a job task's saved output (its path or name) to `local`."""
+        from jupyter_remote.transfers import download_into
+
+        params = {"path": output} if output else {}
+        path = f"/jobs/{job_id}/tasks/{task}/outputs"
+        resp = self._request("GET", path, params=params, stream=True)
+        return download_into(resp, local, f"get {output or 'output'}", progress)
+
 
 class ExecutionStream:
     """An execution's events, read on a thread of its own, ending at the first exit event.

@@ -763,3 +763,6 @@ class _one_line_errors:
 def load_ipython_extension(ipython) -> None:
     ipython.register_magics(RemoteMagics)
     ipython.register_magics(EngineStateMagics)
+    from jupyter_remote.transfer_magics import TransferMagics
+
+    ipython.register_magics(TransferMagics)

@@ -310,6 +310,8 @@ class NotFoundHandler(AgentHandler):
 
 def make_app(agent: Agent, token: str | None, limits: BodyLimits) -> web.Application:
     """The tornado application serving one agent."""
+    from jupyter_remote.agent.transfers import ROUTES as TRANSFER_ROUTES
+
     kw = {"agent": agent, "token": token, "limits": limits}
     ident = r"([^/]+)"
     routes = [
@@ -328,6 +330,7 @@ def make_app(agent: Agent, token: str | None, limits: BodyLimits) -> web.Applica
         (rf"/v1/jobs/{ident}/logs", JobLogsHandler),
         (rf"/v1/jobs/{ident}/stop", JobStopHandler),
         (r"/execute", ExecuteHandler),
+        *TRANSFER_ROUTES,
     ]
     return web.Application(
         [(p, h, kw) for p, h in routes],

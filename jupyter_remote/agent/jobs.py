@@ -39,7 +39,17 @@ log = logging.getLogger("jupyter_remote.agent")
 
 TASK_FINAL = ("completed", "failed", "timed_out", "stopped", "lost")
 LOG_MOUNT = "/.jupyter-remote"
-TASK_DEFAULTS = ("image", "memory", "cpus", "pids_limit", "env", "workdir", "network", "timeout")
+TASK_DEFAULTS = (
+    "image",
+    "memory",
+    "cpus",
+    "pids_limit",
+    "env",
+    "workdir",
+    "network",
+    "timeout",
+    "outputs",
+)
 COMMAND_FIELDS = ("command", "python", "argv", "interpreter")
 # The command's stdout and stderr go to the bind-mounted log file, not through the agent.
 WRAPPER = ["sh", "-c", f'exec "$@" >>{LOG_MOUNT}/output.log 2>&1', "jupyter-remote-task"]
@@ -158,6 +168,7 @@ class JobManager:
                     "finished_at": None,
                     "oom_killed": False,
                     "message": None,
+                    **({"output_paths": task.outputs} if task.outputs else {}),
                 }
             )
         return {
@@ -295,6 +306,16 @@ class JobManager:
         with self._locks[job["job_id"]]:
             task["exit"] = final
             write_json(self._path(job["job_id"], "job.json"), job)
+        if task.get("output_paths"):
+            from jupyter_remote.agent.transfers import save_outputs  # (handlers import jobs)
+
+            final["outputs"] = save_outputs(  # before the container goes (autostop too)
+                self.api,
+                task["container_id"],
+                self._path(job["job_id"], f"task-{task['index']}"),
+                task["output_paths"],
+                task["spec"].get("workdir"),
+            )
         self.factory.remove(task["container_id"])
         self._apply_exit(job, task)
 

@@ -58,6 +58,7 @@ SHAPES = {
     "ExecutionList": _obj("executions", executions=_ARRAY_OF_OBJECTS),
     "Job": _obj("job_id", "status", "tasks", job_id={"type": "string"}, tasks=_ARRAY_OF_OBJECTS),
     "JobList": _obj("jobs", jobs=_ARRAY_OF_OBJECTS),
+    "Transfer": _obj("path", "size", path={"type": "string"}, size={"type": "integer"}),
     "ExecuteResult": _obj(
         "output",
         "returncode",
@@ -113,6 +114,12 @@ _COUNT = {"type": "integer", "minimum": 0, "maximum": 2**53}
 _FLAG = {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]}
 OFFSET = _query("offset", _COUNT, "bytes of the log already read")
 FOLLOW = _query("follow", _FLAG, "keep the stream open until the end")
+
+TAR = {"type": "string", "format": "binary"}
+PATH = {
+    **_query("path", {"type": "string", "minLength": 1}, "absolute, or relative to the workdir"),
+    "required": True,
+}
 
 PATHS = {
     "/v1": {"get": _op("node id and API version", _json("200", "Info", "the node"))},
@@ -182,6 +189,32 @@ PATHS = {
     },
     "/v1/jobs/{job_id}/stop": {
         "post": _op("stop a job", _json("200", "Job", "stopping"), params=[_path("job_id")])
+    },
+    "/v1/sessions/{session_id}/files": {
+        "get": _op(
+            "a tar stream of a path in the session's container (docs/agent-api.md#files)",
+            _stream("the tar", "application/x-tar"),
+            params=[_path("session_id"), PATH],
+        ),
+        "put": {
+            **_op(
+                "put a tar (one top-level entry) at a path; checked whole before any write",
+                _json("200", "Transfer", "written"),
+                params=[_path("session_id"), PATH],
+            ),
+            "requestBody": {"required": True, "content": {"application/x-tar": {"schema": TAR}}},
+        },
+    },
+    "/v1/jobs/{job_id}/outputs": {
+        "get": _op(
+            "a task's saved output as a tar stream",
+            _stream("the tar", "application/x-tar"),
+            params=[
+                _path("job_id"),
+                _query("task", _COUNT, "task index"),
+                _query("path", {"type": "string"}, "the output's path or name"),
+            ],
+        )
     },
     "/execute": {
         "post": _op(

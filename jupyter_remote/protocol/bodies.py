@@ -135,9 +135,13 @@ class SessionBody(ContainerFields):
     ) = None
 
 
+OutputPath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(no_nul)]
+# paths saved from a task's container when it ends, before the container is removed
+Outputs = Annotated[list[OutputPath], Field(max_length=32)]
+
 # a job's top-level fields that are defaults for each of its tasks; all a task may carry
-JOB_DEFAULT_FIELDS = (*ContainerFields.model_fields, "timeout")
-TASK_SPEC_FIELDS = (*CommandFields.model_fields, *ContainerFields.model_fields)
+JOB_DEFAULT_FIELDS = (*ContainerFields.model_fields, "timeout", "outputs")
+TASK_SPEC_FIELDS = (*CommandFields.model_fields, *ContainerFields.model_fields, "outputs")
 
 
 class TaskBody(CommandFields, ContainerFields):
@@ -147,6 +151,7 @@ class TaskBody(CommandFields, ContainerFields):
 
     name: ShortText | None = None
     service: StrictBool = False
+    outputs: Outputs | None = None
 
 
 class JobBody(CommandFields, ContainerFields):
@@ -155,6 +160,7 @@ class JobBody(CommandFields, ContainerFields):
     job_id: Id | None = None
     name: ShortText | None = None
     parallelism: Count = 0
+    outputs: Outputs | None = None
     tasks: Annotated[list[dict], Field(min_length=1, max_length=MAX_TASKS)] | None = None
 
     def _one_command(self):  # checked per task by task_bodies(), with the defaults in

@@ -180,6 +180,8 @@ def _query(name: str, schema: dict, about: str) -> dict:
 COUNT = {"type": "integer", "minimum": 0}
 FLAG = {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]}
 OFFSET = _query("offset", COUNT, "Byte offset to start from.")
+PATH = {**_query("path", {"type": "string", "minLength": 1}, "Container path."), "required": True}
+IMAGE = _query("image", {"type": "string"}, "The session's image (the server's default).")
 FOLLOW = _query("follow", FLAG, "Keep the stream open until the end (1, true or yes).")
 
 # path -> method -> (summary, body model, {status: (description, schema or content type)})
@@ -330,6 +332,28 @@ PATHS: dict[str, dict[str, tuple]] = {
             [_query("task", COUNT, "Task index (0)."), OFFSET, FOLLOW],
         ),
     },
+    "/sessions/{owner}/files": {
+        "get": (
+            "A path in the owner's session container, as a tar stream",
+            None,
+            {200: ("tar", "application/x-tar"), 404: "no session or no such path"},
+            [PATH, IMAGE],
+        ),
+        "put": (
+            "Put a tar (one top-level entry) at a path in the owner's session container",
+            "application/x-tar",
+            {200: ("written", _obj(path={"type": "string"}, size=COUNT)), 404: "", 409: ""},
+            [PATH, IMAGE],
+        ),
+    },
+    "/jobs/{job_id}/tasks/{index}/outputs": {
+        "get": (
+            "A task's saved output (by path or name), as a tar stream",
+            None,
+            {200: ("tar", "application/x-tar"), 404: "no such job, task or output"},
+            [_query("path", {"type": "string"}, "The output's path or name.")],
+        ),
+    },
 }
 
 
@@ -345,7 +369,10 @@ def _operation(path: str, method: str, entry: tuple) -> dict:
         + (params[0] if params else []),
         "responses": {},
     }
-    if model is not None:
+    if isinstance(model, str):  # a raw body of this media type (tar uploads)
+        schema = {"type": "string", "format": "binary"}
+        out["requestBody"] = {"required": True, "content": {model: {"schema": schema}}}
+    elif model is not None:
         ref = {"$ref": f"#/components/schemas/{model.__name__}"}
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
     if path == "/nodes/join":

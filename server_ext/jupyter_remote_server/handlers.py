@@ -342,6 +342,8 @@ def read_token_file(path: str) -> str:
 
 
 def handlers() -> list[tuple]:
+    from jupyter_remote_server.transfers import ROUTES as TRANSFER_ROUTES
+
     ident = r"([^/]+)"
     routes = [
         ("openapi.json", OpenAPIHandler),
@@ -362,5 +364,6 @@ def handlers() -> list[tuple]:
         (f"jobs/{ident}/wait", JobWaitHandler),
         (f"jobs/{ident}/stop", JobStopHandler),
         (f"jobs/{ident}/logs", JobLogsHandler),
+        *TRANSFER_ROUTES,
     ]
     return [(url_path_join("/remote/api", path), h) for path, h in routes]

@@ -306,6 +306,8 @@ class JobService:
             message=theirs["message"],
             finished_at=theirs["finished_at"],
         )
+        if theirs.get("outputs") is not None:  # saved by the node before removal
+            task["outputs"] = theirs["outputs"]
         self._changed(job)
         self._spawn(self._after_task(job))
 

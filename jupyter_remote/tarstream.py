@@ -1,0 +1,181 @@
+"""Tar streams for file transfers: built and unpacked in chunks, member names checked.
+
+Used by the kernel side (packing a local file or directory, unpacking a download) and by
+the agent (checking an upload's members and re-writing their headers before Docker sees
+them). Nothing here holds more than one chunk of file data in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import tarfile
+from collections.abc import Callable, Iterator
+
+CHUNK = 1 << 20
+BLOCK = tarfile.BLOCKSIZE
+ALLOWED = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE)
+
+
+class BadArchive(ValueError):
+    """A tar member that could write outside its tree, or a stream that is not a tar."""
+
+
+def _pad(size: int) -> bytes:
+    return b"\0" * (-size % BLOCK)
+
+
+def local_size(path: str) -> int:
+    """Bytes of file data under `path` (for the progress bar)."""
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                total += os.path.getsize(full)
+    return total
+
+
+def _info(full: str, arcname: str) -> tarfile.TarInfo:
+    st = os.lstat(full)
+    info = tarfile.TarInfo(arcname)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.mtime = int(st.st_mtime)
+    if stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(full)
+    elif stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISREG(st.st_mode):
+        info.size = st.st_size
+    else:
+        raise BadArchive(f"{full} is not a file, directory or symlink")
+    return info
+
+
+def pack(
+    path: str, arcname: str, progress: Callable[[int], None] = lambda n: None
+) -> Iterator[bytes]:
+    """A tar of `path` (file or directory tree) named `arcname`, yielded in chunks."""
+    entries = [(path, arcname)]
+    if os.path.isdir(path) and not os.path.islink(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            rel = os.path.relpath(root, path)
+            for name in sorted(dirs) + sorted(files):
+                sub = name if rel == "." else posixpath.join(*rel.split(os.sep), name)
+                entries.append((os.path.join(root, name), f"{arcname}/{sub}"))
+    for full, name in entries:
+        info = _info(full, name)
+        yield info.tobuf(format=tarfile.PAX_FORMAT)
+        if info.type != tarfile.REGTYPE:
+            continue
+        left = info.size
+        with open(full, "rb") as fh:
+            while left > 0:
+                chunk = fh.read(min(CHUNK, left))
+                if not chunk:
+                    raise BadArchive(f"{full} shrank while it was being sent")
+                left -= len(chunk)
+                progress(len(chunk))
+                yield chunk
+        yield _pad(info.size)
+    yield b"\0" * (2 * BLOCK)
+
+
+def check_member(info: tarfile.TarInfo, links: set[str], seen: set[str]) -> str:
+    """The member's normal name; BadArchive when it could reach outside the archive's tree."""
+    name = info.name
+    if "\0" in name or "\0" in info.linkname:
+        raise BadArchive(f"member name {name!r} holds a NUL byte")
+    if name.startswith("/") or posixpath.isabs(name):
+        raise BadArchive(f"member {name!r} has an absolute name")
+    norm = posixpath.normpath(name)
+    if norm == "." or norm == ".." or norm.startswith("../") or ".." in name.split("/"):
+        raise BadArchive(f"member {name!r} climbs out of the archive with '..'")
+    if info.type not in ALLOWED:
+        raise BadArchive(f"member {name!r} is a device, FIFO or other special file")
+    parts = norm.split("/")
+    for i in range(1, len(parts)):
+        if "/".join(parts[:i]) in links:
+            raise BadArchive(f"member {name!r} is written through a symlink in the archive")
+    if info.type == tarfile.SYMTYPE:
+        target = info.linkname
+        joined = posixpath.normpath(posixpath.join(posixpath.dirname(norm), target))
+        if posixpath.isabs(target) or joined == ".." or joined.startswith("../"):
+            raise BadArchive(f"symlink {name!r} -> {target!r} points outside the archive")
+        links.add(norm)
+    if info.type == tarfile.LNKTYPE and posixpath.normpath(info.linkname) not in seen:
+        raise BadArchive(f"hard link {name!r} -> {info.linkname!r} is not to an earlier member")
+    seen.add(norm)
+    return norm
+
+
+def checked_members(path: str) -> list[tarfile.TarInfo]:
+    """Every member of the spooled tar at `path`, checked (headers only: data is skipped)."""
+    links: set[str] = set()
+    seen: set[str] = set()
+    out = []
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for info in tar:
+                info.name = check_member(info, links, seen)
+                out.append(info)
+    except tarfile.TarError as exc:
+        raise BadArchive(f"the body is not a tar archive: {exc}") from None
+    if not out:
+        raise BadArchive("the archive is empty")
+    tops = {m.name.split("/")[0] for m in out}
+    if len(tops) != 1:
+        raise BadArchive(f"the archive must hold one top-level entry; it holds {sorted(tops)}")
+    return out
+
+
+def rewrite(path: str, members: list[tarfile.TarInfo], rename: str | None) -> Iterator[bytes]:
+    """The spooled tar re-written from checked members: clean headers, the top renamed."""
+    with open(path, "rb") as fh:
+        for info in members:
+            out = tarfile.TarInfo(_renamed(info.name, rename))
+            out.mode, out.mtime, out.type = info.mode & 0o7777, int(info.mtime), info.type
+            if info.type in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                link = info.linkname
+                out.linkname = _renamed(posixpath.normpath(link), rename) if info.islnk() else link
+            if info.isreg():
+                out.size = info.size
+            yield out.tobuf(format=tarfile.PAX_FORMAT)
+            if not info.isreg():
+                continue
+            fh.seek(info.offset_data)
+            left = info.size
+            while left > 0:
+                chunk = fh.read(min(CHUNK, left))
+                if not chunk:
+                    raise BadArchive("the archive ends inside a member's data")
+                left -= len(chunk)
+                yield chunk
+            yield _pad(info.size)
+    yield b"\0" * (2 * BLOCK)
+
+
+def _renamed(name: str, rename: str | None) -> str:
+    if not rename:
+        return name
+    _top, sep, rest = name.partition("/")
+    return rename + sep + rest
+
+
+def unpack(fileobj, dest: str) -> list[str]:
+    """Unpack a downloaded tar stream: its top entry becomes `dest` (or goes inside it, when
+    `dest` is a directory). Python's 'data' filter refuses anything leaving the tree."""
+    into_dir = os.path.isdir(dest)
+    root = dest if into_dir else os.path.dirname(os.path.abspath(dest))
+    names = []
+    with tarfile.open(fileobj=fileobj, mode="r|", bufsize=CHUNK, copybufsize=CHUNK) as tar:
+        for info in tar:
+            if not into_dir:
+                info.name = _renamed(info.name, os.path.basename(os.path.abspath(dest)))
+            tar.extract(info, root, filter="data")
+            names.append(info.name)
+    return names

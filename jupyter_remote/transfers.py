@@ -1,0 +1,61 @@
+"""Kernel side of file transfers: local files packed into a streamed tar, downloads unpacked
+as they arrive, with a progress bar (tqdm.auto) when a transfer takes more than a moment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from jupyter_remote.errors import BadRequest
+from jupyter_remote.tarstream import local_size, pack, unpack
+
+BAR_AFTER = 16 << 20  # bytes: smaller uploads show no bar
+BAR_DELAY = 1.0  # seconds: a download shows its bar only once it has run this long
+
+
+def _bar(total: int | None, what: str, show: bool | None):
+    from tqdm.auto import tqdm
+
+    disable = show is False or (show is None and total is not None and total < BAR_AFTER)
+    return tqdm(
+        total=total,
+        desc=what,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=disable,
+        delay=0 if show else BAR_DELAY,
+        leave=False,
+    )
+
+
+def upload_body(local: str, remote: str, progress: bool | None) -> tuple[Iterator[bytes], object]:
+    """The tar body for `local` (named after `remote`'s last part, which the agent renames
+    or keeps as `docker cp` would), and its progress bar."""
+    if not os.path.lexists(local):
+        raise BadRequest(f"no such local file or directory: {local}", reason="local_not_found")
+    bar = _bar(local_size(local), f"put {os.path.basename(local)}", progress)
+    name = os.path.basename(os.path.abspath(local)) or "root"
+    return pack(local, name, bar.update), bar
+
+
+class _Reader:
+    """A file-like view of a streamed response that counts what passes."""
+
+    def __init__(self, raw, bar) -> None:
+        self.raw, self.bar = raw, bar
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.bar.update(len(data))
+        return data
+
+
+def download_into(resp, local: str, what: str, progress: bool | None) -> list[str]:
+    """Unpack a tar response at `local` (into it, when it is a directory); names written."""
+    bar = _bar(None, what, progress)
+    try:
+        return unpack(_Reader(resp.raw, bar), local)
+    finally:
+        bar.close()
+        resp.close()
