@@ -18,7 +18,7 @@ from traitlets.config import Application, Config
 from jupyter_remote import __version__
 from jupyter_remote.agent import daemon
 from jupyter_remote.agent.join import advertised_url, keep_joined
-from jupyter_remote.agent.specs import Limits, parse_memory
+from jupyter_remote.agent.specs import KEPT_CAPS, Limits, parse_caps, parse_memory
 from jupyter_remote.errors import RemoteError
 
 ENV = "JUPYTER_REMOTE_AGENT_"
@@ -129,6 +129,19 @@ class AgentApp(Application):
     allow_network = Bool(
         False, help="Let requests ask for network host or bridge instead of none.", config=True
     )
+    allow_extra_caps = Unicode(
+        "",
+        help="Comma-separated Linux capabilities a request's cap_add may give its container "
+        "on top of the few every container keeps (" + ", ".join(KEPT_CAPS) + "), e.g. "
+        "NET_RAW,SYS_PTRACE; ALL allows any. Empty (the default): requests may add none.",
+        config=True,
+    )
+    tmp_size = Unicode(
+        "256m",
+        help="Size of the writable /tmp (a tmpfs, counted in the container's memory) that a "
+        "container asked for with read_only: true gets.",
+        config=True,
+    )
     max_request_bytes = Int(
         1 << 20,
         help="Largest request body accepted, except for the bodies that carry a cell "
@@ -218,6 +231,8 @@ class AgentApp(Application):
         "pids-limit": "AgentApp.pids_limit",
         "max-memory": "AgentApp.max_memory",
         "max-cpus": "AgentApp.max_cpus",
+        "allow-extra-caps": "AgentApp.allow_extra_caps",
+        "tmp-size": "AgentApp.tmp_size",
         "max-request-bytes": "AgentApp.max_request_bytes",
         "max-execution-bytes": "AgentApp.max_execution_bytes",
         "kill-grace": "AgentApp.kill_grace",
@@ -319,14 +334,32 @@ class AgentApp(Application):
         if self.token_file:
             try:
                 with open(self.token_file) as fh:
-                    return fh.readline().strip()
+                    mode = os.fstat(fh.fileno()).st_mode & 0o777
+                    token = fh.readline().strip()
             except OSError as exc:
                 raise UsageFailure(f"cannot read --token-file: {exc}") from None
+            if mode & 0o077:  # a secret at rest: only its owner should read it
+                print(
+                    f"warning: --token-file {self.token_file} is readable by others (mode "
+                    f"{mode:04o}); make it private with: chmod 600 {self.token_file}",
+                    file=sys.stderr,
+                )
+            return token
         return self.token
 
     def limits(self) -> Limits:
         try:
+            allow_caps = parse_caps(self.allow_extra_caps)
+        except ValueError as exc:
+            raise UsageFailure(f"--allow-extra-caps: {exc}") from None
+        try:
+            tmp_size = parse_memory(self.tmp_size)
+        except RemoteError as exc:
+            raise UsageFailure(f"--tmp-size: {exc.message}") from None
+        try:
             return Limits(
+                allow_caps=allow_caps,
+                tmp_size=tmp_size,
                 memory=parse_memory(self.memory),
                 cpus=self.cpus,
                 pids_limit=self.pids_limit,

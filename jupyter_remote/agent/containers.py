@@ -14,7 +14,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 
 import jupyter_remote.runner
 from jupyter_remote.agent import labels
-from jupyter_remote.agent.specs import ContainerSpec
+from jupyter_remote.agent.specs import KEPT_CAPS, ContainerSpec
 from jupyter_remote.errors import BadRequest, Unavailable
 from jupyter_remote.errors import NotFound as RemoteNotFound
 
@@ -23,7 +23,7 @@ log = logging.getLogger("jupyter_remote.agent")
 
 def host_config_kwargs(spec: ContainerSpec, **extra) -> dict:
     """What docker-py's HostConfig gets for a spec (pure, so properties can check it builds)."""
-    return {
+    kwargs = {
         "network_mode": spec.network,
         "mem_limit": spec.memory,
         "memswap_limit": spec.memory,  # no swap: a hog is killed, not slowed to a crawl
@@ -31,9 +31,25 @@ def host_config_kwargs(spec: ContainerSpec, **extra) -> dict:
         "pids_limit": spec.pids_limit,
         "privileged": False,
         "security_opt": ["no-new-privileges"],
+        # every capability goes but the few package managers and common tools use
+        # (specs.KEPT_CAPS, docs/security.md), plus what the request may add
+        "cap_drop": ["ALL"],
+        "cap_add": sorted({*KEPT_CAPS, *spec.cap_add}),
         "init": True,
-        **extra,
     }
+    if spec.read_only:
+        kwargs["read_only"] = True
+        # a writable /tmp, bounded (its pages count against the container's memory limit)
+        kwargs["tmpfs"] = {"/tmp": f"rw,exec,nosuid,nodev,size={spec.tmp_size},mode=1777"}
+    return {**kwargs, **extra}
+
+
+def _uid_gid(user: str) -> tuple[int, int] | None:
+    """(uid, gid) of a numeric `user` ("1000" or "1000:1000"); None for names."""
+    uid, _, gid = user.partition(":")
+    if uid.isdigit() and (not gid or gid.isdigit()):
+        return int(uid), int(gid or uid)
+    return None
 
 
 # Keeps a session or fresh container alive between execs; docker-init (init=True) is PID 1
@@ -108,6 +124,7 @@ class ContainerFactory:
                     mem_limit=256 << 20,
                     pids_limit=64,
                     security_opt=["no-new-privileges"],
+                    cap_drop=["ALL"],
                 ),
                 network_disabled=True,
             )["Id"]
@@ -147,6 +164,8 @@ class ContainerFactory:
         host_dir = self.runner_dir(name)
         shutil.rmtree(host_dir, ignore_errors=True)  # a same-named leftover's
         os.makedirs(host_dir, mode=0o700)
+        if spec.user is not None:
+            self._open_run_dir(host_dir, spec.user)
         binds = {
             RUNNER_SRC: {"bind": RUNNER_MOUNT, "mode": "ro"},
             host_dir: {"bind": RUN_DIR, "mode": "rw"},
@@ -177,6 +196,21 @@ class ContainerFactory:
                 reason="runner_unavailable",
             ) from None
         return cid, host_dir
+
+    def _open_run_dir(self, host_dir: str, user: str) -> None:
+        """Let the container's user make its socket and spool in the runner's host dir.
+
+        A numeric UID[:GID], with the agent running as root: the dir becomes that user's
+        (0700). A user name only the image's /etc/passwd knows, or an agent that may not
+        chown: 0777 — safe, as the runner root above it is the agent's own and 0700, so no
+        other host user reaches it; inside the container it is the only thing there.
+        """
+        os.chmod(self.runner_root, 0o700)
+        ids = _uid_gid(user)
+        if ids is not None and os.geteuid() == 0:
+            os.chown(host_dir, *ids)
+        else:
+            os.chmod(host_dir, 0o777)
 
     def check_image(self, image: str) -> None:
         """Refuse plainly when the image is not on this node: agents never pull."""
@@ -229,6 +263,7 @@ class ContainerFactory:
             command=command,
             name=name,
             detach=True,
+            user=spec.user or "",
             environment={**spec.env, **(env or {})},
             working_dir=spec.workdir,
             labels=labels.for_node(self.node_id, kind, **label_extra),
@@ -238,8 +273,16 @@ class ContainerFactory:
         cid = container["Id"]
         try:
             self.api.start(cid)
-        except Exception:
+        except Exception as exc:
             self.remove(cid)
+            text = str(exc).lower()
+            if spec.user is not None and ("unable to find user" in text or "no matching" in text):
+                raise BadRequest(
+                    f"user {spec.user!r} is not known in image {spec.image!r} (give a numeric "
+                    "UID[:GID] or a name from its /etc/passwd)",
+                    reason="bad_user",
+                    user=spec.user,
+                ) from None
             raise
         return cid
 

@@ -143,7 +143,8 @@ class JobManager:
     def parse(self, body: JobBody) -> dict:
         """A complete job record from a typed request, checked before anything starts."""
         job_id = body.job_id or f"j-{os.urandom(6).hex()}"
-        defaults = body.model_dump(include=set(TASK_DEFAULTS), exclude_none=True)
+        privileges = {"user", "read_only", "cap_add"}  # defaults for each task too
+        defaults = body.model_dump(include={*TASK_DEFAULTS, *privileges}, exclude_none=True)
         raw_tasks = body.tasks
         if raw_tasks is None:
             raw_tasks = [body.model_dump(include=set(COMMAND_FIELDS), exclude_none=True)]
@@ -198,6 +199,8 @@ class JobManager:
                 os.mkdir(task_dir)
                 os.chmod(task_dir, 0o777)  # images that run as a non-root user can log too
                 open(os.path.join(task_dir, "output.log"), "ab").close()
+                # ...and append to it (the data dir above is 0700: no host user reaches it)
+                os.chmod(os.path.join(task_dir, "output.log"), 0o666)
             self.jobs[job["job_id"]] = job
             self._locks[job["job_id"]] = threading.RLock()
             self._save(job)
@@ -222,15 +225,7 @@ class JobManager:
 
     def _start_task(self, job: dict, task: dict) -> None:
         spec = task["spec"]
-        spec = ContainerSpec(
-            image=spec["image"],
-            memory=spec["memory"],
-            cpus=spec["cpus"],
-            pids_limit=spec["pids_limit"],
-            env=spec["env"],
-            workdir=spec["workdir"],
-            network=spec["network"],
-        )
+        spec = ContainerSpec.from_json(spec)
         task_dir = self._path(job["job_id"], f"task-{task['index']}")
         task.update(status="running", started_at=time.time())
         self._save(job)  # "running" first: after a crash we look for the container by name

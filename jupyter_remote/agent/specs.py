@@ -17,6 +17,46 @@ from jupyter_remote.protocol.validation import parse_body
 
 _NAME_SAFE_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
+# Every Linux capability (capabilities(7)), without the CAP_ prefix.
+ALL_CAPS = frozenset(
+    """AUDIT_CONTROL AUDIT_READ AUDIT_WRITE BLOCK_SUSPEND BPF CHECKPOINT_RESTORE CHOWN
+    DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID IPC_LOCK IPC_OWNER KILL LEASE
+    LINUX_IMMUTABLE MAC_ADMIN MAC_OVERRIDE MKNOD NET_ADMIN NET_BIND_SERVICE NET_BROADCAST
+    NET_RAW PERFMON SETFCAP SETGID SETPCAP SETUID SYS_ADMIN SYS_BOOT SYS_CHROOT SYS_MODULE
+    SYS_NICE SYS_PACCT SYS_PTRACE SYS_RAWIO SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG SYSLOG
+    WAKE_ALARM""".split()
+)
+# What every container keeps after cap_drop=ALL (docs/security.md says why each one): what
+# package managers (apt/dpkg, pip, apk) and common tools do as root in their own container.
+KEPT_CAPS = (
+    "CHOWN",  # dpkg, tar, cp -a: give files their owners
+    "DAC_OVERRIDE",  # root writes files it does not own (apt's lists, 0644 files of others)
+    "FOWNER",  # chmod/utime on files of other owners (dpkg, tar -p)
+    "FSETID",  # keep setuid/setgid bits when dpkg or tar sets modes
+    "SETUID",  # apt drops to _apt, su/runuser/gosu switch user
+    "SETGID",  # the same for groups, initgroups()
+    "KILL",  # root signals processes running as another user (a cell's su'd child)
+    "NET_BIND_SERVICE",  # a service task listening on a port below 1024 (network none: local)
+)
+
+
+def normalize_cap(name: str) -> str:
+    """NET_RAW from net_raw, CAP_NET_RAW or cap_net_raw."""
+    name = name.strip().upper()
+    return name[4:] if name.startswith("CAP_") else name
+
+
+def parse_caps(text: str) -> frozenset[str]:
+    """Capabilities from a comma-separated list (the agent's --allow-extra-caps); ValueError
+    names the unknown ones. ALL stands for every capability."""
+    names = {normalize_cap(n) for n in text.split(",") if n.strip()}
+    if "ALL" in names:
+        return ALL_CAPS
+    unknown = sorted(names - ALL_CAPS)
+    if unknown:
+        raise ValueError(f"unknown capabilities {', '.join(unknown)}")
+    return frozenset(names)
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -30,6 +70,8 @@ class Limits:
     allow_network: bool = False
     host_cpus: float = 0.0  # what the Docker engine's host has; 0: unknown, not checked
     host_memory: int = 0
+    allow_caps: frozenset[str] = frozenset()  # what a request's cap_add may name
+    tmp_size: int = 256 << 20  # the /tmp tmpfs of a read_only container
 
 
 @dataclass(frozen=True)
@@ -43,9 +85,13 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
     network: str = "none"
+    user: str | None = None  # None: the image's user
+    read_only: bool = False
+    cap_add: tuple[str, ...] = ()  # on top of KEPT_CAPS
+    tmp_size: int = 0  # the /tmp tmpfs when read_only
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "image": self.image,
             "memory": self.memory,
             "cpus": self.cpus,
@@ -54,6 +100,32 @@ class ContainerSpec:
             "network": self.network,
             "env": sorted(self.env),
         }
+        if self.user is not None:
+            out["user"] = self.user
+        if self.read_only:
+            out["read_only"] = True
+            out["tmp_size"] = self.tmp_size
+        if self.cap_add:
+            out["cap_add"] = list(self.cap_add)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> ContainerSpec:
+        """Back from a record's spec (to_json with the env's values); absent fields default."""
+        env = data.get("env") or {}
+        return cls(
+            image=data["image"],
+            memory=data["memory"],
+            cpus=data["cpus"],
+            pids_limit=data["pids_limit"],
+            env=dict(env) if isinstance(env, dict) else {},
+            workdir=data.get("workdir"),
+            network=data.get("network", "none"),
+            user=data.get("user"),
+            read_only=bool(data.get("read_only", False)),
+            cap_add=tuple(data.get("cap_add") or ()),
+            tmp_size=int(data.get("tmp_size", 0)),
+        )
 
 
 def check_id(value: object, what: str) -> str:
@@ -123,6 +195,7 @@ def container_spec(body: ContainerFields, limits: Limits, default_image: str) ->
             "with network_mode=none; start the agent with --allow-network)",
             reason="network_not_allowed",
         )
+    read_only = bool(body.read_only)
     return ContainerSpec(
         image=body.image or default_image,
         memory=memory,
@@ -131,7 +204,33 @@ def container_spec(body: ContainerFields, limits: Limits, default_image: str) ->
         env=dict(body.env or {}),
         workdir=body.workdir,
         network=network,
+        user=body.user,
+        read_only=read_only,
+        cap_add=check_cap_add(body.cap_add, limits),
+        tmp_size=limits.tmp_size if read_only else 0,
     )
+
+
+def check_cap_add(requested: list[str] | None, limits: Limits) -> tuple[str, ...]:
+    """A request's extra capabilities: known, and each one this node allows (400 otherwise)."""
+    if not requested:
+        return ()
+    names = sorted({normalize_cap(n) for n in requested} - set(KEPT_CAPS))
+    unknown = [n for n in names if n not in ALL_CAPS]
+    if unknown:
+        raise BadRequest(
+            f"cap_add: unknown capabilities {', '.join(unknown)}", reason="bad_cap_add"
+        )
+    refused = [n for n in names if n not in limits.allow_caps]
+    if refused:
+        allowed = ", ".join(sorted(limits.allow_caps)) or "none"
+        raise BadRequest(
+            f"cap_add: {', '.join(refused)} not allowed on this node (allowed: {allowed}; "
+            "start the agent with --allow-extra-caps)",
+            reason="cap_not_allowed",
+            allowed=sorted(limits.allow_caps),
+        )
+    return tuple(names)
 
 
 # A cell travels on stdin, never in argv: the kernel caps one argument at 128 KiB. The

@@ -63,6 +63,29 @@ MEMORY_SCHEMA = {
     "examples": ["512m", "2g"],
 }
 Memory = Annotated[int, BeforeValidator(memory_bytes), WithJsonSchema(MEMORY_SCHEMA)]
+# a user inside the container: NAME, UID, NAME:GROUP or UID:GID (as `docker run --user`)
+USER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$"
+User = Annotated[
+    str,
+    Field(
+        pattern=USER_PATTERN,
+        max_length=65,
+        description="run as this user instead of the image's (NAME, UID, NAME:GROUP or "
+        "UID:GID), e.g. '1000:1000' or 'nobody'",
+        examples=["1000:1000", "nobody"],
+    ),
+]
+# a Linux capability, with or without its CAP_ prefix, in any case: NET_RAW, cap_sys_ptrace
+CAP_PATTERN = r"^([Cc][Aa][Pp]_)?[A-Za-z_]{2,32}$"
+CapAdd = Annotated[
+    list[Annotated[str, Field(pattern=CAP_PATTERN, max_length=36)]],
+    Field(
+        max_length=64,
+        description="extra Linux capabilities for the container, each one the agent allows "
+        "(--allow-extra-caps); containers otherwise keep only a small default set",
+        examples=[["NET_RAW"]],
+    ),
+]
 Argv = Annotated[
     list[Annotated[str, Field(max_length=1 << 20), AfterValidator(no_nul)]],
     Field(min_length=1, max_length=4096),
@@ -79,6 +102,15 @@ class ContainerFields(Request):
     env: Env | None = None
     workdir: Workdir | None = None
     network: Network | None = None
+    user: User | None = None
+    read_only: (
+        Annotated[
+            StrictBool,
+            Field(description="a read-only root filesystem; /tmp is a size-bounded writable tmpfs"),
+        ]
+        | None
+    ) = None
+    cap_add: CapAdd | None = None
 
 
 class CommandFields(Request):

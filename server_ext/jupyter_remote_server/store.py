@@ -40,14 +40,27 @@ class SQLiteJobStore(JobStore):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
+        # the file holds joined agents' tokens: only this user reads it (an older 0644 one
+        # is tightened); SQLite gives its -wal and -shm files the database file's mode
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        self._private()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._private()
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, key TEXT NOT NULL, "
             "body TEXT NOT NULL, updated REAL DEFAULT (julianday('now')), "
             "PRIMARY KEY (kind, key))"
         )
+
+    def _private(self) -> None:
+        """Mode 0600 for the database file and the -wal/-shm files beside it."""
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            try:
+                os.chmod(name, 0o600)
+            except FileNotFoundError:
+                pass
 
     def save(self, kind: str, key: str, record: dict) -> None:
         body = json.dumps(record, separators=(",", ":"))
