@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 import pytest
 import requests
@@ -27,13 +28,27 @@ def _post(node, path: str, data: bytes | dict) -> requests.Response:
 
 
 def _state(node, docker_client) -> tuple:
+    """What exists on the node, once it holds still: an earlier test's fresh container is
+    removed in the background after its exit, and must not count as a change here."""
     c = node.client
-    return (
-        len(c.sessions()),
-        len(c.executions()),
-        len(c.jobs()),
-        len(node.containers(docker_client)),
-    )
+
+    def read() -> tuple:
+        return (
+            len(c.sessions()),
+            len(c.executions()),
+            len(c.jobs()),
+            len(node.containers(docker_client)),
+        )
+
+    deadline = time.monotonic() + 15
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 def _ex(**body) -> dict:
