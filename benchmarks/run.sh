@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the benchmarks: set up, then measure against the baselines in one run.
 #   benchmarks/run.sh          both: the agent against Docker, the server against the agent
-#   benchmarks/run.sh agent | server | cells | gateway     only that one
+#   benchmarks/run.sh agent | server | cells | gateway | transfer     only that one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
@@ -23,4 +23,8 @@ fi
 if [ "$which" = all ] || [ "$which" = gateway ]; then
   echo "== engine-state gateway and loader (benchmarks/gateway_bench.py)"
   .venv/bin/python benchmarks/gateway_bench.py
+fi
+if [ "$which" = all ] || [ "$which" = transfer ]; then
+  echo "== file transfers, 1 GB in and out of a session, against docker cp (benchmarks/transfer_bench.py)"
+  .venv/bin/python benchmarks/transfer_bench.py
 fi
