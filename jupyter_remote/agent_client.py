@@ -108,6 +108,9 @@ class AgentClient(HttpApi):
     def stop_job(self, job_id: str) -> dict:
         return self._json("POST", f"/v1/jobs/{job_id}/stop", timeout=120)
 
+    def delete_job(self, job_id: str) -> dict:
+        return self._json("DELETE", f"/v1/jobs/{job_id}", timeout=120)
+
     def job_logs(
         self, job_id: str, task: int = 0, offset: int = 0, follow: bool = False
     ) -> Iterator[bytes]:

@@ -188,6 +188,10 @@ class RemoteEnvironment:
     def stop(self) -> dict:
         return self.client.stop_job(self.job_id)
 
+    def delete(self) -> dict:
+        """Delete the finished job with its logs and saved outputs (409 while it runs)."""
+        return self.client.delete_job(self.job_id)
+
     def get_output(
         self, task: int, path: str | None = None, local: str = ".", progress: bool | None = None
     ) -> list[str]:

@@ -148,6 +148,11 @@ class RemoteClient(HttpApi):
     def stop_job(self, job_id: str) -> dict:
         return self._json("POST", f"/jobs/{job_id}/stop", json={}, timeout=120)
 
+    def delete_job(self, job_id: str, force: bool = False) -> dict:
+        """Delete a final job with its logs and saved outputs, on its nodes and here."""
+        params = {"force": "1"} if force else None
+        return self._json("DELETE", f"/jobs/{job_id}", params=params, timeout=180)
+
     def job_logs(
         self, job_id: str, task: int = 0, offset: int = 0, follow: bool = False
     ) -> Iterator[bytes]:

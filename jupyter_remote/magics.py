@@ -609,6 +609,23 @@ class RemoteMagics(Magics):
             job = self.client.stop_job(job_id)
         print(f"job {job_id}: {job['status']}")
 
+    @line_magic
+    def remote_delete(self, line: str):
+        """Delete a finished job: its record, logs and saved outputs, on its nodes and here.
+
+        The job must be final (stop it first); its id is never accepted again.
+
+        Example::
+
+            %remote_delete j-3fa2c1
+        """
+        job_id = line.strip()
+        if not job_id or " " in job_id:
+            raise UsageError("%remote_delete JOB_ID")
+        with _one_line_errors():
+            self.client.delete_job(job_id)
+        print(f"job {job_id}: deleted")
+
     @magic_arguments()
     @argument("names", nargs="+", help="Local variables to send.")
     @argument("--image", help="The session's image (default: the default image).")

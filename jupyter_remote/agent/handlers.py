@@ -242,6 +242,10 @@ class JobHandler(AgentHandler):
     def get(self, job_id: str) -> None:
         self.send_json(self.agent.jobs.get(job_id))
 
+    async def delete(self, job_id: str) -> None:
+        self.agent.jobs.get(job_id)
+        self.send_json(await self.agent.blocking(self.agent.jobs.delete, job_id))
+
 
 class JobLogsHandler(AgentHandler):
     async def get(self, job_id: str) -> None:

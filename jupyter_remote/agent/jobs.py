@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import os
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -82,6 +83,10 @@ class JobManager:
     ) -> None:
         self.root = os.path.abspath(os.path.join(data_dir, "jobs"))
         os.makedirs(self.root, exist_ok=True)
+        # one small file per deleted job, kept for good: an id never runs twice
+        self.deleted_root = os.path.abspath(os.path.join(data_dir, "jobs-deleted"))
+        self.trash = os.path.abspath(os.path.join(data_dir, "jobs-trash"))
+        os.makedirs(self.deleted_root, exist_ok=True)
         self.node_id = node_id
         self.factory = factory
         self.api = factory.api
@@ -129,9 +134,16 @@ class JobManager:
         try:
             return self.model(self.jobs[job_id])
         except KeyError:
+            was = " (it was deleted)" if self._deleted(job_id) else ""
             raise RemoteNotFound(
-                f"no job {job_id!r} on node {self.node_id!r}", reason="job_not_found"
+                f"no job {job_id!r} on node {self.node_id!r}{was}", reason="job_not_found"
             ) from None
+
+    def _tombstone(self, job_id: str) -> str:
+        return os.path.join(self.deleted_root, f"{job_id}.json")
+
+    def _deleted(self, job_id: str) -> bool:
+        return os.path.exists(self._tombstone(job_id))
 
     def list(self) -> list[dict]:
         return [self.model(j) for j in sorted(self.jobs.values(), key=lambda j: j["created_at"])]
@@ -187,6 +199,12 @@ class JobManager:
         for image in {t["spec"]["image"] for t in job["tasks"]}:
             self.factory.check_image(image)
         with self._create_lock:
+            if self._deleted(job["job_id"]):
+                raise Conflict(
+                    f"job {job['job_id']!r} ran on node {self.node_id!r} and was deleted; "
+                    "a job id never runs twice",
+                    reason="duplicate_job",
+                )
             try:
                 os.mkdir(self._path(job["job_id"]))
             except FileExistsError:
@@ -209,7 +227,10 @@ class JobManager:
 
     def _schedule(self, job: dict) -> None:
         """Start pending tasks up to the job's parallelism."""
-        with self._locks[job["job_id"]]:
+        lock = self._locks.get(job["job_id"])
+        if lock is None:  # deleted meanwhile
+            return
+        with lock:
             if job["stop_requested"]:
                 return
             running = sum(t["status"] == "running" for t in job["tasks"])
@@ -353,6 +374,55 @@ class JobManager:
             time.sleep(0.05)
         return self.model(job)
 
+    # -- deleting ----------------------------------------------------------------------
+    def delete(self, job_id: str) -> dict:
+        """Remove a finished job's record, logs and saved outputs (blocking).
+
+        409 while a task runs or its container still exists; a tombstone keeps the id
+        refused for re-submission (run once).
+        """
+        model = self.get(job_id)
+        job = self.jobs[job_id]
+        with self._locks[job_id]:
+            status = job_status(job)
+            busy = [t["index"] for t in job["tasks"] if t["status"] not in TASK_FINAL]
+            if busy or status not in ("completed", "failed", "stopped"):
+                raise Conflict(
+                    f"job {job_id!r} is {status} on node {self.node_id!r}: stop it first",
+                    reason="job_not_finished",
+                    status=status,
+                )
+            for task in job["tasks"]:
+                if self._container_exists(job, task):
+                    raise Conflict(
+                        f"job {job_id!r}: the container of task {task['index']} still "
+                        "exists (being removed); try again",
+                        reason="job_not_finished",
+                        status=status,
+                    )
+            with self._create_lock:
+                write_json(
+                    self._tombstone(job_id),
+                    {"job_id": job_id, "deleted_at": time.time(), "status": status},
+                )
+                os.makedirs(self.trash, exist_ok=True)
+                gone = os.path.join(self.trash, f"{job_id}-{os.urandom(4).hex()}")
+                os.rename(self._path(job_id), gone)  # atomic: no half-deleted record is loaded
+                self.jobs.pop(job_id, None)
+        self._locks.pop(job_id, None)
+        shutil.rmtree(gone, ignore_errors=True)
+        with self._version_lock:
+            self.version += 1
+        self.changes.notify()
+        return {**model, "deleted": True}
+
+    def _container_exists(self, job: dict, task: dict) -> bool:
+        try:
+            self.api.inspect_container(self._container_name(job, task))
+        except NotFound:
+            return False
+        return True
+
     # -- logs --------------------------------------------------------------------------
     def log_path(self, job_id: str, task: int) -> str:
         job = self.jobs.get(job_id)
@@ -386,6 +456,7 @@ class JobManager:
     # -- after a restart ---------------------------------------------------------------
     def recover(self) -> int:
         """Load every job record and pick up its tasks where the last run left them."""
+        shutil.rmtree(self.trash, ignore_errors=True)  # deletions a crash cut short
         for name in sorted(os.listdir(self.root)):
             job = read_json(self._path(name, "job.json"))
             if job is None:

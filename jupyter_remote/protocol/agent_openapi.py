@@ -178,7 +178,13 @@ PATHS = {
         "post": _op("submit a job", _json("201", "Job", "accepted"), "JobBody"),
     },
     "/v1/jobs/{job_id}": {
-        "get": _op("one job", _json("200", "Job", "it"), params=[_path("job_id")])
+        "get": _op("one job", _json("200", "Job", "it"), params=[_path("job_id")]),
+        "delete": _op(
+            "delete a finished job: its record, logs and saved outputs (409 while it runs; "
+            "its id stays refused for re-submission)",
+            _json("200", "Job", "the job as it was, with deleted: true"),
+            params=[_path("job_id")],
+        ),
     },
     "/v1/jobs/{job_id}/logs": {
         "get": _op(

@@ -183,6 +183,12 @@ OFFSET = _query("offset", COUNT, "Byte offset to start from.")
 PATH = {**_query("path", {"type": "string", "minLength": 1}, "Container path."), "required": True}
 IMAGE = _query("image", {"type": "string"}, "The session's image (the server's default).")
 FOLLOW = _query("follow", FLAG, "Keep the stream open until the end (1, true or yes).")
+FORCE = _query(
+    "force",
+    FLAG,
+    "1: forget the copies on nodes that do not answer (listed in left_on_nodes) instead "
+    "of answering 503.",
+)
 
 # path -> method -> (summary, body model, {status: (description, schema or content type)})
 PATHS: dict[str, dict[str, tuple]] = {
@@ -309,7 +315,22 @@ PATHS: dict[str, dict[str, tuple]] = {
             {201: ("job", JOB), 404: "unknown node", 409: "job id exists", 413: "too large"},
         ),
     },
-    "/jobs/{job_id}": {"get": ("One job", None, {200: ("job", JOB), 404: ""})},
+    "/jobs/{job_id}": {
+        "get": ("One job", None, {200: ("job", JOB), 404: ""}),
+        "delete": (
+            "Delete a final job: its tasks' records, logs and saved outputs on their nodes, "
+            "then its record here; its id stays refused",
+            None,
+            {
+                200: ("the job as it was, with deleted true", JOB),
+                404: "",
+                409: "the job is not final (or a node still removes a container)",
+                502: "a node failed to delete its copy; the job is kept",
+                503: "a node does not answer; the job is kept",
+            },
+            [FORCE],
+        ),
+    },
     "/jobs/{job_id}/wait": {
         "get": (
             "Long-poll until the job ends or `timeout` seconds pass (at most 300)",

@@ -282,6 +282,11 @@ class JobHandler(RemoteHandler):
     async def get(self, job_id: str) -> None:
         self.send(self.manager.jobs.get(job_id))
 
+    @web.authenticated
+    @authorized
+    async def delete(self, job_id: str) -> None:
+        self.send(await self.manager.jobs.delete(job_id, force=self.flag("force")))
+
 
 class JobWaitHandler(RemoteHandler):
     @web.authenticated

@@ -15,7 +15,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 
-from jupyter_remote.errors import BadRequest, Conflict, NotFound, RemoteError, Unavailable
+from jupyter_remote.errors import (
+    BadRequest,
+    Conflict,
+    ConnectionFailed,
+    NotFound,
+    RemoteError,
+    Unavailable,
+)
 from jupyter_remote.notify import Notifier
 from jupyter_remote.protocol.bodies import JOB_DEFAULT_FIELDS, TASK_SPEC_FIELDS, TaskBody
 from jupyter_remote.protocol.common import JOB_FINAL, TASK_FINAL
@@ -63,6 +70,8 @@ class JobService:
             for t in j["tasks"]
             if t["agent_job_id"]
         }
+        # deleted jobs' ids, kept for good in the store: an id never runs twice
+        self.deleted: set[str] = {d["job_id"] for d in store.load("job_deleted")}
         self.changes = Notifier()
         self._watchers: dict[str, asyncio.Task] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -92,7 +101,8 @@ class JobService:
         try:
             return self.jobs[job_id]
         except KeyError:
-            raise NotFound(f"no job {job_id!r}", reason="job_not_found") from None
+            was = " (it was deleted)" if job_id in self.deleted else ""
+            raise NotFound(f"no job {job_id!r}{was}", reason="job_not_found") from None
 
     def list(self) -> list[dict]:
         return [self.model(j) for j in sorted(self.jobs.values(), key=lambda j: j["created_at"])]
@@ -138,6 +148,11 @@ class JobService:
         return job
 
     def _refuse_duplicate(self, job_id: str) -> None:
+        if job_id in self.deleted:
+            raise Conflict(
+                f"job {job_id!r} ran and was deleted; a job id never runs twice",
+                reason="duplicate_job",
+            )
         first = self.jobs.get(job_id)
         if first is not None:
             raise Conflict(
@@ -371,6 +386,78 @@ class JobService:
             self._apply(node, theirs)
 
         await asyncio.gather(*(stop_one(t) for t in tasks))
+
+    # -- deleting ----------------------------------------------------------------------
+    async def delete(self, job_id: str, force: bool = False) -> dict:
+        """Delete a final job: each task's agent job on its node, then the server's record.
+
+        A node that does not answer keeps the whole record (503 naming it; delete again
+        later), unless `force`: then its tasks are forgotten here and listed in the answer's
+        `left_on_nodes`, never silently.
+        """
+        job = self._job(job_id)
+        status = job_status(job)
+        if status not in JOB_FINAL:
+            raise Conflict(
+                f"job {job_id!r} is {status}: stop it (or wait for it) first",
+                reason="job_not_final",
+                status=status,
+            )
+        left: list[dict] = []
+
+        async def delete_one(task: dict) -> RemoteError | None:
+            if not task["agent_job_id"] or task.get("deleted_on_node"):
+                return None
+            where = f"node {task['node_id']!r} (task {task['index']})"
+            node = self.registry.nodes.get(task["node_id"])
+            if node is None or not node.answering:
+                why = "is not in the pool" if node is None else f"does not answer ({node.state})"
+                error: RemoteError = Unavailable(
+                    f"{where} {why}: job {job_id!r} kept; delete it again when the node "
+                    "is back, or with force=1 to forget that node's copy",
+                    reason="node_unavailable",
+                    node_id=task["node_id"],
+                )
+            else:
+                try:
+                    await self.blocking(node.client.delete_job, task["agent_job_id"])
+                    error = None
+                except RemoteError as exc:
+                    if exc.status == 404:
+                        error = None  # gone there already (an earlier, cut-short delete)
+                    elif exc.status == 409:
+                        error = Conflict(
+                            f"{where}: {exc.message}", reason=exc.reason, node_id=node.node_id
+                        )
+                    else:
+                        error = (Unavailable if exc.status == 503 else ConnectionFailed)(
+                            f"{where} could not delete {task['agent_job_id']!r}: {exc.message}; "
+                            f"job {job_id!r} kept, delete it again later",
+                            reason="node_unavailable",
+                            node_id=node.node_id,
+                        )
+            if error is None:
+                task["deleted_on_node"] = True
+            elif force and error.status != 409:
+                left.append({"node_id": task["node_id"], "agent_job_id": task["agent_job_id"]})
+                error = None
+            return error
+
+        errors = await asyncio.gather(*(delete_one(t) for t in job["tasks"]))
+        errors = [e for e in errors if e is not None]
+        if errors:
+            self.store.save("job", job_id, job)  # which copies are gone already
+            raise errors[0]
+        self.store.save("job_deleted", job_id, {"job_id": job_id, "deleted_at": time.time()})
+        self.deleted.add(job_id)
+        self.store.delete("job", job_id)
+        self.jobs.pop(job_id, None)
+        for task in job["tasks"]:
+            self.by_agent_job.pop(task["agent_job_id"], None)
+        self._locks.pop(job_id, None)
+        self._stop_tried.pop(job_id, None)
+        self.changes.notify()
+        return {**self.model(job), "deleted": True, "left_on_nodes": left}
 
     async def wait(self, job_id: str, timeout: float) -> dict:
         """Long-poll: the job's model once it has ended, or after `timeout` seconds."""
