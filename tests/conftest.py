@@ -18,18 +18,23 @@ __all__ = [
     "free_port",
     "new_id",
     "output",
+    "remote_shell",
     "remove_containers",
     "run",
 ]
 
 
 def remove_containers(containers) -> None:
-    """Remove test containers; ones removed meanwhile (an agent's sweep) are fine."""
+    """Remove test containers; ones removed meanwhile (an agent's sweep, or its removal of a
+    fresh container after the exit, still under way) are fine."""
     for c in containers:
         try:
             c.remove(force=True)
         except docker.errors.NotFound:
             pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: "removal ... is already in progress"
+                raise
 
 
 def _need_docker() -> docker.DockerClient:
@@ -125,3 +130,11 @@ def ipython_shell():
 
     start_ipython()
     return get_ipython()
+
+
+def remote_shell():
+    """The shared shell with jupyter_remote loaded afresh: the magics (and their client)
+    of an earlier module would still point at that module's server, long stopped."""
+    shell = ipython_shell()
+    shell.run_line_magic("reload_ext", "jupyter_remote")
+    return shell

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from conftest import BUSYBOX, new_id, run
+from conftest import BUSYBOX, new_id, remove_containers, run
 from processes import RUN_ID
 
 EXPIRES = "jupyter-remote.expires"
@@ -74,9 +74,11 @@ def test_an_agent_removes_other_nodes_expired_containers_and_keeps_the_rest(
         for kept in (future, just_expired, job, busy, renewed):
             assert _exists(docker_client, kept), kept.name
     finally:
-        for c in (expired, expired_fresh, future, just_expired, job, busy, renewed):
-            if _exists(docker_client, c):
-                c.remove(force=True)
+        remove_containers(
+            c
+            for c in (expired, expired_fresh, future, just_expired, job, busy, renewed)
+            if _exists(docker_client, c)
+        )
 
 
 def test_agent_made_containers_carry_their_expiry_and_a_used_session_renews_it(
@@ -122,4 +124,7 @@ def test_a_fresh_container_carries_its_expiry_while_it_runs(make_agent, docker_c
         assert started + 30 < expires < time.time() + 30 + 5 + 300 + 1
     finally:
         thread.join(30)
+    deadline = time.monotonic() + 20  # removed after the exit event, in the background
+    while node.containers(docker_client, execution=eid) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert node.containers(docker_client, execution=eid) == []

@@ -17,7 +17,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from conftest import AgentProcess
+from conftest import AgentProcess, remove_containers
 
 MAX_EXAMPLES = 30
 MAX_TIMEOUT = 5.0
@@ -31,8 +31,7 @@ def fuzzed_agent(docker_client, tmp_path_factory):
     node = AgentProcess(str(tmp_path_factory.mktemp("fuzz-agent"))).start()
     yield node
     node.stop()
-    for c in node.containers(docker_client):
-        c.remove(force=True)
+    remove_containers(node.containers(docker_client))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import BUSYBOX, PYTHON, ipython_shell, remove_containers
+from conftest import BUSYBOX, PYTHON, remote_shell, remove_containers
 from stack import Stack
 
 
@@ -31,9 +31,7 @@ def stack(docker_client):
 
 @pytest.fixture(scope="module")
 def ip(stack):
-    shell = ipython_shell()
-    shell.run_line_magic("load_ext", "jupyter_remote")
-    return shell
+    return remote_shell()
 
 
 def cell(ip, line: str, body: str) -> tuple[str, str]:

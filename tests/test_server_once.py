@@ -41,10 +41,12 @@ class TailCutProxy(CuttableProxy):
 
     def _back(self, upstream: socket.socket, client: socket.socket) -> None:
         held = b""
+        seen = b""  # the last bytes too: a header may straddle two reads
         chunked = False  # only a streamed response is held back and cut
         try:
             while data := upstream.recv(65536):
-                chunked = chunked or b"transfer-encoding: chunked" in data.lower()
+                seen = seen[-64:] + data.lower()
+                chunked = chunked or b"transfer-encoding: chunked" in seen
                 if not (self.cut_at and chunked):
                     client.sendall(data)
                     continue

@@ -14,7 +14,7 @@ import psutil
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import BUSYBOX, ipython_shell, remove_containers
+from conftest import BUSYBOX, remote_shell, remove_containers
 from jupyter_remote.api import RemoteDockerEnvironment, RemoteEnvironment
 from jupyter_remote.client import RemoteClient
 from jupyter_remote.errors import BadRequest, NotFound
@@ -189,8 +189,7 @@ def test_missing_paths_are_404_json(env, tmp_path):
 
 
 def test_magics_put_get_and_one_line_errors(stack, tmp_path):
-    ip = ipython_shell()
-    ip.run_line_magic("load_ext", "jupyter_remote")
+    ip = remote_shell()
     ip.run_line_magic("remote_config", f"default_image={BUSYBOX}")
     src = tmp_path / "hello.txt"
     src.write_text("hello")
@@ -229,8 +228,7 @@ def test_job_outputs_survive_autostop(stack, docker_client, tmp_path):
         f"{client.url}/jobs/{final['job_id']}/tasks/0/outputs", params={"path": "/none"}
     )
     assert resp.status_code == 404 and resp.json()["reason"] == "output_not_found"
-    ip = ipython_shell()
-    ip.run_line_magic("load_ext", "jupyter_remote")
+    ip = remote_shell()
     with redirect_stdout(io.StringIO()):
         ip.run_line_magic("remote_get", f"--job {final['job_id']} --task 0 /out {tmp_path / 'm'}")
     assert (tmp_path / "m" / "a.txt").read_text() == "one\n"

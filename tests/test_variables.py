@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import ipython_shell, remove_containers
+from conftest import remote_shell, remove_containers
 from jupyter_remote import variables
 from processes import SCIPY
 from stack import Stack
@@ -26,8 +26,7 @@ def ip(docker_client):
     running = Stack().start()
     saved = {k: os.environ.get(k) for k in running.env}
     running.export()
-    shell = ipython_shell()
-    shell.run_line_magic("load_ext", "jupyter_remote")
+    shell = remote_shell()
     shell.run_line_magic("remote_config", f"default_image={SCIPY}")
     yield shell
     shell.run_line_magic("remote_cleanup", "")
