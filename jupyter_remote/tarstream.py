@@ -55,34 +55,55 @@ def _info(full: str, arcname: str) -> tarfile.TarInfo:
     return info
 
 
+class Packed:
+    """A tar of `path` (file or directory tree) named `arcname`: iterated in chunks, and
+    its exact length known up front (an upload then carries a Content-Length: no chunked
+    framing, nor the copies it costs, at any hop)."""
+
+    def __init__(
+        self, path: str, arcname: str, progress: Callable[[int], None] = lambda n: None
+    ) -> None:
+        entries = [(path, arcname)]
+        if os.path.isdir(path) and not os.path.islink(path):
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                rel = os.path.relpath(root, path)
+                for name in sorted(dirs) + sorted(files):
+                    sub = name if rel == "." else posixpath.join(*rel.split(os.sep), name)
+                    entries.append((os.path.join(root, name), f"{arcname}/{sub}"))
+        self.members = [(full, _info(full, name)) for full, name in entries]
+        self.progress = progress
+        self.length = 2 * BLOCK + sum(
+            len(info.tobuf(format=tarfile.PAX_FORMAT)) + info.size + len(_pad(info.size))
+            for _full, info in self.members
+        )
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        for full, info in self.members:
+            yield info.tobuf(format=tarfile.PAX_FORMAT)
+            if info.type != tarfile.REGTYPE:
+                continue
+            left = info.size
+            with open(full, "rb") as fh:
+                while left > 0:
+                    chunk = fh.read(min(CHUNK, left))
+                    if not chunk:
+                        raise BadArchive(f"{full} shrank while it was being sent")
+                    left -= len(chunk)
+                    self.progress(len(chunk))
+                    yield chunk
+            yield _pad(info.size)
+        yield b"\0" * (2 * BLOCK)
+
+
 def pack(
     path: str, arcname: str, progress: Callable[[int], None] = lambda n: None
 ) -> Iterator[bytes]:
     """A tar of `path` (file or directory tree) named `arcname`, yielded in chunks."""
-    entries = [(path, arcname)]
-    if os.path.isdir(path) and not os.path.islink(path):
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            rel = os.path.relpath(root, path)
-            for name in sorted(dirs) + sorted(files):
-                sub = name if rel == "." else posixpath.join(*rel.split(os.sep), name)
-                entries.append((os.path.join(root, name), f"{arcname}/{sub}"))
-    for full, name in entries:
-        info = _info(full, name)
-        yield info.tobuf(format=tarfile.PAX_FORMAT)
-        if info.type != tarfile.REGTYPE:
-            continue
-        left = info.size
-        with open(full, "rb") as fh:
-            while left > 0:
-                chunk = fh.read(min(CHUNK, left))
-                if not chunk:
-                    raise BadArchive(f"{full} shrank while it was being sent")
-                left -= len(chunk)
-                progress(len(chunk))
-                yield chunk
-        yield _pad(info.size)
-    yield b"\0" * (2 * BLOCK)
+    return iter(Packed(path, arcname, progress))
 
 
 def check_member(info: tarfile.TarInfo, links: set[str], seen: set[str]) -> str:
@@ -179,3 +200,120 @@ def unpack(fileobj, dest: str) -> list[str]:
             tar.extract(info, root, filter="data")
             names.append(info.name)
     return names
+
+
+class ChunkReader:
+    """A blocking, forward-only file-like view of an iterator of byte chunks; member data
+    passes through as slices of the chunks as they came (no copies)."""
+
+    def __init__(self, chunks) -> None:
+        self._chunks = iter(chunks)
+        self._view = memoryview(b"")
+        self.pos = 0
+
+    def _fill(self) -> bool:
+        for chunk in self._chunks:
+            if chunk:
+                self._view = memoryview(chunk)
+                return True
+        return False
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, size: int) -> bytes:
+        """Exactly `size` bytes, fewer only at the end of the stream (headers: small)."""
+        parts = []
+        while size > 0 and (self._view or self._fill()):
+            take = self._view[:size]
+            self._view = self._view[len(take) :]
+            parts.append(take)
+            size -= len(take)
+            self.pos += len(take)
+        return b"".join(parts)
+
+    def pieces(self, size: int) -> Iterator[memoryview]:
+        """The next `size` bytes as slices of the incoming chunks."""
+        while size > 0:
+            if not self._view and not self._fill():
+                raise BadArchive("the archive ends inside a member's data")
+            take = self._view[:size]
+            self._view = self._view[len(take) :]
+            size -= len(take)
+            self.pos += len(take)
+            yield take
+
+    def skip(self, size: int) -> None:
+        for _ in self.pieces(size):
+            pass
+
+
+class StreamCheck:
+    """An incoming tar checked member by member as it passes (check_member's rules, one
+    top-level entry) and re-written with clean headers: the top entry renamed to `top`, a
+    member's header is only emitted once it has been checked."""
+
+    def __init__(self, chunks) -> None:
+        self.reader = ChunkReader(chunks)
+        self._tar = _Headers(self.reader)
+        self._links: set[str] = set()
+        self._seen: set[str] = set()
+        self.first: tarfile.TarInfo | None = None
+        self.files = self.size = 0
+        self._next = self._read()
+
+    def _read(self) -> tarfile.TarInfo | None:
+        try:
+            info = tarfile.TarInfo.fromtarfile(self._tar)
+        except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError):
+            info = None
+        except tarfile.TarError as exc:
+            raise BadArchive(f"the body is not a tar archive: {exc}") from None
+        if info is None:
+            if self.first is None:
+                raise BadArchive("the archive is empty")
+            return None
+        info.name = check_member(info, self._links, self._seen)
+        if self.first is None:
+            self.first = info
+        elif info.name.split("/")[0] != self.first.name.split("/")[0]:
+            raise BadArchive(
+                f"the archive must hold one top-level entry; it holds {self.first.name!r} "
+                f"and {info.name!r}"
+            )
+        return info
+
+    def peek(self) -> tarfile.TarInfo:
+        """The first member, checked (BadArchive when there is none)."""
+        return self.first if self.first is not None else self._next
+
+    def rewritten(self, top: str) -> Iterator[bytes | memoryview]:
+        info = self._next
+        while info is not None:
+            out = tarfile.TarInfo(_renamed(info.name, top))
+            out.mode, out.mtime, out.type = info.mode & 0o7777, int(info.mtime), info.type
+            if info.type in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                link = info.linkname
+                out.linkname = _renamed(posixpath.normpath(link), top) if info.islnk() else link
+            if info.isreg():
+                out.size = info.size
+            yield out.tobuf(format=tarfile.PAX_FORMAT)
+            if info.isreg():
+                self.files += 1
+                self.size += info.size
+                yield from self.reader.pieces(info.size)
+                yield _pad(info.size)
+            self.reader.skip(self._tar.offset - self.reader.pos)
+            info = self._read()
+        yield b"\0" * (2 * BLOCK)
+
+
+class _Headers:
+    """What tarfile.TarInfo.fromtarfile needs of a TarFile, over a forward-only reader."""
+
+    def __init__(self, reader: ChunkReader) -> None:
+        self.fileobj = reader
+        self.offset = 0
+        self.pax_headers: dict = {}
+        self.encoding = tarfile.ENCODING
+        self.errors = "surrogateescape"

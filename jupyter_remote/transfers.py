@@ -4,10 +4,10 @@ as they arrive, with a progress bar (tqdm.auto) when a transfer takes more than 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 from jupyter_remote.errors import BadRequest
-from jupyter_remote.tarstream import local_size, pack, unpack
+from jupyter_remote.tarstream import Packed, local_size, unpack
 
 BAR_AFTER = 16 << 20  # bytes: smaller uploads show no bar
 BAR_DELAY = 1.0  # seconds: a download shows its bar only once it has run this long
@@ -29,14 +29,14 @@ def _bar(total: int | None, what: str, show: bool | None):
     )
 
 
-def upload_body(local: str, remote: str, progress: bool | None) -> tuple[Iterator[bytes], object]:
+def upload_body(local: str, remote: str, progress: bool | None) -> tuple[Iterable[bytes], object]:
     """The tar body for `local` (named after `remote`'s last part, which the agent renames
     or keeps as `docker cp` would), and its progress bar."""
     if not os.path.lexists(local):
         raise BadRequest(f"no such local file or directory: {local}", reason="local_not_found")
     bar = _bar(local_size(local), f"put {os.path.basename(local)}", progress)
     name = os.path.basename(os.path.abspath(local)) or "root"
-    return pack(local, name, bar.update), bar
+    return Packed(local, name, bar.update), bar  # sized: sent with a Content-Length
 
 
 class _Reader:

@@ -1,14 +1,20 @@
 """Files in and out of session containers, and job task outputs kept past their containers.
 
-Uploads are spooled to the agent's disk as they arrive (flat memory), checked member by
-member (headers only), and only then re-written into Docker's archive API: a refused
-archive never reaches the container. Downloads stream Docker's archive chunk by chunk.
+Uploads are checked member by member as they arrive (each header before it is passed on)
+and re-written with clean headers straight into Docker's archive API, under a hidden
+staging name beside the target (`.jr-upload-<id>`), renamed into place by one `mv` in the
+container once the whole archive was good and removed on a refusal: a refused archive
+leaves the container as it was. When the target is an existing directory (Docker merges
+into it) or the image has no `mv`/`rm`, the checked archive is spooled to the agent's
+disk and put once complete. Downloads stream Docker's archive chunk by chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
+import copy
 import json
 import logging
 import os
@@ -16,6 +22,8 @@ import posixpath
 import tarfile
 import tempfile
 import threading
+import time
+import uuid
 
 from docker.errors import DockerException
 from docker.errors import NotFound as DockerNotFound
@@ -23,7 +31,7 @@ from tornado import web
 
 from jupyter_remote.agent.handlers import AgentHandler
 from jupyter_remote.errors import BadRequest, Conflict, NotFound
-from jupyter_remote.tarstream import CHUNK, BadArchive, checked_members, rewrite
+from jupyter_remote.tarstream import CHUNK, BadArchive, StreamCheck
 
 log = logging.getLogger("jupyter_remote.agent")
 MAX_PATH = 4096
@@ -56,17 +64,45 @@ def _docker_error(exc: DockerException, path: str):
     return Conflict(f"the container refused {path}: {why}", reason="transfer_refused", path=path)
 
 
-def put_spooled(api, cid: str, spool: str, dest: str) -> dict:
-    """Check the spooled tar, then put it at `dest` the way `docker cp` does (blocking)."""
+def _exec(api, cid: str, argv: list[str]) -> int:
+    """Run `argv` as root in the container (blocking); its exit code (126/127: not found)."""
+    exec_id = api.exec_create(cid, argv, user="0", stdout=True, stderr=True)["Id"]
+    api.exec_start(exec_id)
+    return api.exec_inspect(exec_id).get("ExitCode") or 0
+
+
+_CAN_STAGE: dict[str, bool] = {}
+
+
+def can_stage(api, cid: str) -> bool:
+    """Whether the container has `mv` and `rm` (probed once per container)."""
+    if cid not in _CAN_STAGE:
+        if len(_CAN_STAGE) > 1000:
+            _CAN_STAGE.clear()
+        try:
+            ok = all(_exec(api, cid, [t, "--help"]) not in (126, 127) for t in ("mv", "rm"))
+        except DockerException:
+            ok = False
+        _CAN_STAGE[cid] = ok
+    return _CAN_STAGE[cid]
+
+
+def _is_dir(st: dict | None) -> bool:
+    return st is not None and bool(st.get("mode", 0) & (1 << 31))
+
+
+def put_stream(api, cid: str, chunks, dest: str, spool_dir: str) -> dict:
+    """Check the incoming tar (a blocking chunk iterator) as it passes and put it at `dest`
+    the way `docker cp` does: through a staging name renamed into place, or spooled."""
     try:
-        members = checked_members(spool)
+        check = StreamCheck(chunks)
+        first = check.peek()
     except BadArchive as exc:
         raise BadRequest(f"refused, nothing written: {exc}", reason="bad_archive") from None
     try:
         st = path_stat(api, cid, dest)
-        is_dir = st is not None and bool(st.get("mode", 0) & (1 << 31))
         into, rename = (
-            (dest, None) if is_dir else (posixpath.dirname(dest), posixpath.basename(dest))
+            (dest, None) if _is_dir(st) else (posixpath.dirname(dest), posixpath.basename(dest))
         )
         if rename == "":  # dest is "/"
             into, rename = "/", None
@@ -74,12 +110,129 @@ def put_spooled(api, cid: str, spool: str, dest: str) -> dict:
             raise NotFound(
                 f"no such directory in the container: {into}", reason="path_not_found", path=into
             )
-        api.put_archive(cid, into, rewrite(spool, members, rename))
+        name = rename or first.name.split("/")[0]
+        top = posixpath.join(into, name)
+        there = path_stat(api, cid, top)
+        # a directory already there is merged into (Docker's way), and a directory never
+        # replaces a file by a rename: those are spooled, like an image without mv/rm
+        staged = (there is None or not (_is_dir(there) or first.isdir())) and can_stage(api, cid)
+        if staged:
+            _put_staged(api, cid, check, into, top)
+        else:
+            _put_spooled(api, cid, check, into, name, spool_dir)
+    except BadArchive as exc:
+        raise BadRequest(f"refused, nothing written: {exc}", reason="bad_archive") from None
     except DockerException as exc:
         raise _docker_error(exc, dest) from None
-    size = sum(m.size for m in members if m.isreg())
-    top = posixpath.join(into, rename or members[0].name.split("/")[0])
-    return {"path": top, "files": sum(m.isreg() for m in members), "size": size}
+    return {"path": top, "files": check.files, "size": check.size}
+
+
+def _put_staged(api, cid: str, check: StreamCheck, into: str, top: str) -> None:
+    stage = f".jr-upload-{uuid.uuid4().hex[:12]}"
+    failed: list[BaseException] = []
+
+    def body():
+        try:
+            yield from check.rewritten(stage)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+
+    try:
+        api.put_archive(cid, into, body())
+    except BaseException as exc:
+        _remove(api, cid, posixpath.join(into, stage))
+        if failed:
+            raise failed[0] from None
+        raise exc from None
+    if failed:  # the body ended early without the request noticing
+        _remove(api, cid, posixpath.join(into, stage))
+        raise failed[0]
+    code = _exec(api, cid, ["mv", "-f", posixpath.join(into, stage), top])
+    if code:
+        _remove(api, cid, posixpath.join(into, stage))
+        raise Conflict(
+            f"the container refused {top}: mv exited with {code}",
+            reason="transfer_refused",
+            path=top,
+        )
+
+
+def _remove(api, cid: str, path: str) -> None:
+    """Remove a staging path; Docker may still be finishing an aborted put, so check."""
+    for _ in range(20):
+        try:
+            _exec(api, cid, ["rm", "-rf", path])
+            if path_stat(api, cid, path) is None:
+                return
+        except DockerException as exc:
+            log.warning("could not remove %s in %s: %s", path, cid[:12], exc)
+            return
+        time.sleep(0.1)
+    log.warning("could not remove %s in %s", path, cid[:12])
+
+
+def _put_spooled(api, cid: str, check: StreamCheck, into: str, name: str, spool_dir: str):
+    os.makedirs(spool_dir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=spool_dir, suffix=".tar") as spool:
+        for piece in check.rewritten(name):
+            spool.write(piece)
+        spool.seek(0)
+        api.put_archive(cid, into, iter(lambda: spool.read(CHUNK), b""))
+
+
+class Channel:
+    """Chunks from the IOLoop to a thread: at most `depth` waiting (the sender awaits room),
+    so a slow container slows the client and memory stays flat."""
+
+    END = object()
+    GONE = object()
+
+    def __init__(self, depth: int = 8) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.depth = depth
+        self.queue: collections.deque = collections.deque()
+        self.cv = threading.Condition()
+        self.room: asyncio.Future | None = None
+        self.dead = False
+
+    async def put(self, item) -> None:
+        while True:
+            with self.cv:
+                if self.dead:
+                    return
+                if len(self.queue) < self.depth or item is self.END or item is self.GONE:
+                    self.queue.append(item)
+                    self.cv.notify()
+                    return
+                self.room = self.loop.create_future()
+                room = self.room
+            await room
+
+    def _wake(self) -> None:
+        room, self.room = self.room, None
+        if room is not None:
+            self.loop.call_soon_threadsafe(lambda: room.done() or room.set_result(None))
+
+    def close(self) -> None:
+        """The reader is done: later chunks are dropped."""
+        with self.cv:
+            self.dead = True
+            self.queue.clear()
+            self._wake()
+
+    def __iter__(self):
+        while True:
+            with self.cv:
+                while not self.queue:
+                    self.cv.wait()
+                item = self.queue.popleft()
+                self._wake()
+            if item is self.END:
+                return
+            if item is self.GONE:
+                raise BadArchive("the client left before the archive ended")
+            yield item
 
 
 def archive_chunks(api, cid: str, path: str):
@@ -151,24 +304,55 @@ class FilesHandler(AgentHandler):
     """GET/PUT /v1/sessions/{id}/files?path=: a tar of a path, or a tar put at a path."""
 
     def prepare(self) -> None:
-        self._spool = None
+        self._channel = self._work = self._refused = None
+        self._pending = bytearray()
         if self.request.method == "PUT":
-            self._max_body = 1 << 62  # spooled to disk, never held in memory
-            self.request.connection.set_max_body_size(1 << 62)
+            self._max_body = 1 << 62  # streamed through, never held in memory
+            conn = self.request.connection
+            conn.set_max_body_size(1 << 62)
+            if hasattr(conn, "params"):  # read the body in 1 MiB pieces, not 64 KiB
+                conn.params = copy.copy(conn.params)
+                conn.params.chunk_size = CHUNK
         super().prepare()
         if self.request.method == "PUT":
+            try:
+                cid, path = self._where(self.path_args[0])
+            except (BadRequest, NotFound) as exc:
+                self._refused = exc  # answered in put(); the body is read and dropped
+                return
+            self._channel = channel = Channel()
+            api = self.agent.factory.api
             spool_dir = os.path.join(self.agent.data_dir, "transfers")
-            os.makedirs(spool_dir, exist_ok=True)
-            self._spool = tempfile.NamedTemporaryFile(dir=spool_dir, suffix=".tar")  # noqa: SIM115
+            work = channel.loop.create_future()
+            self._work = work
+            work.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    def data_received(self, chunk: bytes) -> None:
-        if self._spool is None:
+            def run() -> None:
+                try:
+                    result = put_stream(api, cid, channel, path, spool_dir)
+                except BaseException as exc:  # noqa: BLE001 - handed to put()
+                    outcome = (work.set_exception, exc)
+                else:
+                    outcome = (work.set_result, result)
+                finally:
+                    channel.close()
+                channel.loop.call_soon_threadsafe(lambda: work.done() or outcome[0](outcome[1]))
+
+            threading.Thread(target=run, daemon=True, name="transfer-put").start()
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self.request.method != "PUT":
             return super().data_received(chunk)
-        self._spool.write(chunk)
+        if self._channel is not None:  # joined into ~1 MiB: one hand-off and send each
+            self._pending += chunk
+            if len(self._pending) >= CHUNK:
+                piece, self._pending = bytes(self._pending), bytearray()
+                await self._channel.put(piece)
 
-    def on_finish(self) -> None:
-        if getattr(self, "_spool", None) is not None:
-            self._spool.close()
+    def on_connection_close(self) -> None:
+        if getattr(self, "_channel", None) is not None:
+            asyncio.ensure_future(self._channel.put(Channel.GONE))
+        super().on_connection_close()
 
     def _where(self, sid: str) -> tuple[str, str]:
         session = self.agent.sessions.get(sid)
@@ -181,10 +365,12 @@ class FilesHandler(AgentHandler):
         await relay_blocking(self, chunks)
 
     async def put(self, sid: str) -> None:
-        cid, path = self._where(sid)
-        self._spool.flush()
-        api = self.agent.factory.api
-        self.send_json(await self.agent.blocking(put_spooled, api, cid, self._spool.name, path))
+        if self._refused is not None:
+            raise self._refused
+        if self._pending:
+            await self._channel.put(bytes(self._pending))
+        await self._channel.put(Channel.END)
+        self.send_json(await self._work)
 
 
 # -- job outputs -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ client and memory stays flat. Downloads: the agent's answer is read on a worker 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from urllib.parse import urlencode
 
@@ -17,6 +18,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from jupyter_remote.errors import BadRequest, ConnectionFailed, NotFound, RemoteError
+from jupyter_remote.tarstream import CHUNK
 from jupyter_remote_server.handlers import RemoteHandler
 from jupyter_remote_server.pump import ThreadPump
 
@@ -67,7 +69,11 @@ class SessionFilesHandler(RemoteHandler):
             return
         if not self.current_user:
             raise web.HTTPError(403)
-        self.request.connection.set_max_body_size(1 << 62)
+        conn = self.request.connection
+        conn.set_max_body_size(1 << 62)
+        if hasattr(conn, "params"):  # read the body in 1 MiB pieces, not tornado's 64 KiB
+            conn.params = copy.copy(conn.params)
+            conn.params.chunk_size = CHUNK
         owner = self.path_args[0]
         try:
             path = _path_arg(self)
@@ -78,17 +84,21 @@ class SessionFilesHandler(RemoteHandler):
             return
         client = node.client
         query = urlencode({"path": path})
-        queue: asyncio.Queue = asyncio.Queue(16)
+        queue: asyncio.Queue = asyncio.Queue(8)
         self._queue = queue
 
         async def producer(write) -> None:
             while (chunk := await queue.get()) is not None:
                 await write(chunk)
 
+        headers = {k: v for k, v in client.http.headers.items() if k == "Authorization"}
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit():  # passed on as it came: no chunked framing
+            headers["Content-Length"] = length
         request = HTTPRequest(
             f"{client.url}/v1/sessions/{record['session_id']}/files?{query}",
             method="PUT",
-            headers={k: v for k, v in client.http.headers.items() if k == "Authorization"},
+            headers=headers,
             body_producer=producer,
             connect_timeout=client.connect_timeout,
             request_timeout=UPLOAD_TIMEOUT,
