@@ -15,6 +15,7 @@ __all__ = [
     "BUSYBOX",
     "PYTHON",
     "AgentProcess",
+    "exported_stack",
     "free_port",
     "new_id",
     "output",
@@ -121,6 +122,28 @@ def run(client: AgentClient, **body) -> tuple[list[dict], dict]:
 
 def output(events: list[dict], stream: str = "stdout") -> str:
     return "".join(e["data"] for e in events if e["event"] == stream)
+
+
+def exported_stack(docker_client):
+    """A whole stack (two agents, a real server) for a module, its address exported as a
+    kernel the server started would have it; stopped and cleaned up after (a generator for
+    a module fixture: `yield from exported_stack(docker_client)`)."""
+    from stack import Stack
+
+    running = Stack().start()
+    saved = {k: os.environ.get(k) for k in running.env}
+    running.export()
+    try:
+        yield running
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        running.stop()
+        for agent in running.agents:
+            remove_containers(agent.containers(docker_client))
 
 
 def ipython_shell():

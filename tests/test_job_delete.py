@@ -10,27 +10,15 @@ from contextlib import redirect_stdout
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import BUSYBOX, ipython_shell, remove_containers
+from conftest import BUSYBOX, exported_stack, remote_shell
 from jupyter_remote.api import RemoteEnvironment
 from jupyter_remote.client import RemoteClient
 from jupyter_remote.errors import Conflict, NotFound
-from stack import Stack
 
 
 @pytest.fixture(scope="module")
 def stack(docker_client):
-    running = Stack().start()
-    saved = {k: os.environ.get(k) for k in running.env}
-    running.export()
-    yield running
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    running.stop()
-    for agent in running.agents:
-        remove_containers(agent.containers(docker_client))
+    yield from exported_stack(docker_client)
 
 
 def _agent_dir(stack, job: dict, index: int = 0) -> str:
@@ -100,8 +88,7 @@ def test_unknown_is_404_and_the_magic_errors_in_one_line(stack):
     client = RemoteClient()
     with pytest.raises(NotFound):
         client.delete_job("j-no-such-job")
-    ip = ipython_shell()
-    ip.run_line_magic("load_ext", "jupyter_remote")
+    ip = remote_shell()
     with pytest.raises(UsageError) as err:
         ip.run_line_magic("remote_delete", "j-no-such-job")
     assert "\n" not in str(err.value) and "j-no-such-job" in str(err.value)

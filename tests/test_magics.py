@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import io
-import os
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import BUSYBOX, PYTHON, remote_shell, remove_containers
-from stack import Stack
+from conftest import BUSYBOX, PYTHON, exported_stack, remote_shell
 
 
 @pytest.fixture(scope="module")
 def stack(docker_client):
-    running = Stack().start()
-    saved = {k: os.environ.get(k) for k in running.env}
-    running.export()
-    yield running
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    running.stop()
-    for agent in running.agents:
-        remove_containers(agent.containers(docker_client))
+    yield from exported_stack(docker_client)
 
 
 @pytest.fixture(scope="module")

@@ -14,27 +14,15 @@ import psutil
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import BUSYBOX, remote_shell, remove_containers
+from conftest import BUSYBOX, exported_stack, remote_shell
 from jupyter_remote.api import RemoteDockerEnvironment, RemoteEnvironment
 from jupyter_remote.client import RemoteClient
 from jupyter_remote.errors import BadRequest, NotFound
-from stack import Stack
 
 
 @pytest.fixture(scope="module")
 def stack(docker_client):
-    running = Stack().start()
-    saved = {k: os.environ.get(k) for k in running.env}
-    running.export()
-    yield running
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    running.stop()
-    for agent in running.agents:
-        remove_containers(agent.containers(docker_client))
+    yield from exported_stack(docker_client)
 
 
 @pytest.fixture

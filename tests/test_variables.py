@@ -7,7 +7,6 @@ must be readable by both.
 from __future__ import annotations
 
 import io
-import os
 from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
@@ -15,26 +14,22 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import remote_shell, remove_containers
+from conftest import exported_stack, remote_shell
 from jupyter_remote import variables
 from processes import SCIPY
-from stack import Stack
 
 
 @pytest.fixture(scope="module")
-def ip(docker_client):
-    running = Stack().start()
-    saved = {k: os.environ.get(k) for k in running.env}
-    running.export()
+def stack(docker_client):
+    yield from exported_stack(docker_client)
+
+
+@pytest.fixture(scope="module")
+def ip(stack):
     shell = remote_shell()
     shell.run_line_magic("remote_config", f"default_image={SCIPY}")
     yield shell
     shell.run_line_magic("remote_cleanup", "")
-    for key, value in saved.items():
-        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-    running.stop()
-    for agent in running.agents:
-        remove_containers(agent.containers(docker_client))
 
 
 def cell(ip, line: str, body: str) -> str:
