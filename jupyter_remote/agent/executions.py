@@ -203,24 +203,17 @@ class ExecutionManager:
         session_id = body.session_id
         if session_id is not None:
             session = self.sessions.get(session_id)
-            if runner_kind and session.path == "runner":
-                return Execution(
-                    execution_id,
-                    self.node_id,
-                    argv,
-                    "session",
-                    session.spec.image,
-                    session_id=session_id,
-                    container_id=session.container_id,
-                    timeout=timeout,
-                    env=env,
-                    workdir=workdir,
-                    input_bytes=len(stdin or b""),
+            # the runner takes the cell's text itself; the exec path feeds it on stdin
+            how = (
+                dict(
                     path="runner",
                     runner_kind=runner_kind,
                     code=body.command if runner_kind == "shell" else body.python,
                     runner_dir=session.runner_dir,
                 )
+                if runner_kind and session.path == "runner"
+                else dict(stdin=stdin)
+            )
             return Execution(
                 execution_id,
                 self.node_id,
@@ -232,8 +225,8 @@ class ExecutionManager:
                 timeout=timeout,
                 env=env,
                 workdir=workdir,
-                stdin=stdin,
                 input_bytes=len(stdin or b""),
+                **how,
             )
         spec = container_spec(body, self.limits, self.default_image)
         return Execution(
