@@ -56,6 +56,26 @@ class EventStream:
         if self._closed or self.exit is not None:
             self.close()
             raise StopIteration
+        line = self._line()
+        event = json.loads(line)
+        self._account(line, event)
+        return event
+
+    def lines(self):
+        """The events as their raw spool lines (bytes, newline included), parsing only the
+        exit and error events: for copying output on without decoding it. Same offsets,
+        errors and end as iterating."""
+        while not self._closed and self.exit is None:
+            line = self._line()
+            event = {}
+            if line.startswith((b'{"event":"exit"', b'{"event":"error"')):
+                event = json.loads(line)
+            self._account(line, event)
+            yield line
+        self.close()
+
+    def _line(self) -> bytes:
+        """The next whole line; RunnerUnavailable when the stream broke before its exit."""
         try:
             line = self._file.readline()
         except OSError as exc:
@@ -69,44 +89,16 @@ class EventStream:
                 f"the runner closed the stream of {self.id} before its exit event "
                 f"(at offset {self.offset}); attach to continue"
             )
-        event = json.loads(line)
+        return line
+
+    def _account(self, line: bytes, event: dict) -> None:
+        """Move the spool offset past `line`; an error event is raised, an exit kept."""
         if event.get("event") == "error":
             self.close()
             raise RunnerRefused(event.get("reason", "error"), event.get("message", ""), event)
         self.offset += len(line)
         if event.get("event") == "exit":
             self.exit = event
-        return event
-
-    def lines(self):
-        """The events as their raw spool lines (bytes, newline included), parsing only the
-        exit and error events: for copying output on without decoding it. Same offsets,
-        errors and end as iterating."""
-        while not self._closed and self.exit is None:
-            try:
-                line = self._file.readline()
-            except OSError as exc:
-                self.close()
-                raise RunnerUnavailable(
-                    f"connection to the runner broke at offset {self.offset}: {exc}"
-                ) from exc
-            if not line.endswith(b"\n"):
-                self.close()
-                raise RunnerUnavailable(
-                    f"the runner closed the stream of {self.id} before its exit event "
-                    f"(at offset {self.offset}); attach to continue"
-                )
-            if line.startswith((b'{"event":"exit"', b'{"event":"error"')):
-                event = json.loads(line)
-                if event.get("event") == "error":
-                    self.close()
-                    raise RunnerRefused(
-                        event.get("reason", "error"), event.get("message", ""), event
-                    )
-                self.exit = event
-            self.offset += len(line)
-            yield line
-        self.close()
 
     def close(self) -> None:
         if not self._closed:
