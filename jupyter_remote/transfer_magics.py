@@ -30,7 +30,7 @@ class TransferMagics(Magics):
         return given or self._remote().default_image or None
 
     @magic_arguments()
-    @argument("--image", "-i", help="The session's image (default: as %%remote cells).")
+    @argument("--image", help="The session's image (default: as %%remote cells).")
     @argument("--no-progress", action="store_true", help="Never show a progress bar.")
     @argument("local", help="Local file or directory.")
     @argument("remote", nargs="?", default=".", help="Where in the container (default: workdir).")
@@ -57,7 +57,7 @@ class TransferMagics(Magics):
         print(f"[remote] put {args.local} -> {done['path']} ({_size(done['size'])})")
 
     @magic_arguments()
-    @argument("--image", "-i", help="The session's image (default: as %%remote cells).")
+    @argument("--image", help="The session's image (default: as %%remote cells).")
     @argument("--job", help="Fetch a saved output of this job's task instead.")
     @argument("--task", type=int, default=0, help="The job's task index (0).")
     @argument("--no-progress", action="store_true", help="Never show a progress bar.")
