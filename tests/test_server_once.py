@@ -52,8 +52,10 @@ class TailCutProxy(CuttableProxy):
                     continue
                 held += data
                 if held.endswith(END):
-                    client.sendall(held[: len(held) - self.cut_at])
+                    # counted before sending: the server may already have closed its end
+                    # after reading the exit event (then the tail is withheld all the same)
                     self.cuts += 1
+                    client.sendall(held[: len(held) - self.cut_at])
                     break
                 if len(held) > 16:  # keep back only what could be the end
                     client.sendall(held[:-16])
