@@ -7,7 +7,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from jupyter_remote.errors import RemoteError
+from jupyter_remote.magics import _one_line_errors
 
 
 @magics_class
@@ -48,7 +48,7 @@ class TransferMagics(Magics):
         """
         args = parse_argstring(self.remote_put, line)
         progress = False if args.no_progress else None
-        with _one_line():
+        with _one_line_errors():
             client = self._remote().client
             owner, image = self._owner(), self._image(args.image)
             if owner == self._remote().owner:  # the magics' own session: made on first use
@@ -75,7 +75,7 @@ class TransferMagics(Magics):
         """
         args = parse_argstring(self.remote_get, line)
         progress = False if args.no_progress else None
-        with _one_line():
+        with _one_line_errors():
             client = self._remote().client
             if args.job:
                 names = client.get_output(args.job, args.task, args.remote, args.local, progress)
@@ -95,13 +95,3 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
-
-
-class _one_line:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if isinstance(exc, RemoteError):
-            raise UsageError(f"[remote] {exc.message}") from None
-        return False
