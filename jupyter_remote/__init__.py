@@ -5,6 +5,9 @@ from jupyter_remote._version import __version__
 
 def load_ipython_extension(ipython) -> None:
     """`%load_ext jupyter_remote`: register %%remote and the %remote_* magics."""
+    from jupyter_remote.extras import require_extra
+
+    require_extra("jupyter", "%load_ext jupyter_remote")
     from jupyter_remote.magics import load_ipython_extension as load
 
     load(ipython)

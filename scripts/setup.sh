@@ -17,7 +17,7 @@ stamp="$VENV/.jupyter-remote-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "==> installing jupyter-remote and its test dependencies into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  "$VENV/bin/python" -m pip install -q -e '.[jupyter,dev]'
   touch "$stamp"
 fi
 
@@ -26,5 +26,6 @@ scripts/build-images.sh
 
 # Every program a test or a script calls, from Debian: chromium for the Lab panel's browser
 # test (Playwright drives it and downloads no browser of its own), netcat for the gateway's
-# "send a state with nc" test, iproute2 for tests that build hosts in network namespaces.
-scripts/apt-install.sh chromium netcat-openbsd iproute2
+# "send a state with nc" test, iproute2 for tests that build hosts in network namespaces,
+# systemd for `systemd-analyze verify` of the units in deploy/systemd.
+scripts/apt-install.sh chromium netcat-openbsd iproute2 systemd

@@ -16,6 +16,7 @@ PROGRAMS = {
     "ip": "iproute2",
     "dockerd": "docker.io",
     "debootstrap": "debootstrap",
+    "systemd-analyze": "systemd",
 }
 
 

@@ -550,9 +550,9 @@ class ExecutionManager:
                     self.removing.discard(thread)
 
         thread = threading.Thread(target=remove, daemon=True, name=f"rm-{container_id[:12]}")
-        with self._claim_lock:
+        with self._claim_lock:  # started before it is listed: wait_removals joins what it lists
+            thread.start()
             self.removing.add(thread)
-        thread.start()
 
     def wait_removals(self, timeout: float = 30.0) -> None:
         """Let fresh containers' removals in the background finish (agent stop)."""
