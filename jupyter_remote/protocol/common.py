@@ -108,10 +108,28 @@ ExecutionStatus = Literal[
     "unknown",
 ]
 EXECUTION_FINAL = ("completed", "failed", "timed_out", "cancelled", "lost", "not_started")
+# Not known yet: the stream broke, or its node turned lost (a cut link), after the command
+# was sent. The server asks the node until its own record settles it (`settled: true`).
+EXECUTION_UNSETTLED = ("unknown",)
 TaskStatus = Literal["pending", "running", "completed", "failed", "timed_out", "stopped", "lost"]
 TASK_FINAL = ("completed", "failed", "timed_out", "stopped", "lost")
 JobStatus = Literal["pending", "running", "stopping", "completed", "failed", "degraded", "stopped"]
 JOB_FINAL = ("completed", "failed", "degraded", "stopped")
+# After a partition: a task the server marked lost stays lost (a final status never
+# changes, so the job stays degraded and nothing is re-run). Once its node answers again,
+# the task's `reconciled.outcome` says, once, what the node did with it meanwhile.
+Reconciled = Literal["stopped", "ended", "not_received"]
+
+
+def reconciled_as(node_status: str | None) -> Reconciled:
+    """The outcome for a lost task from its node's own status (None: the node has no record).
+
+    Still pending or running there: the server stops it (its output is kept), "stopped";
+    ended there while cut off: "ended"; never arrived: "not_received".
+    """
+    if node_status is None:
+        return "not_received"
+    return "ended" if node_status in TASK_FINAL else "stopped"
 
 
 def job_status(tasks: list[dict], stop_requested: bool, autostop: bool = False) -> str:

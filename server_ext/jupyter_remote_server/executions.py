@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 
 from jupyter_remote.errors import BadRequest, Conflict, ConnectionFailed, NotFound, RemoteError
-from jupyter_remote.protocol.common import EXECUTION_FINAL
+from jupyter_remote.protocol.common import EXECUTION_FINAL, EXECUTION_UNSETTLED
 from jupyter_remote_server.framing import EventLines
 from jupyter_remote_server.kernels import KernelSessions
 from jupyter_remote_server.nodes import Node, NodeRegistry
 from jupyter_remote_server.pool import ExecutorPool
 from jupyter_remote_server.pump import ThreadPump
+from jupyter_remote_server.reconcile import LinkWatch
 from jupyter_remote_server.store import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
@@ -60,6 +61,9 @@ class ExecutionService:
         self.stream_executor = stream_executor
         self.default_image = default_image
         self.known_kernel = known_kernel
+        self.links = LinkWatch(registry)  # ends streams from a node that turns lost
+        self._settling: set[asyncio.Task] = set()
+        registry.listeners.append(self._on_node_state)
         self.records: dict[str, dict] = {r["execution_id"]: r for r in store.load("execution")}
         for record in self.records.values():
             if record["status"] == "placing":  # the server stopped before sending it
@@ -275,7 +279,7 @@ class ExecutionService:
             f"node {node.node_id!r}",
             self.stream_executor,
         ).start()
-        events = aiter(pump)
+        events = self.links.guard(node, pump)
         try:
             first = await anext(events)
         except StopAsyncIteration:
@@ -295,11 +299,19 @@ class ExecutionService:
         self._save(record)
 
     async def _settle_broken(self, record: dict, node: Node, exc: RemoteError) -> bytes:
-        """The one exit event after a break: the node's own outcome if it knows it."""
-        try:
-            theirs = await self.blocking(node.client.execution, record["execution_id"], SETTLE_WAIT)
-        except RemoteError:
-            theirs = None
+        """The one exit event after a break: the node's own outcome if it knows it.
+
+        A node that turned lost is not asked (its link may be cut): the outcome is unknown
+        until it answers again.
+        """
+        theirs = None
+        if node.answering:
+            try:
+                theirs = await self.blocking(
+                    node.client.execution, record["execution_id"], SETTLE_WAIT
+                )
+            except RemoteError:
+                pass
         if theirs and theirs.get("status") in EXECUTION_FINAL:
             message = (theirs.get("message") or "") + (
                 f" (the stream from node {node.node_id!r} broke at its end: {exc.message}; "
@@ -385,9 +397,22 @@ class ExecutionService:
             )
             self._save(record)
 
-    async def settle_unknown(self) -> None:
-        for record in [r for r in self.records.values() if r["status"] in ("unknown", "running")]:
+    async def settle_unknown(self, node_id: str | None = None) -> None:
+        """Settle what is unknown (or still running) from each node's record, or one node's."""
+        for record in [
+            r
+            for r in self.records.values()
+            if r["status"] in (*EXECUTION_UNSETTLED, "running")
+            and (node_id is None or r["node_id"] == node_id)
+        ]:
             await self.settle_one(record)
+
+    def _on_node_state(self, node: Node, old: str, new: str) -> None:
+        """A lost node answers again: settle its executions now, not at the next round."""
+        if old == "lost" and node.answering:
+            task = asyncio.get_running_loop().create_task(self.settle_unknown(node.node_id))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
 
 
 def _whose(req: dict) -> str:

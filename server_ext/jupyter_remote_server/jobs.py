@@ -3,7 +3,8 @@
 Each task becomes a one-task job on the agent it is sent to (id JOB.INDEX). The server
 learns of every change from each node's long-polled change feed, so completion is known
 at once, not at the next poll. A task on a node that is lost is marked lost and never
-re-run; tasks not started yet go to the healthy nodes.
+re-run; tasks not started yet go to the healthy nodes. When the node answers again, its
+lost tasks are reconciled (reconcile.py): stopped there, output kept, told once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from jupyter_remote.protocol.validation import parse_body
 from jupyter_remote_server.nodes import Node, NodeRegistry
 from jupyter_remote_server.pool import ExecutorPool
 from jupyter_remote_server.pump import ThreadPump
+from jupyter_remote_server.reconcile import LostTasks
 from jupyter_remote_server.store import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
@@ -77,6 +79,8 @@ class JobService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stop_tried: dict[str, float] = {}
+        self.lost = LostTasks(registry=registry, blocking=blocking, changed=self._changed)
+        self.lost.load(self.jobs)
         registry.listeners.append(self.on_node_state)
 
     # -- models ------------------------------------------------------------------------
@@ -92,6 +96,11 @@ class JobService:
             "degraded": any(t["status"] == "lost" for t in tasks),
             "elapsed": round(end - job["created_at"], 3),
             "nodes_used": sorted({t["node_id"] for t in tasks if t["node_id"]}),
+            "notices": [
+                f"task {t['index']} ({t['name']}): {t['reconciled']['message']}"
+                for t in tasks
+                if t.get("reconciled")
+            ],
         }
 
     def get(self, job_id: str) -> dict:
@@ -254,6 +263,8 @@ class JobService:
             started_at=task["started_at"] or time.time(),
         )
         self.by_agent_job[agent_job_id] = (job["job_id"], task["index"])
+        if node.state == "lost":  # it turned lost while the send hung: lost, like the rest
+            self.lost.lost(job, task, node)
         self._changed(job)
 
     # -- watching the nodes ------------------------------------------------------------
@@ -274,6 +285,7 @@ class JobService:
                 self._stop_tried[job["job_id"]] = now
                 running = [t for t in job["tasks"] if t["status"] == "running"]
                 self._spawn(self._stop_tasks(job, running))
+        self.lost.step(self.jobs, self._spawn)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -308,9 +320,8 @@ class JobService:
         task = job["tasks"][where[1]]
         theirs = agent_job["tasks"][0]
         if task["status"] in TASK_FINAL:
-            if task["status"] == "lost" and theirs["status"] in TASK_FINAL:
-                task["reported_after_loss"] = {k: theirs[k] for k in ("status", "returncode")}
-                self._changed(job)
+            if task["status"] == "lost":
+                self.lost.seen(job, task, theirs)
             return
         if theirs["status"] == task["status"] == "running":
             return
@@ -335,7 +346,10 @@ class JobService:
         await self.dispatch(job)
 
     def on_node_state(self, node: Node, old: str, new: str) -> None:
-        """Degraded mode: a lost node's running tasks are lost; the rest carry on."""
+        """Degraded mode: a lost node's running tasks are lost; the rest carry on.
+
+        They are reconciled (stopped there, never re-run) once the node answers again.
+        """
         if new != "lost":
             return
         for job in self.jobs.values():
@@ -343,13 +357,7 @@ class JobService:
                 t for t in job["tasks"] if t["status"] == "running" and t["node_id"] == node.node_id
             ]
             for task in hit:
-                task.update(
-                    status="lost",
-                    returncode=-1,
-                    finished_at=time.time(),
-                    message=f"node {node.node_id!r} was lost ({node.reason}); the task "
-                    "was not re-run",
-                )
+                self.lost.lost(job, task, node)
             if hit:
                 log.warning(
                     "job %s: %d task(s) lost with node %s; carrying on degraded",
