@@ -142,6 +142,46 @@ def test_big_output_arrives_whole(runner):
     assert end["returncode"] == 0 and text(events) == "a" * 3_000_000
 
 
+def test_a_flood_comes_in_events_up_to_1_mib(runner):
+    """The output pipes are widened to 1 MiB: a fast writer fills events 16x the old 64 KiB
+    (fewer events on every hop), and none is larger."""
+    events, end = run(runner.client, "shell", "head -c 8000000 /dev/zero | tr '\\0' a")
+    sizes = [len(e["data"]) for e in events if e["event"] == "stdout"]
+    assert end["returncode"] == 0 and sum(sizes) == 8_000_000
+    assert max(sizes) > 65536 and max(sizes) <= 1 << 20
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["", "plain", 'q"uote\\back\nnl\rcr\ttab', "\x00\x08\x0c\x1b\x7f", "é ü \u2028 \U0001f600"],
+)
+def test_event_lines_are_what_json_writes(data):
+    """The ASCII fast path of the runner's encoder writes json.dumps' bytes exactly (the
+    agent copies these lines into its log as they are)."""
+    from jupyter_remote.runner.runnerd import encode
+
+    for event in ({"event": "stdout", "data": data}, {"event": "notice", "message": data}):
+        want = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
+        assert encode(event) == want.encode("utf-8", "replace")
+    assert encode({"event": "stdout", "data": "a" * 100 + "\n"}).count(b"\n") == 1
+
+
+def test_blocks_copy_the_spool_in_pieces_and_keep_the_exit_apart(runner):
+    cid = new_id()
+    stream = runner.client.run(cid, "shell", "seq 1 20000; echo tail >&2")
+    copied = b"".join(stream.blocks())
+    with open(os.path.join(runner.spool, f"{cid}.ndjson"), "rb") as f:
+        spool = f.read()
+    assert stream.exit["returncode"] == 0 and stream.offset == len(spool)
+    assert spool.startswith(copied) and json.loads(spool[len(copied) :])["event"] == "exit"
+    events = [json.loads(line) for line in copied.splitlines()]
+    assert text(events) == "".join(f"{i}\n" for i in range(1, 20001))
+    assert text(events, "stderr") == "tail\n"
+    with pytest.raises(RunnerRefused) as err:  # an error event is raised, not copied
+        list(runner.client.run(cid, "shell", "true").blocks())
+    assert err.value.reason == "duplicate"
+
+
 def test_duplicate_id_is_refused_and_never_runs_twice(runner):
     cid = new_id()
     run(runner.client, "shell", "echo once", id=cid)

@@ -412,20 +412,22 @@ class ExecutionManager:
         """Runner events into the log until the exit event; a broken connection is picked
         up again with attach at the spool offset reached (the cell itself is never re-sent)."""
         # The runner encodes events exactly as the log does (compact JSON, UTF-8), so its
-        # stdout, stderr, display and notice lines are appended as they came, undecoded;
-        # only its own started and exit lines are not copied: the agent writes its own.
+        # stdout, stderr, display and notice lines are appended as they came, undecoded and
+        # a whole read at a time; only its own started and exit lines are not copied: the
+        # agent writes its own.
         append = ex.log.append_raw
         broken = 0
         while True:
             try:
-                for line in stream.lines():
-                    if line.startswith(b'{"event":"started"'):
-                        continue
-                    if stream.exit is not None:
-                        return stream.exit
-                    if line.startswith(b'{"event":"notice"') and b"did not stop within" in line:
+                for block in stream.blocks():
+                    if block.startswith(b'{"event":"started"'):
+                        block = block[block.index(b"\n") + 1 :]
+                    if b"did not stop within" in block and _escalated(block):
                         ex.escalated = True
-                    append(line)
+                    if block:
+                        append(block)
+                if stream.exit is not None:
+                    return stream.exit
                 raise RunnerUnavailable("the runner's stream ended without an exit event")
             except RunnerUnavailable as exc:
                 broken += 1
@@ -759,6 +761,14 @@ class ExecutionManager:
             if timer:
                 timer.cancel()
             self._finish(ex, time.time() - ex.started_at)
+
+
+def _escalated(block: bytes) -> bool:
+    """A notice in these lines says the runner killed a cell that outlived its grace."""
+    return any(
+        line.startswith(b'{"event":"notice"') and b"did not stop within" in line
+        for line in block.split(b"\n")
+    )
 
 
 class _RunnerGone(Exception):

@@ -41,8 +41,8 @@ class EventStream:
 
     def __init__(self, sock: socket.socket, execution_id: str, offset: int = 0):
         self._sock = sock
-        # a large buffer: a flood of output comes as 64 KiB events, which an 8 KiB buffer
-        # reads in nine recv calls each
+        # a large buffer: a flood of output comes as 1 MiB events, which an 8 KiB buffer
+        # reads in 128 recv calls each
         self._file = sock.makefile("rb", buffering=READ_BUFFER)
         self.id = execution_id
         self.offset = offset
@@ -61,35 +61,56 @@ class EventStream:
         self._account(line, event)
         return event
 
-    def lines(self):
-        """The events as their raw spool lines (bytes, newline included), parsing only the
-        exit and error events: for copying output on without decoding it. Same offsets,
-        errors and end as iterating."""
+    def blocks(self):
+        """The events as runs of raw spool lines (bytes), as much as one read brings, for
+        copying output on without splitting or decoding it: a flood moves in 1 MiB pieces,
+        not line by line. The exit line is not in them (it is ``exit``); an error event is
+        raised. Same offsets and end as iterating."""
+        partial = b""
         while not self._closed and self.exit is None:
-            line = self._line()
-            event = {}
-            if line.startswith((b'{"event":"exit"', b'{"event":"error"')):
-                event = json.loads(line)
-            self._account(line, event)
-            yield line
+            data = self._read(self._file.read1, READ_BUFFER)
+            data = partial + data if partial else data
+            end = data.rfind(b"\n") + 1
+            block, partial = data[:end], data[end:]
+            if not block:
+                continue
+            if block.startswith(b'{"event":"error"'):
+                line = block[: block.index(b"\n") + 1]
+                self._account(line, json.loads(line))  # raises
+            start = block.rfind(b"\n", 0, -1) + 1  # the exit event is the stream's last line
+            if block.startswith(b'{"event":"exit"', start):
+                block, line = block[:start], block[start:]
+                self.offset += len(block)
+                self._account(line, json.loads(line))
+            else:
+                self.offset += len(block)
+            if block:
+                yield block
         self.close()
 
     def _line(self) -> bytes:
         """The next whole line; RunnerUnavailable when the stream broke before its exit."""
+        line = self._read(self._file.readline)
+        if not line.endswith(b"\n"):
+            self._read(lambda: b"")  # raises: the stream ended inside or before a line
+        return line
+
+    def _read(self, read, *args) -> bytes:
+        """Some bytes of the stream; RunnerUnavailable when it broke or ended (no bytes)."""
         try:
-            line = self._file.readline()
+            data = read(*args)
         except OSError as exc:
             self.close()
             raise RunnerUnavailable(
                 f"connection to the runner broke at offset {self.offset}: {exc}"
             ) from exc
-        if not line.endswith(b"\n"):
+        if not data:
             self.close()
             raise RunnerUnavailable(
                 f"the runner closed the stream of {self.id} before its exit event "
                 f"(at offset {self.offset}); attach to continue"
             )
-        return line
+        return data
 
     def _account(self, line: bytes, event: dict) -> None:
         """Move the spool offset past `line`; an error event is raised, an exit kept."""

@@ -10,6 +10,7 @@ when there is one, has one pump thread reading its stdout, stderr and control pi
 from __future__ import annotations
 
 import codecs
+import fcntl
 import json
 import os
 import re
@@ -26,7 +27,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "pyworker.py")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_REQUEST = 64 << 20  # one JSON line; a 16 MB cell escaped as JSON fits
-CHUNK = 65536
+CHUNK = 1 << 20  # an output pipe's size and the most one read (one event) takes
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # in fcntl from Python 3.10
 SEND_TIMEOUT = 60.0  # a subscriber that takes no bytes for this long is dropped (it can attach)
 DEFAULT_GRACE = 2.0  # seconds between the soft and the hard stop of a timed-out cell
 PIPE_GRACE = 0.5  # how long pipes held open by a finished shell cell's background jobs are read
@@ -40,12 +42,12 @@ SHELL_TRAP = (
     'trap \'__jr_rc=$?; { pwd >"$__jr_s.cwd"; '
     'env -0 >"$__jr_s.env0" || env >"$__jr_s.env"; } 2>/dev/null; exit $__jr_rc\' EXIT; '
 )
-SHELL_WRAPPER = '__jr_c=$1; __jr_s=$2; shift 2; ' + SHELL_TRAP + '. "$__jr_c"'
+SHELL_WRAPPER = "__jr_c=$1; __jr_s=$2; shift 2; " + SHELL_TRAP + '. "$__jr_c"'
 # The same, for a shell started ahead of its cell (see Runner.spare_shell): it waits for the
 # cell file's and the state files' paths on stdin, a pipe; the cell itself gets /dev/null.
 # A closed pipe (a spare no longer wanted) ends it at once, doing nothing.
 SPARE_WRAPPER = (
-    'IFS= read -r __jr_c && IFS= read -r __jr_s || exit 0; exec </dev/null; '
+    "IFS= read -r __jr_c && IFS= read -r __jr_s || exit 0; exec </dev/null; "
     + SHELL_TRAP
     + '. "$__jr_c"'
 )
@@ -69,7 +71,30 @@ def signal_number(name) -> int:
     return int(getattr(signal.Signals, text))
 
 
+# ASCII control characters other than \t \n \r: events holding one are left to json
+_CONTROL = tuple(bytes([i]) for i in range(32) if i not in (9, 10, 13))
+_SHORT_ESCAPES = (
+    (b"\\", b"\\\\"),
+    (b'"', b'\\"'),
+    (b"\n", b"\\n"),
+    (b"\r", b"\\r"),
+    (b"\t", b"\\t"),
+)
+
+
 def encode(event: dict) -> bytes:
+    """One event line, as ``json.dumps(ensure_ascii=False)`` writes it, byte for byte.
+
+    Output events of ASCII text (most of a flood) are escaped with bytes.replace, ~1.5x
+    cheaper than the JSON encoder's per-character loop; anything else goes through json.
+    """
+    data = event.get("data")
+    if tuple(event) == ("event", "data") and type(data) is str and data.isascii():
+        raw = data.encode()
+        for char, escaped in _SHORT_ESCAPES:
+            raw = raw.replace(char, escaped)
+        if not any(char in raw for char in _CONTROL):
+            return b'{"event":"%s","data":"%s"}\n' % (event["event"].encode(), raw)
     text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
     return (text + "\n").encode("utf-8", "replace")
 
@@ -247,6 +272,16 @@ def send_file(sock: socket.socket, path: str, start: int, end: int) -> None:
             left -= len(data)
 
 
+def widen_pipe(fd: int) -> None:
+    """Make an output pipe hold CHUNK bytes (64 KiB by default): a fast writer then fills
+    1 MiB events, not 64 KiB ones, so a flood costs 16x fewer events on every hop. Best
+    effort: a user over the kernel's pipe-user-pages limit keeps the default."""
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, CHUNK)
+    except OSError:
+        pass
+
+
 def pump(sources: dict, on_data, should_stop=None, on_line=None, drain_first=()) -> None:
     """Read pipes as data comes (no line buffering) until every one is at EOF.
 
@@ -263,6 +298,7 @@ def pump(sources: dict, on_data, should_stop=None, on_line=None, drain_first=())
         sel.register(fd, selectors.EVENT_READ, name)
         if name != "control":
             decoders[fd] = codecs.getincrementaldecoder("utf-8")("replace")
+            widen_pipe(fd)
     open_fds = set(sources)
 
     def read(fd):
