@@ -217,14 +217,14 @@ async def test_a_link_cut_mid_stream_is_unknown_then_settled_to_the_truth(
         )
     )
 
-    def agent_running():
+    def printed_start():  # in the agent's own event log: the command is under way
         try:
-            return host.client.execution(eid, 2)["status"] == "running"
+            return b'"start' in host.client.open_execution_events(eid).content
         except Exception:  # noqa: BLE001 - not there yet
             return False
 
-    await until(lambda: asyncio.to_thread(agent_running), timeout=30)
-    await asyncio.sleep(0.5)
+    await until(lambda: asyncio.to_thread(printed_start), timeout=30)
+    await asyncio.sleep(0.3)  # ...and its first line has reached the server
     host.link.cut()
     cut_at = time.monotonic()
     try:

@@ -368,7 +368,7 @@ class ExecutionService:
             self.stream_executor,
         )
         try:
-            async for chunk in pump.start():
+            async for chunk in self.links.guard(node, pump.start()):
                 yield chunk
         finally:
             pump.close()

@@ -33,7 +33,7 @@ from jupyter_remote.protocol.validation import parse_body
 from jupyter_remote_server.nodes import Node, NodeRegistry
 from jupyter_remote_server.pool import ExecutorPool
 from jupyter_remote_server.pump import ThreadPump
-from jupyter_remote_server.reconcile import LostTasks
+from jupyter_remote_server.reconcile import LinkWatch, LostTasks
 from jupyter_remote_server.store import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
@@ -81,6 +81,7 @@ class JobService:
         self._stop_tried: dict[str, float] = {}
         self.lost = LostTasks(registry=registry, blocking=blocking, changed=self._changed)
         self.lost.load(self.jobs)
+        self.links = LinkWatch(registry)
         registry.listeners.append(self.on_node_state)
 
     # -- models ------------------------------------------------------------------------
@@ -501,7 +502,7 @@ class JobService:
             self.stream_executor,
         )
         try:
-            async for chunk in pump.start():
+            async for chunk in self.links.guard(node, pump.start()):  # a cut link ends it
                 yield chunk
         finally:
             pump.close()
