@@ -273,7 +273,20 @@ class NodeRegistry:
                         poll.add_done_callback(self._polls.discard)
             for node in list(self.nodes.values()):
                 self._age(node)
-            await asyncio.sleep(tick)
+            # wake at the next poll or the moment a node's silence crosses a limit, so a
+            # node turns lost at lost_after, not up to a tick later
+            wake = min(tick, next_poll - now, self._next_limit(time.monotonic()))
+            await asyncio.sleep(max(0.005, wake))
+
+    def _next_limit(self, now: float) -> float:
+        """Seconds until the first node's silence passes suspect_after or lost_after."""
+        soonest = float("inf")
+        for node in self.nodes.values():
+            seen = node.last_seen if node.last_seen is not None else self._added_mono(node)
+            for limit in (self.suspect_after, self.lost_after):
+                if seen + limit >= now:
+                    soonest = min(soonest, seen + limit - now + 0.001)
+        return soonest
 
     async def poll_now(self, node: Node) -> None:
         """Poll one node at once (after it is added)."""
