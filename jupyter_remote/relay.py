@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 
@@ -43,3 +44,22 @@ async def relay(
         aclose = getattr(it, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def read_body_in(handler, size: int) -> Callable[[], None]:
+    """Read this request's streamed body in `size` pieces, not tornado's 64 KiB: 16× fewer
+    socket reads and trips through the handler's per-chunk work. Returns what puts the
+    connection's read size back (call it in on_finish: keep-alive reuses the socket)."""
+    conn = handler.request.connection
+    conn.set_max_body_size(1 << 62)
+    if not hasattr(conn, "params"):  # not tornado's HTTP/1 connection: its defaults
+        return lambda: None
+    conn.params = copy.copy(conn.params)
+    conn.params.chunk_size = size
+    stream, before = conn.stream, conn.stream.read_chunk_size
+    stream.read_chunk_size = size
+
+    def restore() -> None:
+        stream.read_chunk_size = before
+
+    return restore

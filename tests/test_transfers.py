@@ -220,3 +220,38 @@ def test_job_outputs_survive_autostop(stack, docker_client, tmp_path):
     with redirect_stdout(io.StringIO()):
         ip.run_line_magic("remote_get", f"--job {final['job_id']} --task 0 /out {tmp_path / 'm'}")
     assert (tmp_path / "m" / "a.txt").read_text() == "one\n"
+
+
+def test_an_unframed_docker_archive_cut_short_is_an_error():
+    """The agent reads Docker's archive unframed (HTTP/1.0, ended by a close): a daemon that
+    dies mid-way must not pass for a whole tar (pure logic, so a stand-in response)."""
+    from jupyter_remote.agent.transfers import _unframed
+    from jupyter_remote.tarstream import BadArchive
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = os.urandom(3 << 20)
+        info = tarfile.TarInfo("f.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    whole = buf.getvalue()
+
+    class Response:
+        def __init__(self, body: bytes) -> None:
+            self.body = io.BytesIO(body)
+
+        def read(self, size: int, decode_content: bool = False) -> bytes:
+            return self.body.read(size)
+
+    class Conn:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    conn = Conn()
+    assert b"".join(_unframed(Response(whole), conn, "/f.bin")) == whole
+    assert conn.closed
+    cut = whole[: len(whole) - (len(whole) - 512 - len(data)) - 4096]  # inside the data
+    with pytest.raises(BadArchive, match="ended before the tar did"):
+        list(_unframed(Response(cut), Conn(), "/f.bin"))

@@ -9,7 +9,6 @@ client and memory stays flat. Downloads: the agent's answer is read on a worker 
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from urllib.parse import urlencode
 
@@ -18,6 +17,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from jupyter_remote.errors import BadRequest, ConnectionFailed, NotFound, RemoteError
+from jupyter_remote.relay import read_body_in
 from jupyter_remote.tarstream import CHUNK
 from jupyter_remote_server.handlers import RemoteHandler
 from jupyter_remote_server.pump import ThreadPump
@@ -64,16 +64,13 @@ class SessionFilesHandler(RemoteHandler):
     async def prepare(self) -> None:
         self._queue: asyncio.Queue | None = None
         self._fetch: asyncio.Future | None = None
+        self._restore_reads = lambda: None
         await super().prepare()
         if self.request.method != "PUT":
             return
         if not self.current_user:
             raise web.HTTPError(403)
-        conn = self.request.connection
-        conn.set_max_body_size(1 << 62)
-        if hasattr(conn, "params"):  # read the body in 1 MiB pieces, not tornado's 64 KiB
-            conn.params = copy.copy(conn.params)
-            conn.params.chunk_size = CHUNK
+        self._restore_reads = read_body_in(self, CHUNK)
         owner = self.path_args[0]
         try:
             path = _path_arg(self)
@@ -145,6 +142,7 @@ class SessionFilesHandler(RemoteHandler):
         await pump_tar(self, lambda: node.client.open_files(sid, path), f"node {node.node_id!r}")
 
     def on_finish(self) -> None:
+        self._restore_reads()
         if self._fetch is not None and not self._fetch.done():
             self._fetch.cancel()  # the client left mid-upload: the agent's request ends too
 
