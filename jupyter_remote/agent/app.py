@@ -18,6 +18,7 @@ from traitlets.config import Application, Config
 from jupyter_remote import __version__
 from jupyter_remote.agent import daemon
 from jupyter_remote.agent.join import advertised_url, keep_joined
+from jupyter_remote.agent.retention import Policy
 from jupyter_remote.agent.specs import KEPT_CAPS, Limits, parse_caps, parse_memory
 from jupyter_remote.errors import RemoteError
 
@@ -199,6 +200,37 @@ class AgentApp(Application):
         config=True,
     )
     sample_interval = Float(2.0, help="Seconds between resource samples.", config=True)
+    retention_max_age = Float(
+        7 * 24 * 3600.0,
+        help="Seconds a finished execution or job (record and output) is kept after it ended "
+        "(default a week); older ones are removed oldest-first. 0: no age limit.",
+        config=True,
+    )
+    retention_max_bytes = Int(
+        4 << 30,
+        help="Most bytes of disk the finished execution and job records and their logs take "
+        "in all (default 4 GiB: a busy week of small cells at ~12 KB each); over it, the "
+        "oldest are removed. 0: no size limit.",
+        config=True,
+    )
+    retention_min_age = Float(
+        600.0,
+        help="Seconds a record is kept after it ended whatever the limits, so a server cut off "
+        "from this node settles its executions from the full record.",
+        config=True,
+    )
+    retention_interval = Float(
+        60.0, help="Seconds between retention passes (in the background).", config=True
+    )
+    retention_per_pass = Int(
+        1000, help="Most records one retention pass removes (bounds its time).", config=True
+    )
+    expired_keep = Float(
+        30 * 24 * 3600.0,
+        help="Seconds an id removed by retention keeps answering 404 expired (with its "
+        "outcome) and is refused for a new run; after that it is forgotten.",
+        config=True,
+    )
     cpu_max = Float(
         95.0,
         help="CPU percent above which the node reports busy (a warning: it still takes work).",
@@ -242,6 +274,12 @@ class AgentApp(Application):
         "cpu-max": "AgentApp.cpu_max",
         "memory-max": "AgentApp.memory_max",
         "disk-max": "AgentApp.disk_max",
+        "retention-max-age": "AgentApp.retention_max_age",
+        "retention-max-bytes": "AgentApp.retention_max_bytes",
+        "retention-min-age": "AgentApp.retention_min_age",
+        "retention-interval": "AgentApp.retention_interval",
+        "retention-per-pass": "AgentApp.retention_per_pass",
+        "expired-keep": "AgentApp.expired_keep",
         "log-level": "Application.log_level",
         "join": "AgentApp.join",
         "join-token": "AgentApp.join_token",
@@ -303,6 +341,12 @@ class AgentApp(Application):
             ("--cpu-max", self.cpu_max, 0, 100, "percent"),
             ("--memory-max", self.memory_max, 0, 100, "percent"),
             ("--disk-max", self.disk_max, 0, 100, "percent"),
+            ("--retention-max-age", self.retention_max_age, 0, None, "0: no age limit"),
+            ("--retention-max-bytes", self.retention_max_bytes, 0, None, "0: no size limit"),
+            ("--retention-min-age", self.retention_min_age, 0, None, ""),
+            ("--retention-interval", self.retention_interval, 0.1, 86400, ""),
+            ("--retention-per-pass", self.retention_per_pass, 1, 1_000_000, ""),
+            ("--expired-keep", self.expired_keep, 0, None, ""),
         ]
         for flag, value, low, high, note in rules:
             if not math.isfinite(value) or value < low or (high is not None and value > high):
@@ -419,6 +463,14 @@ class AgentApp(Application):
                 use_runner=self.runner,
                 warm_images=[i.strip() for i in self.warm_images.split(",") if i.strip()] or None,
                 warm_pool_size=self.warm_pool_size,
+                retention=Policy(
+                    max_age=self.retention_max_age,
+                    max_bytes=self.retention_max_bytes,
+                    min_age=self.retention_min_age,
+                    per_pass=self.retention_per_pass,
+                    interval=self.retention_interval,
+                    ledger_keep=self.expired_keep,
+                ),
                 thresholds={
                     "cpu_max": self.cpu_max,
                     "memory_max": self.memory_max,
@@ -471,13 +523,19 @@ class AgentApp(Application):
 
     async def _reap(self, agent) -> None:
         """Idle sessions: an in-memory check each second (Docker only to remove); other
-        nodes' expired containers: one Docker listing a minute."""
+        nodes' expired containers: one Docker listing a minute; retention every
+        --retention-interval."""
         from jupyter_remote.agent.expiry import SWEEP_EVERY
 
         loop = asyncio.get_running_loop()
         next_sweep = loop.time() + SWEEP_EVERY
+        next_retention = loop.time() + min(agent.retention.policy.interval, 1.0)
+        tick = min(1.0, agent.retention.policy.interval)
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(tick)
+            if loop.time() >= next_retention:
+                next_retention = loop.time() + agent.retention.policy.interval
+                await agent.blocking(agent.apply_retention)
             await agent.blocking(agent.sessions.reap_idle)
             if loop.time() >= next_sweep:
                 next_sweep = loop.time() + SWEEP_EVERY

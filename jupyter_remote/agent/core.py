@@ -17,8 +17,10 @@ from jupyter_remote.agent import expiry
 from jupyter_remote.agent.containers import ContainerFactory, OomWatcher
 from jupyter_remote.agent.executions import ExecutionManager
 from jupyter_remote.agent.jobs import JobManager
+from jupyter_remote.agent.ledger import Ledger
 from jupyter_remote.agent.monitor import ResourceMonitor
 from jupyter_remote.agent.pool import WarmPool
+from jupyter_remote.agent.retention import Policy, Retention
 from jupyter_remote.agent.sessions import SessionManager
 from jupyter_remote.agent.specs import Limits, check_host_fits
 from jupyter_remote.errors import BadRequest, Unavailable
@@ -65,6 +67,7 @@ class Agent:
         use_runner: bool = True,
         warm_images: list[str] | None = None,
         warm_pool_size: int = 0,
+        retention: Policy | None = None,
     ) -> None:
         self.node_id = node_id
         self.data_dir = data_dir
@@ -116,6 +119,16 @@ class Agent:
             default_image=default_image,
             stop_grace=stop_grace,
         )
+        policy = retention or Policy()
+        self.ledger = Ledger(os.path.join(data_dir, "expired.sqlite"), policy.ledger_keep)
+        self.executions.ledger = self.jobs.ledger = self.ledger
+        self.retention = Retention(
+            data_dir=data_dir,
+            executions=self.executions,
+            jobs=self.jobs,
+            ledger=self.ledger,
+            policy=policy,
+        )
         self.monitor = ResourceMonitor(
             self.client, node_id=node_id, disk_path=data_dir, interval=sample_interval, **thresholds
         )
@@ -131,6 +144,7 @@ class Agent:
             self.factory.remove_info(info)  # and warm ones of an earlier run
         self.factory.remove_probes()
         jobs = self.jobs.recover()
+        self.executions.index.clear_trash()
         self.sweep_expired()
         self.monitor.start()
         self.warm_pool.start()
@@ -153,6 +167,15 @@ class Agent:
         self.monitor.stop()
         self.oom.stop()
         self.pool.shutdown(wait=False)
+        self.ledger.close()
+
+    def apply_retention(self) -> dict:
+        """One retention pass (see retention.py); a failure waits for the next pass."""
+        try:
+            return self.retention.sweep()
+        except Exception:  # noqa: BLE001 - a bad pass must not stop the agent's loop
+            log.exception("retention pass failed")
+            return {}
 
     def sweep_expired(self) -> list[str]:
         """Remove other nodes' expired containers on this engine (see expiry.py)."""
@@ -180,6 +203,7 @@ class Agent:
             "sessions": {"count": len(self.sessions.sessions)},
             "warm_pool": self.warm_pool.count(),
             "jobs": {"running_tasks": self.jobs.running_count()},
+            "retention": self.retention.last,
         }
 
     def default_session(self, image: str | None) -> str:

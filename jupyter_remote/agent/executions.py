@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from jupyter_remote.agent.eventlog import EventLog, encode
 from jupyter_remote.agent.execio import exec_output
 from jupyter_remote.agent.expiry import expiry_label
 from jupyter_remote.agent.processes import kill_tree
+from jupyter_remote.agent.records import ExecutionIndex
 from jupyter_remote.agent.specs import (
     ContainerSpec,
     check_id,
@@ -31,6 +33,7 @@ from jupyter_remote.agent.specs import (
 from jupyter_remote.agent.state import read_json, write_json
 from jupyter_remote.errors import BadRequest, Conflict, NotFound
 from jupyter_remote.protocol.bodies import ExecutionBody
+from jupyter_remote.protocol.queries import PageQuery, page
 from jupyter_remote.runner.client import (
     RunnerClient,
     RunnerError,
@@ -147,6 +150,8 @@ class ExecutionManager:
         self.removing: set[threading.Thread] = set()  # fresh containers' removals under way
         self.pool = None  # a WarmPool for fresh executions, set by the Agent
         self.loop: asyncio.AbstractEventLoop | None = None  # for logs of resumed executions
+        self.index = ExecutionIndex(self.root)
+        self.ledger = None  # the Ledger of expired ids, set by the Agent
 
     # -- paths and records -------------------------------------------------------------
     def _dir(self, execution_id: str) -> str:
@@ -165,18 +170,46 @@ class ExecutionManager:
             return self.running[execution_id].to_json()
         meta = read_json(os.path.join(self._dir(execution_id), "meta.json"))
         if meta is None:
+            if self.ledger is not None:
+                self.ledger.refuse("execution", execution_id, "execution")
             raise NotFound(
                 f"no execution {execution_id!r} on node {self.node_id!r}",
                 reason="execution_not_found",
             )
         return meta
 
-    def list(self, limit: int = 100) -> list[dict]:
-        """The most recent executions, newest first."""
-        names = sorted(
-            os.listdir(self.root), key=lambda n: os.path.getmtime(self._dir(n)), reverse=True
-        )[:limit]
-        return [m for n in names if (m := self.get_or_none(n))]
+    def list(self, query: PageQuery) -> dict:
+        """One page of executions, newest first by (started_at, id), and the next cursor."""
+        running = dict(self.running)
+        keys = [
+            {"execution_id": k, "started_at": d.started_at}
+            for k, d in self.index.refresh(running).items()
+        ]
+        keys += [{"execution_id": k, "started_at": ex.started_at} for k, ex in running.items()]
+        got = page(keys, query, "started_at", "execution_id")
+        return {
+            **got,
+            "items": [m for k in got["items"] if (m := self.get_or_none(k["execution_id"]))],
+        }
+
+    def expire(self, execution_ids: list[str]) -> int:
+        """Retention: remove finished records and logs, their ids into the ledger first."""
+        records = {}
+        for eid in execution_ids:
+            meta = read_json(os.path.join(self._dir(eid), "meta.json"))
+            if eid not in self.running and meta and meta.get("status") in FINAL:
+                records[eid] = meta
+        if records:
+            self.ledger.add("execution", records)
+        for eid in records:
+            trash = os.path.join(self.root, f".expired-{eid}")
+            try:
+                os.rename(self._dir(eid), trash)  # atomic: no half-removed record is read
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(trash, ignore_errors=True)
+            self.index.forget(eid)
+        return len(records)
 
     def get_or_none(self, execution_id: str) -> dict | None:
         try:
@@ -248,6 +281,14 @@ class ExecutionManager:
     def claim(self, ex: Execution) -> None:
         """Reserve the id on disk; a second request with the same id gets 409, ever."""
         with self._claim_lock:
+            gone = self.ledger.get("execution", ex.execution_id) if self.ledger else None
+            if gone is not None:
+                raise Conflict(
+                    f"execution {ex.execution_id!r} ran on node {self.node_id!r} and its record "
+                    "expired; an id is never run twice",
+                    reason="duplicate_execution",
+                    execution={"execution_id": ex.execution_id, "expired": True, **gone},
+                )
             try:
                 os.mkdir(self._dir(ex.execution_id))
             except FileExistsError:

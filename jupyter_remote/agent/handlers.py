@@ -24,6 +24,7 @@ from jupyter_remote.protocol.bodies import (
     LegacyExecuteBody,
     SessionBody,
 )
+from jupyter_remote.protocol.queries import PageQuery, page_query
 from jupyter_remote.protocol.validation import parse_body
 from jupyter_remote.relay import ClientGone, relay
 
@@ -181,7 +182,8 @@ class ExecutionsHandler(AgentHandler):
     carries_cells = True
 
     def get(self) -> None:
-        self.send_json({"executions": self.agent.executions.list(self.int_arg("limit", 100))})
+        got = self.agent.executions.list(page_query(PageQuery, self.request.query_arguments))
+        self.send_json({"executions": got["items"], "next": got["next"]})
 
     async def post(self) -> None:
         ex = self.agent.executions.parse(self.body_as(ExecutionBody))
@@ -206,7 +208,11 @@ class ExecutionEventsHandler(AgentHandler):
         if ex is not None:
             await self.stream(ex.log.read(offset, follow=self.flag("follow")))
         else:
-            await self.stream(read_file(executions.log_path(execution_id), offset))
+            try:  # opened now: a record that retention removes meanwhile reads to its end
+                await self.stream(read_file(executions.log_path(execution_id), offset))
+            except FileNotFoundError:
+                executions.get(execution_id)  # 404 expired
+                raise
 
 
 class ExecutionCancelHandler(AgentHandler):
@@ -222,7 +228,15 @@ class JobsHandler(AgentHandler):
     async def get(self) -> None:
         jobs = self.agent.jobs
         if self.get_query_argument("since", None) is None:
-            self.send_json({"jobs": jobs.list(), "epoch": jobs.epoch, "version": jobs.version})
+            got = jobs.list(page_query(PageQuery, self.request.query_arguments))
+            self.send_json(
+                {
+                    "jobs": got["items"],
+                    "next": got["next"],
+                    "epoch": jobs.epoch,
+                    "version": jobs.version,
+                }
+            )
             return
         since, wait = self.int_arg("since"), min(self.int_arg("wait"), 60)
         deadline = asyncio.get_running_loop().time() + wait

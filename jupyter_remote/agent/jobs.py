@@ -34,6 +34,7 @@ from jupyter_remote.errors import BadRequest, Conflict
 from jupyter_remote.errors import NotFound as RemoteNotFound
 from jupyter_remote.notify import Notifier
 from jupyter_remote.protocol.bodies import JobBody, TaskBody
+from jupyter_remote.protocol.queries import PageQuery, page
 from jupyter_remote.protocol.validation import parse_body
 
 log = logging.getLogger("jupyter_remote.agent")
@@ -101,6 +102,7 @@ class JobManager:
         self._version_lock = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
         self._create_lock = threading.Lock()
+        self.ledger = None  # the Ledger of expired ids, set by the Agent
 
     # -- records -----------------------------------------------------------------------
     def _path(self, job_id: str, *parts: str) -> str:
@@ -134,6 +136,8 @@ class JobManager:
         try:
             return self.model(self.jobs[job_id])
         except KeyError:
+            if self.ledger is not None:
+                self.ledger.refuse("job", job_id, "job")
             was = " (it was deleted)" if self._deleted(job_id) else ""
             raise RemoteNotFound(
                 f"no job {job_id!r} on node {self.node_id!r}{was}", reason="job_not_found"
@@ -145,8 +149,20 @@ class JobManager:
     def _deleted(self, job_id: str) -> bool:
         return os.path.exists(self._tombstone(job_id))
 
-    def list(self) -> list[dict]:
-        return [self.model(j) for j in sorted(self.jobs.values(), key=lambda j: j["created_at"])]
+    def list(self, query: PageQuery) -> dict:
+        """One page of jobs, newest first by (created_at, id), and the next cursor."""
+        got = page(list(self.jobs.values()), query, "created_at", "job_id")
+        return {**got, "items": [self.model(j) for j in got["items"]]}
+
+    def finished(self) -> list[tuple[str, float | None]]:
+        """Every job with its end time; None while it is not final (retention's view)."""
+        out = []
+        for job_id, job in list(self.jobs.items()):
+            final = job_status(job) in ("completed", "failed", "stopped") and all(
+                t["status"] in TASK_FINAL for t in job["tasks"]
+            )
+            out.append((job_id, (job["finished_at"] or job["created_at"]) if final else None))
+        return out
 
     def running_count(self) -> int:
         return sum(t["status"] == "running" for j in self.jobs.values() for t in j["tasks"])
@@ -199,7 +215,8 @@ class JobManager:
         for image in {t["spec"]["image"] for t in job["tasks"]}:
             self.factory.check_image(image)
         with self._create_lock:
-            if self._deleted(job["job_id"]):
+            gone = self.ledger.get("job", job["job_id"]) if self.ledger else None
+            if self._deleted(job["job_id"]) or gone:
                 raise Conflict(
                     f"job {job['job_id']!r} ran on node {self.node_id!r} and was deleted; "
                     "a job id never runs twice",
@@ -405,16 +422,51 @@ class JobManager:
                     self._tombstone(job_id),
                     {"job_id": job_id, "deleted_at": time.time(), "status": status},
                 )
-                os.makedirs(self.trash, exist_ok=True)
-                gone = os.path.join(self.trash, f"{job_id}-{os.urandom(4).hex()}")
-                os.rename(self._path(job_id), gone)  # atomic: no half-deleted record is loaded
-                self.jobs.pop(job_id, None)
+                gone = self._unlink(job_id)
+        self._discarded(job_id, gone)
+        return {**model, "deleted": True}
+
+    def _unlink(self, job_id: str) -> str:
+        """Move a job's files out of the way and forget it (call holding _create_lock)."""
+        os.makedirs(self.trash, exist_ok=True)
+        gone = os.path.join(self.trash, f"{job_id}-{os.urandom(4).hex()}")
+        os.rename(self._path(job_id), gone)  # atomic: no half-deleted record is loaded
+        self.jobs.pop(job_id, None)
+        return gone
+
+    def _discarded(self, job_id: str, gone: str) -> None:
         self._locks.pop(job_id, None)
         shutil.rmtree(gone, ignore_errors=True)
         with self._version_lock:
             self.version += 1
         self.changes.notify()
-        return {**model, "deleted": True}
+
+    def expire(self, job_ids: list[str]) -> int:
+        """Retention: remove final jobs whose containers are gone, ids into the ledger first."""
+        ending = dict(self.finished())
+        records = {}
+        for job_id in job_ids:
+            job = self.jobs.get(job_id)
+            if job is None or ending.get(job_id) is None:
+                continue
+            if any(self._container_exists(job, t) for t in job["tasks"]):
+                continue
+            records[job_id] = {
+                "status": job_status(job),
+                "started_at": job["created_at"],
+                "finished_at": ending[job_id],
+            }
+        if not records:
+            return 0
+        self.ledger.add("job", records)
+        for job_id in records:
+            lock = self._locks.get(job_id)
+            if lock is None:
+                continue
+            with lock, self._create_lock:
+                gone = self._unlink(job_id)
+            self._discarded(job_id, gone)
+        return len(records)
 
     def _container_exists(self, job: dict, task: dict) -> bool:
         try:

@@ -19,6 +19,7 @@ from jupyter_remote.protocol.bodies import (
     SessionBody,
 )
 from jupyter_remote.protocol.common import ID_PATTERN
+from jupyter_remote.protocol.queries import PageQuery, query_parameters
 
 REF = "#/components/schemas/{model}"
 NDJSON = "application/x-ndjson"
@@ -48,6 +49,7 @@ def _obj(*required: str, **props: dict) -> dict:
 
 
 _ARRAY_OF_OBJECTS = {"type": "array", "items": {"type": "object"}}
+_NEXT = {"type": ["string", "null"], "description": "?before= for the next page; null: last"}
 SHAPES = {
     "Info": _obj("node_id", "api_version", node_id={"type": "string"}),
     "Health": _obj("status", "healthy", status={"type": "string"}, healthy={"type": "boolean"}),
@@ -55,9 +57,9 @@ SHAPES = {
     "Session": _obj("session_id", session_id={"type": "string"}),
     "SessionList": _obj("sessions", sessions=_ARRAY_OF_OBJECTS),
     "Execution": _obj("execution_id", "status", execution_id={"type": "string"}),
-    "ExecutionList": _obj("executions", executions=_ARRAY_OF_OBJECTS),
+    "ExecutionList": _obj("executions", executions=_ARRAY_OF_OBJECTS, next=_NEXT),
     "Job": _obj("job_id", "status", "tasks", job_id={"type": "string"}, tasks=_ARRAY_OF_OBJECTS),
-    "JobList": _obj("jobs", jobs=_ARRAY_OF_OBJECTS),
+    "JobList": _obj("jobs", jobs=_ARRAY_OF_OBJECTS, next=_NEXT),
     "Transfer": _obj("path", "size", path={"type": "string"}, size={"type": "integer"}),
     "ExecuteResult": _obj(
         "output",
@@ -138,9 +140,9 @@ PATHS = {
     },
     "/v1/executions": {
         "get": _op(
-            "recent executions",
-            _json("200", "ExecutionList", "newest first"),
-            params=[_query("limit", _COUNT, "how many")],
+            "a page of executions (?limit, ?before=the last page's next)",
+            _json("200", "ExecutionList", "newest first, and next"),
+            params=query_parameters(PageQuery),
         ),
         "post": _op(
             "run once; the answer streams its events (started, stdout, stderr, ..., exit)",
@@ -168,9 +170,11 @@ PATHS = {
     },
     "/v1/jobs": {
         "get": _op(
-            "jobs, or the changes since a version (long-poll up to `wait` seconds)",
-            _json("200", "JobList", "jobs, epoch and version"),
+            "a page of jobs (?limit, ?before), or the changes since a version (long-poll up "
+            "to `wait` seconds)",
+            _json("200", "JobList", "jobs newest first, next, epoch and version"),
             params=[
+                *query_parameters(PageQuery),
                 _query("since", _COUNT, "version already seen"),
                 _query("wait", {"type": "integer", "minimum": 0, "maximum": 60}, "seconds"),
             ],

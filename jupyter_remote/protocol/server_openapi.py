@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
 from jupyter_remote.protocol.common import JobStatus, TaskStatus
+from jupyter_remote.protocol.queries import ExecutionPageQuery, PageQuery, query_parameters
 from jupyter_remote.protocol.server_bodies import (
     CancelBody,
     JoinBody,
@@ -171,6 +172,9 @@ NODE = _ref(Node)
 JOB = _ref(Job)
 EXECUTION = _obj(execution_id={"type": "string"}, status={"type": "string"})
 REMOVED = _obj(removed=LIST)
+NEXT = {"type": ["string", "null"], "description": "?before= for the next page; null: last"}
+PAGE_OF_EXECUTIONS = _obj(executions=LIST, next=NEXT)
+PAGE_OF_JOBS = _obj(jobs={"type": "array", "items": JOB}, next=NEXT)
 
 
 def _query(name: str, schema: dict, about: str) -> dict:
@@ -236,13 +240,10 @@ PATHS: dict[str, dict[str, tuple]] = {
     },
     "/executions": {
         "get": (
-            "Recent executions, newest first",
+            "A page of executions, newest first (?limit, ?before=the last page's next)",
             None,
-            {200: ("executions", _obj(executions=LIST))},
-            [
-                _query("kernel_id", {"type": "string"}, "Only this kernel's."),
-                _query("limit", COUNT, "At most this many (100)."),
-            ],
+            {200: ("executions", PAGE_OF_EXECUTIONS), 400: "bad limit, cursor or parameter"},
+            query_parameters(ExecutionPageQuery),
         ),
         "post": (
             "Run a cell; its events as NDJSON, ending in one exit event",
@@ -308,7 +309,12 @@ PATHS: dict[str, dict[str, tuple]] = {
         ),
     },
     "/jobs": {
-        "get": ("Every job", None, {200: ("jobs", _obj(jobs={"type": "array", "items": JOB}))}),
+        "get": (
+            "A page of jobs, newest first (?limit, ?before=the last page's next)",
+            None,
+            {200: ("jobs", PAGE_OF_JOBS), 400: "bad limit, cursor or parameter"},
+            query_parameters(PageQuery),
+        ),
         "post": (
             "Submit a job of tasks spread over the nodes",
             ServerJobBody,

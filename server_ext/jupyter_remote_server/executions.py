@@ -12,12 +12,15 @@ from concurrent.futures import Executor
 
 from jupyter_remote.errors import BadRequest, Conflict, ConnectionFailed, NotFound, RemoteError
 from jupyter_remote.protocol.common import EXECUTION_FINAL, EXECUTION_UNSETTLED
+from jupyter_remote.protocol.queries import ExecutionPageQuery, finish_page
+from jupyter_remote_server.agent_stream import AgentStreams
 from jupyter_remote_server.framing import EventLines
 from jupyter_remote_server.kernels import KernelSessions
 from jupyter_remote_server.nodes import Node, NodeRegistry
 from jupyter_remote_server.pool import ExecutorPool
 from jupyter_remote_server.pump import ThreadPump
 from jupyter_remote_server.reconcile import LinkWatch
+from jupyter_remote_server.records import is_live, refuse_expired
 from jupyter_remote_server.store import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
@@ -62,27 +65,40 @@ class ExecutionService:
         self.default_image = default_image
         self.known_kernel = known_kernel
         self.links = LinkWatch(registry)  # ends streams from a node that turns lost
+        self.streams = AgentStreams()  # execution streams on the event loop
         self._settling: set[asyncio.Task] = set()
         registry.listeners.append(self._on_node_state)
-        self.records: dict[str, dict] = {r["execution_id"]: r for r in store.load("execution")}
-        for record in self.records.values():
+        # only live ones (not settled yet) in memory; the rest are read from the store
+        self.records: dict[str, dict] = {r["execution_id"]: r for r in store.load_live("execution")}
+        for record in list(self.records.values()):
             if record["status"] == "placing":  # the server stopped before sending it
                 record.update(status="not_started", returncode=-1, message="never sent")
                 self._save(record)
 
     def _save(self, record: dict) -> None:
-        self.records[record["execution_id"]] = record
-        self.store.save("execution", record["execution_id"], record)
+        eid = record["execution_id"]
+        self.store.save("execution", eid, record)
+        if is_live("execution", record):
+            self.records[eid] = record
+        else:  # settled: read from the store from now on
+            self.records.pop(eid, None)
 
     def get(self, execution_id: str) -> dict:
-        try:
-            return self.records[execution_id]
-        except KeyError:
-            raise NotFound(f"no execution {execution_id!r}", reason="execution_not_found") from None
+        record = self.records.get(execution_id) or self.store.get("execution", execution_id)
+        if record is None:
+            refuse_expired(self.store, "execution", execution_id)
+            raise NotFound(f"no execution {execution_id!r}", reason="execution_not_found")
+        return record
 
-    def list(self, kernel_id: str | None = None, limit: int = 100) -> list[dict]:
-        records = [r for r in self.records.values() if not kernel_id or r["kernel_id"] == kernel_id]
-        return sorted(records, key=lambda r: r["created_at"], reverse=True)[:limit]
+    def forget(self, execution_id: str) -> None:
+        """Retention removed it from the store."""
+        self.records.pop(execution_id, None)
+
+    def list(self, query: ExecutionPageQuery) -> dict:
+        """One page, newest first by (created_at, id): from the store, live ones as in memory."""
+        rows = self.store.page("execution", query.limit + 1, query.after(), query.kernel_id)
+        rows = [self.records.get(r["execution_id"], r) for r in rows]
+        return finish_page(rows, query.limit, "created_at", "execution_id")
 
     # -- placing -----------------------------------------------------------------------
     def reserve(self, body: dict) -> dict:
@@ -126,7 +142,7 @@ class ExecutionService:
             "finished_at": None,
         }
         if not self.store.reserve("execution", eid, record):
-            self._refuse_duplicate(eid, self.store_record(eid) or record)
+            self._refuse_duplicate(eid, self.store.get("execution", eid) or record)
         self.records[eid] = record
         # whose session the cell runs in: a kernel this server started, or an API client's
         # owner id (kernels it did not start: nbval, VS Code, a terminal IPython)
@@ -139,13 +155,10 @@ class ExecutionService:
             "body": body,
         }
 
-    def store_record(self, execution_id: str) -> dict | None:
-        return next(
-            (r for r in self.store.load("execution") if r["execution_id"] == execution_id), None
-        )
-
     def _refuse_duplicate(self, eid: str, first: dict | None = None) -> None:
         first = first or self.records.get(eid)
+        if first is None and (stone := self.store.get("execution_expired", eid)) is not None:
+            first = {"execution_id": eid, "expired": True, **stone}
         if first is not None:
             raise Conflict(
                 f"execution {eid!r} was already received (status {first['status']}); it is "
@@ -260,7 +273,7 @@ class ExecutionService:
                 yield await self._settle_broken(record, node, exc)
         finally:
             node.inflight -= 1
-            pump.close()
+            pump.close(reuse=lines.exit is not None)
             if lines.exit is not None:
                 self._finish(record, lines.exit)
             elif record["status"] == "running":  # the caller left before the end
@@ -274,11 +287,14 @@ class ExecutionService:
         A refusal or a failure before the first byte is raised here, while the caller can
         still get a JSON error instead of a stream.
         """
-        pump = ThreadPump(
-            lambda: node.client.open_execution(eid, **agent_body),
-            f"node {node.node_id!r}",
-            self.stream_executor,
-        ).start()
+        if AgentStreams.usable(node.client):
+            pump = await self.streams.open_execution(node.client, eid, agent_body)
+        else:
+            pump = ThreadPump(
+                lambda: node.client.open_execution(eid, **agent_body),
+                f"node {node.node_id!r}",
+                self.stream_executor,
+            ).start()
         events = self.links.guard(node, pump)
         try:
             first = await anext(events)
@@ -351,7 +367,9 @@ class ExecutionService:
             await self.blocking(node.client.cancel, execution_id)
         except RemoteError:
             pass
-        await self.settle_one(self.records[execution_id])
+        record = self.records.get(execution_id)
+        if record is not None:
+            await self.settle_one(record)
 
     async def cancel(self, execution_id: str, signal: str = "SIGTERM") -> dict:
         record = self.get(execution_id)
@@ -381,10 +399,14 @@ class ExecutionService:
             return
         try:
             theirs = await self.blocking(node.client.execution, record["execution_id"])
-        except NotFound:
-            record.update(status="not_started", message=f"node {node.node_id!r} never received it")
-            self._save(record)
-            return
+        except NotFound as exc:
+            if exc.reason != "expired":
+                record.update(
+                    status="not_started", message=f"node {node.node_id!r} never received it"
+                )
+                self._save(record)
+                return
+            theirs = {"message": "its record there has expired", **exc.details}
         except RemoteError:
             return
         if theirs["status"] in EXECUTION_FINAL:

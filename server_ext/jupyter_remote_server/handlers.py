@@ -14,6 +14,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from jupyter_remote.errors import BadRequest, PayloadTooLarge, RemoteError, Unauthorized
+from jupyter_remote.protocol.queries import ExecutionPageQuery, PageQuery, page_query
 from jupyter_remote.protocol.server_bodies import (
     CancelBody,
     JoinBody,
@@ -175,9 +176,9 @@ class ExecutionsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        kernel_id = self.get_query_argument("kernel_id", None)
-        limit = self.int_arg("limit", 100)
-        self.send({"executions": self.manager.executions.list(kernel_id, limit)})
+        query = page_query(ExecutionPageQuery, self.request.query_arguments)
+        got = self.manager.executions.list(query)
+        self.send({"executions": got["items"], "next": got["next"]})
 
     @web.authenticated
     @authorized
@@ -266,7 +267,8 @@ class JobsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.send({"jobs": self.manager.jobs.list()})
+        got = self.manager.jobs.list(page_query(PageQuery, self.request.query_arguments))
+        self.send({"jobs": got["items"], "next": got["next"]})
 
     @web.authenticated
     @authorized

@@ -28,12 +28,14 @@ from jupyter_remote.notify import Notifier
 from jupyter_remote.protocol.bodies import JOB_DEFAULT_FIELDS, TASK_SPEC_FIELDS, TaskBody
 from jupyter_remote.protocol.common import JOB_FINAL, TASK_FINAL
 from jupyter_remote.protocol.common import job_status as status_of
+from jupyter_remote.protocol.queries import PageQuery, finish_page
 from jupyter_remote.protocol.server_bodies import ServerJobBody
 from jupyter_remote.protocol.validation import parse_body
 from jupyter_remote_server.nodes import Node, NodeRegistry
 from jupyter_remote_server.pool import ExecutorPool
 from jupyter_remote_server.pump import ThreadPump
 from jupyter_remote_server.reconcile import LinkWatch, LostTasks
+from jupyter_remote_server.records import is_live, refuse_expired
 from jupyter_remote_server.store import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
@@ -65,7 +67,9 @@ class JobService:
         self.stream_executor = stream_executor
         self.default_image = default_image
         self.watch_wait = watch_wait
-        self.jobs: dict[str, dict] = {j["job_id"]: j for j in store.load("job")}
+        # only live jobs in memory (records.py); ended ones are read from the store
+        self.jobs: dict[str, dict] = {j["job_id"]: j for j in store.load_live("job")}
+        self._ended: set[str] = set()  # jobs to drop from memory at the next tick
         self.by_agent_job = {
             t["agent_job_id"]: (j["job_id"], t["index"])
             for j in self.jobs.values()
@@ -108,20 +112,38 @@ class JobService:
         return self.model(self._job(job_id))
 
     def _job(self, job_id: str) -> dict:
-        try:
-            return self.jobs[job_id]
-        except KeyError:
+        job = self.jobs.get(job_id) or self.store.get("job", job_id)
+        if job is None:
+            refuse_expired(self.store, "job", job_id)
             was = " (it was deleted)" if job_id in self.deleted else ""
-            raise NotFound(f"no job {job_id!r}{was}", reason="job_not_found") from None
+            raise NotFound(f"no job {job_id!r}{was}", reason="job_not_found")
+        return job
 
-    def list(self) -> list[dict]:
-        return [self.model(j) for j in sorted(self.jobs.values(), key=lambda j: j["created_at"])]
+    def list(self, query: PageQuery) -> dict:
+        """One page, newest first by (created_at, id): from the store, live ones as in memory."""
+        rows = self.store.page("job", query.limit + 1, query.after())
+        rows = [self.jobs.get(r["job_id"], r) for r in rows]
+        got = finish_page(rows, query.limit, "created_at", "job_id")
+        return {**got, "items": [self.model(j) for j in got["items"]]}
 
     def _changed(self, job: dict) -> None:
         if job_status(job) in JOB_FINAL and not job["finished_at"]:
             job["finished_at"] = time.time()
         self.store.save("job", job["job_id"], job)
+        if not is_live("job", job):
+            self._ended.add(job["job_id"])
         self.changes.notify()
+
+    def forget(self, job_id: str) -> None:
+        """Drop an ended job from memory (it stays in the store until retention)."""
+        job = self.jobs.get(job_id)
+        if job is not None and is_live("job", job):
+            return  # changed again since (a stop, a reconciliation)
+        job = self.jobs.pop(job_id, None)
+        for task in job["tasks"] if job else ():
+            self.by_agent_job.pop(task["agent_job_id"], None)
+        self._locks.pop(job_id, None)
+        self._stop_tried.pop(job_id, None)
 
     # -- submitting --------------------------------------------------------------------
     def parse(self, body: ServerJobBody, data: dict) -> dict:
@@ -158,6 +180,11 @@ class JobService:
         return job
 
     def _refuse_duplicate(self, job_id: str) -> None:
+        if self.store.get("job_expired", job_id) is not None:
+            raise Conflict(
+                f"job {job_id!r} ran and its record expired; a job id never runs twice",
+                reason="duplicate_job",
+            )
         if job_id in self.deleted:
             raise Conflict(
                 f"job {job_id!r} ran and was deleted; a job id never runs twice",
@@ -233,7 +260,8 @@ class JobService:
             "tasks": [task["spec"]],
         }
         try:
-            await self.blocking(lambda: node.client.submit_job(**body))
+            # a cut link answers nothing for the read timeout: stop waiting once it is lost
+            await self.links.call(node, self.blocking(lambda: node.client.submit_job(**body)))
         except RemoteError as exc:
             if exc.status == 409:
                 pass  # it is there already: the change feed will tell its state
@@ -271,6 +299,8 @@ class JobService:
     # -- watching the nodes ------------------------------------------------------------
     def tick(self) -> None:
         """Keep one change-feed watcher per node and dispatch what waits (every 0.25 s)."""
+        while self._ended:
+            self.forget(self._ended.pop())
         for node_id, node in self.registry.nodes.items():
             watcher = self._watchers.get(node_id)
             if watcher is None or watcher.done():

@@ -16,6 +16,7 @@ from jupyter_remote_server.jobs import JobService
 from jupyter_remote_server.kernels import KernelSessions
 from jupyter_remote_server.nodes import NodeRegistry
 from jupyter_remote_server.pool import ExecutorPool, NodeChooser
+from jupyter_remote_server.records import Policy, Retention
 from jupyter_remote_server.store import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
@@ -111,6 +112,7 @@ class RemoteManager:
         lost_after: float,
         pool_connections: int,
         pool_maxsize: int,
+        retention: Policy | None = None,
     ) -> None:
         self.store = store
         self.kernel_manager = kernel_manager
@@ -156,6 +158,7 @@ class RemoteManager:
             stream_executor=self.stream_io,
             default_image=default_image,
         )
+        self.retention = Retention(store, retention or Policy(), self._forget)
         self._background: list[asyncio.Task] = []
         self.gateway: StateGateway | None = None
 
@@ -197,7 +200,7 @@ class RemoteManager:
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
         """Start polling nodes, watching jobs, settling executions and reaping sessions."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self.jobs.changes.loop = loop
         self.registry.start()
         if self.gateway is not None:
@@ -205,6 +208,7 @@ class RemoteManager:
         self._background += [
             loop.create_task(self._every(0.25, self._tick)),
             loop.create_task(self._every(5.0, self._housekeeping)),
+            loop.create_task(self._every(self.retention.policy.interval, self._retention)),
         ]
 
     async def stop(self) -> None:
@@ -234,6 +238,14 @@ class RemoteManager:
         for kernel_id in self.kernels.kernel_ids():  # kernels that ended unseen
             if not self.known_kernel(kernel_id):
                 await self.kernel_gone(kernel_id)
+
+    async def _retention(self) -> None:
+        await self.blocking(self.retention.sweep)
+
+    def _forget(self, kind: str, key: str) -> None:
+        """Retention removed a record from the store (called on a worker thread)."""
+        service = self.executions if kind == "execution" else self.jobs
+        self.loop.call_soon_threadsafe(service.forget, key)
 
     async def kernel_gone(self, kernel_id: str) -> list[dict]:
         """Remove a kernel's session containers (it shut down, or was culled)."""
@@ -302,6 +314,7 @@ class RemoteManager:
             "nodes": len(self.registry.nodes),
             "healthy": states.count("healthy"),
             "busy": states.count("busy"),
-            "jobs": len(self.jobs.jobs),
+            "jobs": len(self.jobs.jobs),  # live ones: ended ones are in the store
             "executions": len(self.executions.records),
+            "retention": self.retention.last,
         }

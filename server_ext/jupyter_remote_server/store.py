@@ -6,6 +6,9 @@ import json
 import os
 import sqlite3
 import threading
+import time
+
+from jupyter_remote_server.records import COLUMNS, columns_of, outcome
 
 
 class JobStore:
@@ -25,6 +28,37 @@ class JobStore:
         raise NotImplementedError
 
     def load(self, kind: str) -> list[dict]:
+        raise NotImplementedError
+
+    # -- executions and jobs: kept in memory only while live (records.py) ---------------
+    def get(self, kind: str, key: str) -> dict | None:
+        """One record, or None."""
+        raise NotImplementedError
+
+    def load_live(self, kind: str) -> list[dict]:
+        """The records the server keeps in memory: running, unsettled, reconciling."""
+        raise NotImplementedError
+
+    def page(
+        self, kind: str, limit: int, after: tuple[float, str] | None, owner: str | None = None
+    ) -> list[dict]:
+        """Up to `limit` records newest first by (time, key), older than `after`."""
+        raise NotImplementedError
+
+    def ended(self, kinds: tuple[str, ...], limit: int) -> list[tuple[str, str, float, int]]:
+        """The `limit` records that ended first: (kind, key, end time, bytes)."""
+        raise NotImplementedError
+
+    def kept_bytes(self, kinds: tuple[str, ...]) -> int:
+        """Bytes the records of these kinds take."""
+        raise NotImplementedError
+
+    def expire(self, kind: str, keys: list[str]) -> list[dict]:
+        """Remove records for good, each leaving a small `KIND_expired` row; the removed."""
+        raise NotImplementedError
+
+    def prune_expired(self, kind: str, before: float) -> int:
+        """Forget `KIND_expired` rows written before `before`."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -53,6 +87,31 @@ class SQLiteJobStore(JobStore):
             "body TEXT NOT NULL, updated REAL DEFAULT (julianday('now')), "
             "PRIMARY KEY (kind, key))"
         )
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Listing and retention columns (records.py), added to an older file and filled."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+        missing = [name for name, _ in COLUMNS if name not in have]
+        for name, sql_type in COLUMNS:
+            if name in missing:
+                self._db.execute(f"ALTER TABLE records ADD COLUMN {name} {sql_type}")
+        if missing:
+            rows = self._db.execute("SELECT kind, key, body FROM records").fetchall()
+            self._db.executemany(
+                f"UPDATE records SET {', '.join(f'{n} = ?' for n, _ in COLUMNS)} "
+                "WHERE kind = ? AND key = ?",
+                [
+                    (*columns_of(kind, json.loads(body), body), kind, key)
+                    for kind, key, body in rows
+                ],
+            )
+        self._db.execute("CREATE INDEX IF NOT EXISTS records_page ON records (kind, at, key)")
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS records_owner ON records (kind, owner, at, key)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS records_ended ON records (ended, kind)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS records_live ON records (kind, live)")
 
     def _private(self) -> None:
         """Mode 0600 for the database file and the -wal/-shm files beside it."""
@@ -62,22 +121,27 @@ class SQLiteJobStore(JobStore):
             except FileNotFoundError:
                 pass
 
+    _INSERT = (
+        f"INSERT INTO records (kind, key, body, {', '.join(n for n, _ in COLUMNS)}) "
+        f"VALUES (?, ?, ?{', ?' * len(COLUMNS)})"
+    )
+
     def save(self, kind: str, key: str, record: dict) -> None:
         body = json.dumps(record, separators=(",", ":"))
+        update = ", ".join(f"{n} = excluded.{n}" for n, _ in COLUMNS)
         with self._lock:
             self._db.execute(
-                "INSERT INTO records (kind, key, body) VALUES (?, ?, ?) ON CONFLICT(kind, key) "
-                "DO UPDATE SET body = excluded.body, updated = julianday('now')",
-                (kind, key, body),
+                f"{self._INSERT} ON CONFLICT(kind, key) DO UPDATE SET body = excluded.body, "
+                f"updated = julianday('now'), {update}",
+                (kind, key, body, *columns_of(kind, record, body)),
             )
 
     def reserve(self, kind: str, key: str, record: dict) -> bool:
         body = json.dumps(record, separators=(",", ":"))
         with self._lock:
             cursor = self._db.execute(
-                "INSERT INTO records (kind, key, body) VALUES (?, ?, ?) "
-                "ON CONFLICT(kind, key) DO NOTHING",
-                (kind, key, body),
+                f"{self._INSERT} ON CONFLICT(kind, key) DO NOTHING",
+                (kind, key, body, *columns_of(kind, record, body)),
             )
         return cursor.rowcount == 1
 
@@ -91,6 +155,90 @@ class SQLiteJobStore(JobStore):
                 "SELECT body FROM records WHERE kind = ? ORDER BY rowid", (kind,)
             ).fetchall()
         return [json.loads(body) for (body,) in rows]
+
+    def get(self, kind: str, key: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM records WHERE kind = ? AND key = ?", (kind, key)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def load_live(self, kind: str) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM records WHERE kind = ? AND live = 1 ORDER BY rowid", (kind,)
+            ).fetchall()
+        return [json.loads(body) for (body,) in rows]
+
+    def page(
+        self, kind: str, limit: int, after: tuple[float, str] | None, owner: str | None = None
+    ) -> list[dict]:
+        where, args = ["kind = ?"], [kind]
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        if after is not None:
+            where.append("(at < ? OR (at = ? AND key < ?))")
+            args += [after[0], after[0], after[1]]
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT body FROM records WHERE {' AND '.join(where)} "
+                "ORDER BY at DESC, key DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [json.loads(body) for (body,) in rows]
+
+    def ended(self, kinds: tuple[str, ...], limit: int) -> list[tuple[str, str, float, int]]:
+        marks = ", ".join("?" * len(kinds))
+        with self._lock:
+            return self._db.execute(
+                f"SELECT kind, key, ended, size FROM records WHERE ended IS NOT NULL "
+                f"AND live = 0 AND kind IN ({marks}) ORDER BY ended LIMIT ?",
+                (*kinds, limit),
+            ).fetchall()
+
+    def kept_bytes(self, kinds: tuple[str, ...]) -> int:
+        marks = ", ".join("?" * len(kinds))
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT coalesce(sum(size), 0) FROM records WHERE kind IN ({marks})", kinds
+            ).fetchone()
+        return int(row[0])
+
+    def expire(self, kind: str, keys: list[str]) -> list[dict]:
+        removed = []
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for key in keys:
+                    row = self._db.execute(
+                        "SELECT body FROM records WHERE kind = ? AND key = ? "
+                        "AND ended IS NOT NULL AND live = 0",
+                        (kind, key),
+                    ).fetchone()
+                    if row is None:
+                        continue
+                    record = json.loads(row[0])
+                    stone = {"key": key, "expired_at": now, **outcome(kind, record)}
+                    self._db.execute(
+                        f"{self._INSERT} ON CONFLICT(kind, key) DO NOTHING",
+                        (f"{kind}_expired", key, json.dumps(stone), now, None, None, 0, 0),
+                    )
+                    self._db.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+                    removed.append(record)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return removed
+
+    def prune_expired(self, kind: str, before: float) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM records WHERE kind = ? AND at < ?", (f"{kind}_expired", before)
+            )
+        return cursor.rowcount
 
     def close(self) -> None:
         with self._lock:
