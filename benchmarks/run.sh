@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for the benchmarks: set up, then measure against the baselines in one run.
 #   benchmarks/run.sh          both: the agent against Docker, the server against the agent
-#   benchmarks/run.sh agent | server | cells | gateway | transfer     only that one
+#   benchmarks/run.sh agent | server | cells | gateway | transfer | soak     only that one
+#   (soak is not part of "all": it runs 10 minutes; SOAK_SECONDS=60 for a short try)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
@@ -27,4 +28,8 @@ fi
 if [ "$which" = all ] || [ "$which" = transfer ]; then
   echo "== file transfers, 1 GB in and out of a session, against docker cp (benchmarks/transfer_bench.py)"
   .venv/bin/python benchmarks/transfer_bench.py
+fi
+if [ "$which" = soak ]; then
+  echo "== soak: 10 cells/s through a real server into 4 sessions, retention on (benchmarks/soak_bench.py)"
+  .venv/bin/python benchmarks/soak_bench.py
 fi

@@ -141,9 +141,9 @@ export class RemotePanel extends Widget {
   }
 
   private renderJobs(jobs: IJob[]): void {
+    // the server lists the newest page first (GET jobs is paginated)
     this.section('jobs').innerHTML = jobs.length
-      ? [...jobs]
-          .reverse()
+      ? jobs
           .map(
             j => `<div class="jr-job" data-job="${esc(j.job_id)}">
         <div><b>${esc(j.name)}</b> <span class="jr-status jr-${esc(j.status)}">${esc(j.status)}</span>
