@@ -50,7 +50,14 @@ async def test_sessions_show_notebook_node_path_and_the_running_cell(
         assert first[-1]["status"] == "completed"
         await execute(jp_fetch, owner=owner, image=BUSYBOX, command="echo hi")
 
-        seen = await rows(jp_fetch)
+        # the agent marks a session idle just after the exit line it sends (a lease renewal
+        # may sit between them): the view converges, the test does not race it
+        async def both_idle():
+            seen = await rows(jp_fetch)
+            keys = (f"{kernel_id}/{PYTHON}", f"{owner}/{BUSYBOX}")
+            return seen if all(seen[k]["state"] == "idle" for k in keys) else None
+
+        seen = await until(both_idle, timeout=10)
         mine = seen[f"{kernel_id}/{PYTHON}"]
         assert mine["notebook"] == {"path": "work/analysis.ipynb", "name": "analysis.ipynb"}
         assert mine["node_id"] == agents[0].node_id and mine["kind"] == "kernel"
