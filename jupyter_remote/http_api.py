@@ -127,7 +127,7 @@ class HttpApi:
             raise TimedOut(f"{method} {url} timed out waiting for an answer", sent=True) from None
         except requests.ConnectionError as exc:
             refused = "NewConnectionError" in repr(exc) or "refused" in str(exc).lower()
-            message = f"{method} {url} failed: {_why(exc)}"
+            message = f"{method} {url} failed: {why_failed(exc)}"
             raise ConnectionFailed(message, sent=not refused) from None
         if resp.status_code >= 400:
             try:
@@ -159,7 +159,7 @@ def stream_chunks(resp: requests.Response, what: str) -> Iterator[bytes]:
         yield from resp.iter_content(chunk_size=None)
     except requests.RequestException as exc:
         raise ConnectionFailed(
-            f"the stream of {what} broke: {_why(exc)}", reason="stream_broken"
+            f"the stream of {what} broke: {why_failed(exc)}", reason="stream_broken"
         ) from None
     finally:
         resp.close()
@@ -175,7 +175,8 @@ def _once(fn):
     return call
 
 
-def _why(exc: Exception) -> str:
+def why_failed(exc: BaseException) -> str:
+    """A failed connection in a few words (refused, reset, timed out, ...)."""
     text = str(exc)
     for word in ("refused", "reset", "timed out", "aborted", "Name or service not known"):
         if word.lower() in text.lower():

@@ -81,8 +81,9 @@ class ThreadPump:
                 raise item
             yield item
 
-    def close(self) -> None:
-        """Stop reading, without blocking the event loop.
+    def close(self, reuse: bool = False) -> None:
+        """Stop reading, without blocking the event loop (`reuse`: as AgentStream's, but a
+        connection read on a thread is never reused).
 
         Closing a response that another thread is reading would wait for that read to
         return (the buffered reader's lock), perhaps for minutes; shutting the socket down
