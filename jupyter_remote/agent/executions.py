@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from docker.errors import DockerException
 
 from jupyter_remote.agent.containers import ContainerFactory, OomWatcher
+from jupyter_remote.agent.deadlines import Deadline, Deadlines
 from jupyter_remote.agent.eventlog import EventLog, encode
 from jupyter_remote.agent.execio import exec_output
 from jupyter_remote.agent.expiry import expiry_label
@@ -150,6 +151,7 @@ class ExecutionManager:
         self.removing: set[threading.Thread] = set()  # fresh containers' removals under way
         self.pool = None  # a WarmPool for fresh executions, set by the Agent
         self.loop: asyncio.AbstractEventLoop | None = None  # for logs of resumed executions
+        self.deadlines = Deadlines()  # timeouts
         self.index = ExecutionIndex(self.root)
         self.ledger = None  # the Ledger of expired ids, set by the Agent
 
@@ -359,10 +361,7 @@ class ExecutionManager:
                     environment=ex.env or None,
                     workdir=ex.workdir,
                 )["Id"]
-            if ex.timeout:
-                timer = threading.Timer(ex.timeout, self.kill, (ex, "timeout"))
-                timer.daemon = True
-                timer.start()
+            timer = self._arm_timer(ex, ex.timeout)
             stdin, ex.stdin = ex.stdin, None
             self._pump(ex, exec_output(self.api, ex.exec_id, stdin))
             ex.returncode = self._exit_code(ex.exec_id)
@@ -395,13 +394,10 @@ class ExecutionManager:
     def _client(self, ex: Execution) -> RunnerClient:
         return RunnerClient(os.path.join(ex.runner_dir, "runner.sock"))
 
-    def _arm_timer(self, ex: Execution, left: float | None) -> threading.Timer | None:
+    def _arm_timer(self, ex: Execution, left: float | None) -> Deadline | None:
         if not ex.timeout:
             return None
-        timer = threading.Timer(max(0.0, left), self.kill, (ex, "timeout"))
-        timer.daemon = True
-        timer.start()
-        return timer
+        return self.deadlines.arm(left, lambda: self.kill(ex, "timeout"))
 
     def _run_runner(self, ex: Execution, oom_before: int, stream=None):
         """Send the cell to the runner once (or continue a `stream` attached after a
@@ -410,10 +406,6 @@ class ExecutionManager:
         rid = runner_id(ex.execution_id)
         timer = None
         if stream is None:
-            write_json(
-                os.path.join(self._dir(ex.execution_id), "runner.json"),
-                {"runner_id": rid, "runner_dir": ex.runner_dir, "kind": ex.runner_kind},
-            )
             with ex.lock:
                 if ex.kill_reason:
                     raise _Killed()
@@ -727,12 +719,13 @@ class ExecutionManager:
     def _resume(self, name: str, meta: dict) -> bool:
         """Re-attach to a session cell the runner kept running (or finished) while the
         agent was down: the log continues from the runner's spool, nothing twice."""
-        rinfo = read_json(os.path.join(self._dir(name), "runner.json"))
+        # Where it would be is known without a record of its own: the session's runner
+        # directory, the id the runner knows it by; a spool there means it was sent.
         session = self.sessions.sessions.get(meta.get("session_id") or "")
-        if not rinfo or session is None or session.runner_dir != rinfo["runner_dir"]:
+        if session is None or session.path != "runner":
             return False
-        rid = rinfo["runner_id"]
-        spool = os.path.join(rinfo["runner_dir"], "spool", f"{rid}.ndjson")
+        rid = runner_id(meta["execution_id"])
+        spool = os.path.join(session.runner_dir, "spool", f"{rid}.ndjson")
         path = self.log_path(name)
         with open(path, "rb") as fh:
             data = fh.read()
@@ -774,8 +767,7 @@ class ExecutionManager:
             started_at=meta.get("started_at") or time.time(),
             input_bytes=meta.get("input_bytes") or 0,
             path="runner",
-            runner_kind=rinfo.get("kind"),
-            runner_dir=rinfo["runner_dir"],
+            runner_dir=session.runner_dir,
             runner_started=True,
         )
         stream = self._client(ex).attach(rid, offset)
