@@ -63,3 +63,40 @@ def read_body_in(handler, size: int) -> Callable[[], None]:
         stream.read_chunk_size = before
 
     return restore
+
+
+class BodyWriter:
+    """write/flush for relay(): a large chunk of a chunked response goes to the socket as
+    it is, between its size line and CRLF, where tornado's own framing would concatenate
+    them into new bytes (two more copies of every byte: a third of the server's CPU when
+    it relays a download). Headers, small chunks and unchunked responses go tornado's way.
+    """
+
+    LARGE = 64 << 10
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
+        self.sent = None
+
+    def write(self, chunk: bytes) -> None:
+        handler, conn = self.handler, self.handler.request.connection
+        if (
+            len(chunk) < self.LARGE
+            or not handler._headers_written
+            or handler._write_buffer
+            or not getattr(conn, "_chunking_output", False)
+        ):
+            handler.write(chunk)
+            self.sent = None
+            return
+        stream = conn.stream
+        stream.write(b"%x\r\n" % len(chunk))
+        stream.write(chunk)
+        self.sent = stream.write(b"\r\n")
+
+    async def flush(self) -> None:
+        if self.sent is None:
+            await self.handler.flush()
+        else:
+            sent, self.sent = self.sent, None
+            await sent

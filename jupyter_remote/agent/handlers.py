@@ -26,7 +26,7 @@ from jupyter_remote.protocol.bodies import (
 )
 from jupyter_remote.protocol.queries import PageQuery, page_query
 from jupyter_remote.protocol.validation import parse_body
-from jupyter_remote.relay import ClientGone, relay
+from jupyter_remote.relay import BodyWriter, ClientGone, relay
 
 log = logging.getLogger("jupyter_remote.agent")
 M = TypeVar("M")
@@ -110,7 +110,8 @@ class AgentHandler(web.RequestHandler):
         self.set_header("X-Accel-Buffering", "no")
         self._gone = asyncio.Event()
         try:
-            await relay(chunks, self.write, self.flush, self._gone)
+            body = BodyWriter(self)
+            await relay(chunks, body.write, body.flush, self._gone)
             self.finish()
         except (StreamClosedError, ClientGone):
             req = self.request

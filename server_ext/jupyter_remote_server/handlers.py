@@ -25,7 +25,7 @@ from jupyter_remote.protocol.server_bodies import (
 )
 from jupyter_remote.protocol.server_openapi import openapi
 from jupyter_remote.protocol.validation import load_object, parse_body
-from jupyter_remote.relay import ClientGone, relay
+from jupyter_remote.relay import BodyWriter, ClientGone, relay
 from jupyter_remote_server import sessions_view
 from jupyter_remote_server.manager import RemoteManager
 
@@ -93,7 +93,8 @@ class RemoteHandler(APIHandler):
                 await it.aclose()
 
         try:
-            await relay(rest(), self.write, self.flush, self._gone)
+            body = BodyWriter(self)
+            await relay(rest(), body.write, body.flush, self._gone)
             self.finish()
         except (StreamClosedError, ClientGone):
             self.log.info("jupyter-remote: client left %s", self.request.path)
