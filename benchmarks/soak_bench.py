@@ -30,7 +30,7 @@ import psutil
 import requests
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from processes import AgentProcess  # noqa: E402
+from processes import AgentProcess, data_dir_bytes  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
@@ -55,20 +55,6 @@ SERVER_POLICY = {
 WAL_MOST = 4 << 20  # SQLite checkpoints its -wal at ~1000 pages (4 MiB) by default
 
 
-def du(path: str) -> int:
-    """Disk blocks under `path`, as du counts them, without top-level *.log files."""
-    total = 0
-    for top, dirs, files in os.walk(path):
-        for name in dirs + files:
-            if top == path and name.endswith(".log"):
-                continue
-            try:
-                total += os.lstat(os.path.join(top, name)).st_blocks * 512
-            except FileNotFoundError:
-                pass
-    return total
-
-
 def file_bytes(*paths: Path) -> int:
     return sum(p.stat().st_size for p in paths if p.exists())
 
@@ -88,7 +74,7 @@ class Sampler(threading.Thread):
         for name, proc in self.procs.items():
             row[f"{name}_rss"] = proc.memory_info().rss
             row[f"{name}_fds"] = proc.num_fds()
-        row["data_dir"] = du(self.data_dir)
+        row["data_dir"] = data_dir_bytes(self.data_dir)
         row["sqlite"] = file_bytes(self.db, Path(f"{self.db}-wal"))
         row["sqlite_db"] = file_bytes(self.db)
         return row

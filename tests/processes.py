@@ -127,3 +127,18 @@ class UnsharedAgentProcess(AgentProcess):
         return ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM"] + (
             super().argv()
         )
+
+
+def data_dir_bytes(path: str) -> int:
+    """An agent's data dir on disk, as `du` counts blocks, without its top-level *.log files
+    (the process's own output, which retention does not count)."""
+    total = os.stat(path).st_blocks * 512
+    for top, dirs, files in os.walk(path):
+        for name in dirs + files:
+            if top == path and name.endswith(".log"):
+                continue
+            try:
+                total += os.lstat(os.path.join(top, name)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total

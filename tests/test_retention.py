@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from processes import data_dir_bytes
 from server_process import ServerProcess
 
 PYTHON = "jupyter-remote/python:local"
@@ -35,20 +36,6 @@ POLICY = (
 OFF = ("--retention-max-bytes", "0", "--retention-max-age", "0")
 
 pytestmark = pytest.mark.docker
-
-
-def data_dir_bytes(path: str) -> int:
-    """What `du` counts, without the test harness's own agent log (the process's stdout)."""
-    total = os.stat(path).st_blocks * 512
-    for top, dirs, files in os.walk(path):
-        for name in dirs + files:
-            if top == path and name.endswith(".log"):
-                continue
-            try:
-                total += os.lstat(os.path.join(top, name)).st_blocks * 512
-            except FileNotFoundError:
-                pass
-    return total
 
 
 def get(url: str, token: str, **params) -> requests.Response:

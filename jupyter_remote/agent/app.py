@@ -18,9 +18,9 @@ from traitlets.config import Application, Config
 from jupyter_remote import __version__
 from jupyter_remote.agent import daemon
 from jupyter_remote.agent.join import advertised_url, keep_joined
-from jupyter_remote.agent.retention import Policy
 from jupyter_remote.agent.specs import KEPT_CAPS, Limits, parse_caps, parse_memory
 from jupyter_remote.errors import RemoteError
+from jupyter_remote.retention import Policy
 
 ENV = "JUPYTER_REMOTE_AGENT_"
 
@@ -463,14 +463,7 @@ class AgentApp(Application):
                 use_runner=self.runner,
                 warm_images=[i.strip() for i in self.warm_images.split(",") if i.strip()] or None,
                 warm_pool_size=self.warm_pool_size,
-                retention=Policy(
-                    max_age=self.retention_max_age,
-                    max_bytes=self.retention_max_bytes,
-                    min_age=self.retention_min_age,
-                    per_pass=self.retention_per_pass,
-                    interval=self.retention_interval,
-                    ledger_keep=self.expired_keep,
-                ),
+                retention=Policy.from_traits(self),
                 thresholds={
                     "cpu_max": self.cpu_max,
                     "memory_max": self.memory_max,

@@ -20,11 +20,12 @@ from jupyter_remote.agent.jobs import JobManager
 from jupyter_remote.agent.ledger import Ledger
 from jupyter_remote.agent.monitor import ResourceMonitor
 from jupyter_remote.agent.pool import WarmPool
-from jupyter_remote.agent.retention import Policy, Retention
+from jupyter_remote.agent.retention import Retention
 from jupyter_remote.agent.sessions import SessionManager
 from jupyter_remote.agent.specs import Limits, check_host_fits
 from jupyter_remote.errors import BadRequest, Unavailable
 from jupyter_remote.protocol.bodies import SessionBody
+from jupyter_remote.retention import Policy
 
 log = logging.getLogger("jupyter_remote.agent")
 
@@ -120,7 +121,7 @@ class Agent:
             stop_grace=stop_grace,
         )
         policy = retention or Policy()
-        self.ledger = Ledger(os.path.join(data_dir, "expired.sqlite"), policy.ledger_keep)
+        self.ledger = Ledger(os.path.join(data_dir, "expired.sqlite"), policy.expired_keep)
         self.executions.ledger = self.jobs.ledger = self.ledger
         self.retention = Retention(
             data_dir=data_dir,

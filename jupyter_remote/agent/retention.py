@@ -17,24 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 
 from jupyter_remote.agent.ledger import Ledger
 from jupyter_remote.agent.records import disk_bytes
+from jupyter_remote.retention import Policy, to_remove
 
 log = logging.getLogger("jupyter_remote.agent")
-
-
-@dataclass(frozen=True)
-class Policy:
-    """How much the agent keeps; 0 turns a limit off."""
-
-    max_age: float = 7 * 24 * 3600.0
-    max_bytes: int = 4 << 30
-    min_age: float = 600.0
-    per_pass: int = 1000
-    interval: float = 60.0
-    ledger_keep: float = 30 * 24 * 3600.0
 
 
 class Retention:
@@ -83,20 +71,11 @@ class Retention:
 
     def sweep(self) -> dict:
         """Remove what the policy no longer keeps; returns what it did."""
-        policy, now = self.policy, time.time()
+        now = time.time()
         total, candidates = self.usage()
         victims: dict[str, list[str]] = {"execution": [], "job": []}
-        over = total - policy.max_bytes if policy.max_bytes else 0
-        for finished, kind, record_id, size in candidates:
-            if sum(map(len, victims.values())) >= policy.per_pass:
-                break
-            age = now - finished
-            if age < policy.min_age:
-                break  # oldest first: every later one is younger still
-            if not (policy.max_age and age > policy.max_age) and over <= 0:
-                break
+        for kind, record_id in to_remove(candidates, total, self.policy, now):
             victims[kind].append(record_id)
-            over -= size
         removed = self.executions.expire(victims["execution"])
         removed += self.jobs.expire(victims["job"])
         for job_id in victims["job"]:

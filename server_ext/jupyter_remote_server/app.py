@@ -11,10 +11,10 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Int, List, TraitError, Type, Unicode, default, validate
 
 from jupyter_remote.protocol.server_bodies import MAX_EXECUTION_BODY, MAX_JOB_BODY
+from jupyter_remote.retention import Policy
 from jupyter_remote_server.handlers import handlers
 from jupyter_remote_server.manager import RemoteManager
 from jupyter_remote_server.pool import NodeChooser
-from jupyter_remote_server.records import Policy
 from jupyter_remote_server.store import JobStore, SQLiteJobStore
 
 KERNEL_ACTIONS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
@@ -172,14 +172,7 @@ class RemoteApp(ExtensionApp):
             lost_after=self.lost_after,
             pool_connections=self.pool_connections,
             pool_maxsize=self.pool_maxsize,
-            retention=Policy(
-                max_age=self.retention_max_age,
-                max_bytes=self.retention_max_bytes,
-                min_age=self.retention_min_age,
-                per_pass=self.retention_per_pass,
-                interval=self.retention_interval,
-                expired_keep=self.expired_keep,
-            ),
+            retention=Policy.from_traits(self),
         )
         if self.gateway_port:
             self.manager.configure_gateway(

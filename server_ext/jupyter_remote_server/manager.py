@@ -11,12 +11,13 @@ from concurrent.futures import Executor, Future
 from jupyter_remote.errors import BadRequest, RemoteError
 from jupyter_remote.gateway.core import StateGateway
 from jupyter_remote.gateway.jsonl import RotatingJsonl
+from jupyter_remote.retention import Policy
 from jupyter_remote_server.executions import ExecutionService
 from jupyter_remote_server.jobs import JobService
 from jupyter_remote_server.kernels import KernelSessions
 from jupyter_remote_server.nodes import NodeRegistry
 from jupyter_remote_server.pool import ExecutorPool, NodeChooser
-from jupyter_remote_server.records import Policy, Retention
+from jupyter_remote_server.records import Retention
 from jupyter_remote_server.store import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
@@ -158,7 +159,7 @@ class RemoteManager:
             stream_executor=self.stream_io,
             default_image=default_image,
         )
-        self.retention = Retention(store, retention or Policy(), self._forget)
+        self.retention = Retention(store, retention or Policy(max_bytes=1 << 30), self._forget)
         self._background: list[asyncio.Task] = []
         self.gateway: StateGateway | None = None
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 from jupyter_remote.errors import NotFound
 from jupyter_remote.protocol.common import EXECUTION_FINAL, JOB_FINAL, job_status
+from jupyter_remote.retention import Policy, to_remove
 
 log = logging.getLogger("jupyter_remote_server")
 
@@ -81,18 +81,6 @@ def refuse_expired(store, kind: str, key: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Policy:
-    """How much the server's store keeps; 0 turns a limit off."""
-
-    max_age: float = 7 * 24 * 3600.0
-    max_bytes: int = 1 << 30
-    min_age: float = 600.0
-    per_pass: int = 1000
-    interval: float = 60.0
-    expired_keep: float = 30 * 24 * 3600.0
-
-
 class Retention:
     """Removes ended executions and jobs from the store (and from memory, if there)."""
 
@@ -106,16 +94,11 @@ class Retention:
         """One pass; blocking (SQLite), so it runs on a worker thread."""
         policy, now = self.policy, time.time()
         total = self.store.kept_bytes(KINDS)
-        over = total - policy.max_bytes if policy.max_bytes else 0
         victims: dict[str, list[str]] = {kind: [] for kind in KINDS}
-        for kind, key, ended, size in self.store.ended(KINDS, policy.per_pass):
-            age = now - ended
-            if age < policy.min_age:
-                break
-            if not (policy.max_age and age > policy.max_age) and over <= 0:
-                break
+        ended = self.store.ended(KINDS, policy.per_pass)
+        candidates = [(end, kind, key, size) for kind, key, end, size in ended]
+        for kind, key in to_remove(candidates, total, policy, now):
             victims[kind].append(key)
-            over -= size
         removed = 0
         for kind, keys in victims.items():
             for record in self.store.expire(kind, keys):
