@@ -97,3 +97,19 @@ def test_the_cut_is_not_left_as_a_pending_cancel_on_the_reading_task():
 )
 def test_a_lost_task_is_reconciled_from_its_node_status(node_status, outcome):
     assert reconciled_as(node_status) == outcome
+
+
+def test_a_call_to_a_node_that_turns_lost_stops_waiting_for_its_answer():
+    async def main():
+        registry, watch = setup()
+        node = SimpleNamespace(node_id="a")
+        answer = asyncio.get_running_loop().create_future()  # a request on a cut link
+        call = asyncio.ensure_future(watch.call(node, answer))
+        await asyncio.sleep(0.01)
+        turn(registry, node, "lost")
+        with pytest.raises(ConnectionFailed) as err:
+            await call
+        assert err.value.details["sent"] is True and "before it answered" in err.value.message
+        assert await watch.call(node, asyncio.sleep(0, "ok")) == "ok"  # a new call waits again
+
+    asyncio.run(main())

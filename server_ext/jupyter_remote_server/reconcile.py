@@ -34,11 +34,15 @@ class LinkWatch:
         self._streams: dict[str, weakref.WeakSet[Guarded]] = {}
         registry.listeners.append(self._on_node_state)
 
-    def guard(self, node: Node, chunks) -> Guarded:
+    def guard(self, node: Node, chunks=None, what: str = "mid-stream") -> Guarded:
         """`chunks`, until `node` turns lost: then ConnectionFailed (sent: outcome unknown)."""
-        stream = Guarded(node, chunks)
+        stream = Guarded(node, chunks, what)
         self._streams.setdefault(node.node_id, weakref.WeakSet()).add(stream)
         return stream
+
+    async def call(self, node: Node, awaitable):
+        """A request's answer, unless `node` turns lost first (its thread is left to time out)."""
+        return await self.guard(node, what="before it answered").wait(awaitable)
 
     def _on_node_state(self, node: Node, old: str, new: str) -> None:
         if new == "lost":
@@ -47,15 +51,16 @@ class LinkWatch:
 
 
 class Guarded:
-    """An async iterator of chunks that a lost node ends at once.
+    """An async iterator of chunks (or one awaited answer) that a lost node ends at once.
 
     Free on the hot path (no race per chunk): only a cut cancels the reading task, and only
-    while it waits inside this iterator; the cancellation becomes a ConnectionFailed.
+    while it waits inside `wait`; the cancellation becomes a ConnectionFailed.
     """
 
-    def __init__(self, node: Node, chunks) -> None:
-        self._chunks = aiter(chunks)
+    def __init__(self, node: Node, chunks=None, what: str = "mid-stream") -> None:
+        self._chunks = aiter(chunks) if chunks is not None else None
         self._node_id = node.node_id
+        self._what = what
         self._waiting: asyncio.Task | None = None
         self._cut: str | None = None
 
@@ -63,11 +68,15 @@ class Guarded:
         return self
 
     async def __anext__(self) -> bytes:
+        return await self.wait(anext(self._chunks))
+
+    async def wait(self, awaitable):
         if self._cut is not None:
+            getattr(awaitable, "close", lambda: None)()  # never awaited: say so to nobody
             raise self._error()
         self._waiting = asyncio.current_task()
         try:
-            return await anext(self._chunks)
+            return await awaitable
         except asyncio.CancelledError:
             if self._cut is None:
                 raise
@@ -85,8 +94,8 @@ class Guarded:
 
     def _error(self) -> ConnectionFailed:
         return ConnectionFailed(
-            f"node {self._node_id!r} turned lost mid-stream ({self._cut}): its link may be "
-            "cut, so the stream was ended here",
+            f"node {self._node_id!r} turned lost {self._what} ({self._cut}): its link may be "
+            "cut, so the server stopped waiting for it",
             sent=True,
             node_lost=True,
         )
