@@ -134,6 +134,7 @@ class Agent:
             self.client, node_id=node_id, disk_path=data_dir, interval=sample_interval, **thresholds
         )
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="agent-io")
+        self.stopping = False  # set at SIGTERM: requests still in flight then get a 503
         self._default_session_lock = threading.Lock()
 
     def start(self) -> None:
@@ -146,6 +147,7 @@ class Agent:
         self.factory.remove_probes()
         jobs = self.jobs.recover()
         self.executions.index.clear_trash()
+        self.executions.index.refresh(self.executions.running)  # read each record once, now
         self.sweep_expired()
         self.monitor.start()
         self.warm_pool.start()

@@ -178,8 +178,8 @@ class SQLiteJobStore(JobStore):
             where.append("owner = ?")
             args.append(owner)
         if after is not None:
-            where.append("(at < ? OR (at = ? AND key < ?))")
-            args += [after[0], after[0], after[1]]
+            where.append("(at, key) < (?, ?)")  # a row value: one seek in the index
+            args += [after[0], after[1]]
         with self._lock:
             rows = self._db.execute(
                 f"SELECT body FROM records WHERE {' AND '.join(where)} "
