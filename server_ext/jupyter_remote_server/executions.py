@@ -318,10 +318,10 @@ class ExecutionService:
         """The one exit event after a break: the node's own outcome if it knows it.
 
         A node that turned lost is not asked (its link may be cut): the outcome is unknown
-        until it answers again.
+        until it answers again. A suspect one is: it may answer in time.
         """
         theirs = None
-        if node.answering:
+        if node.state != "lost":
             try:
                 theirs = await self.blocking(
                     node.client.execution, record["execution_id"], SETTLE_WAIT
