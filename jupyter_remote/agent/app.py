@@ -506,11 +506,14 @@ class AgentApp(Application):
         )
         await stopping.wait()
         logging.getLogger("jupyter_remote.agent").info("stopping")
+        agent.stopping = True
+        agent.jobs.changes.notify()  # long-polls answer now instead of being cut off
         server.stop()
         reaper.cancel()
         if joiner:
             joiner.cancel()
         await agent.blocking(agent.stop)
+        await agent.drain(2.0)
         if self.daemon and daemon.read_pid(self.pid_file) == os.getpid():
             os.unlink(self.pid_file)
 

@@ -7,6 +7,8 @@ import hashlib
 import logging
 import os
 import threading
+import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -135,6 +137,7 @@ class Agent:
         )
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="agent-io")
         self.stopping = False  # set at SIGTERM: requests still in flight then get a 503
+        self.handlers: weakref.WeakSet = weakref.WeakSet()  # requests being answered
         self._default_session_lock = threading.Lock()
 
     def start(self) -> None:
@@ -187,6 +190,13 @@ class Agent:
         except docker.errors.DockerException as exc:
             log.warning("could not sweep expired containers: %s", exc)
             return []
+
+    async def drain(self, timeout: float) -> None:
+        """At stop, after running executions were ended: let their streams send the exit
+        line and other answers finish, for at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while any(not h._finished for h in list(self.handlers)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     async def blocking(self, fn, *args):
         """Run a blocking call (Docker, psutil) on the agent's thread pool."""

@@ -54,6 +54,7 @@ class AgentHandler(web.RequestHandler):
 
     def initialize(self, agent: Agent, token: str | None, limits: BodyLimits) -> None:
         self.agent = agent
+        agent.handlers.add(self)  # so a stopping agent can let answers in flight finish
         self._token = token
         self._max_body = limits.other
         if self.carries_cells and self.request.method == "POST":
@@ -132,6 +133,16 @@ class AgentHandler(web.RequestHandler):
             self.send_json(e.to_json(), e.status)
             return
         super()._handle_request_exception(e)
+
+    def send_error(self, status_code: int = 500, **kwargs) -> None:
+        if status_code == 500 and self.agent.stopping:  # cut off by the loop's shutdown
+            if self._headers_written:
+                self.finish()
+                return
+            self.clear()
+            self.send_json({"message": "the agent is stopping", "reason": "agent_stopping"}, 503)
+            return
+        super().send_error(status_code, **kwargs)
 
     def write_error(self, status_code: int, **kwargs) -> None:
         self.set_header("Content-Type", "application/json")
@@ -241,7 +252,7 @@ class JobsHandler(AgentHandler):
             return
         since, wait = self.int_arg("since"), min(self.int_arg("wait"), 60)
         deadline = asyncio.get_running_loop().time() + wait
-        while jobs.version <= since:  # long-poll: answer at the first change
+        while jobs.version <= since and not self.agent.stopping:  # answer at the first change
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 break
