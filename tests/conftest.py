@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import uuid
 
 import docker
@@ -161,3 +163,47 @@ def remote_shell():
     shell = ipython_shell()
     shell.run_line_magic("reload_ext", "jupyter_remote")
     return shell
+
+
+# -- a 500 anywhere is a bug, even in a test that passed -----------------------------------
+SERVER_500 = re.compile(r"\b500 (GET|POST|PUT|PATCH|DELETE|HEAD) \S+")
+
+
+class Http500Recorder(logging.Handler):
+    """Remembers every 500 the in-process Jupyter servers log (jupyter_server's request log)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad log call is not ours to judge here
+            return
+        if SERVER_500.search(message):
+            self.seen.append(message)
+
+
+HTTP_500S = Http500Recorder()
+
+
+def pytest_configure(config) -> None:
+    logging.getLogger().addHandler(HTTP_500S)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Fail the run on any 500 an agent (its log under the base temp dir) or a server
+    answered, naming each: such bugs hide in tests that only check what they asked for."""
+    found = list(HTTP_500S.seen)
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    base = factory.getbasetemp() if factory else None
+    if base and base.exists():
+        for log in base.rglob("*.log"):
+            with open(log, errors="replace") as fh:
+                found += [f"{log}: {ln.strip()}" for ln in fh if SERVER_500.search(ln)]
+    if found:
+        print("\nHTTP 500 answered during the run (a 5xx is a bug):")
+        for line in found[:50]:
+            print("  " + line)
+        session.exitstatus = 1
