@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from jupyter_remote.errors import ConnectionFailed
+from jupyter_remote.errors import ConnectionFailed, NotFound
 from jupyter_remote.protocol.common import TASK_FINAL, reconciled_as
-from jupyter_remote_server.reconcile import LinkWatch
+from jupyter_remote_server.reconcile import LinkWatch, LostTasks
 
 
 async def stalled(first: bytes):
@@ -113,3 +113,84 @@ def test_a_call_to_a_node_that_turns_lost_stops_waiting_for_its_answer():
         assert await watch.call(node, asyncio.sleep(0, "ok")) == "ok"  # a new call waits again
 
     asyncio.run(main())
+
+
+class FakeAgent:
+    """An agent's job calls as the reconciler makes them (pure logic here; no HTTP)."""
+
+    def __init__(self, jobs: dict[str, dict]) -> None:
+        self.jobs = jobs
+        self.stopped: list[str] = []
+
+    def job(self, job_id: str) -> dict:
+        if job_id not in self.jobs:
+            raise NotFound(f"no job {job_id!r}", reason="job_not_found")
+        return {"tasks": [self.jobs[job_id]]}
+
+    def stop_job(self, job_id: str) -> dict:
+        self.stopped.append(job_id)
+        self.jobs[job_id].update(status="stopped", returncode=137, finished_at=2.0)
+        return self.job(job_id)
+
+
+def running() -> dict:
+    return {"status": "running", "returncode": None, "finished_at": None}
+
+
+def test_lost_tasks_are_stopped_or_told_once_when_their_node_answers_never_re_run():
+    async def main():
+        ended = {"status": "completed", "returncode": 0, "finished_at": 1.0}
+        agent = FakeAgent({"j.0": running(), "j.1": ended})  # j.2 never arrived
+        node = SimpleNamespace(
+            node_id="a", answering=False, client=agent, last_seen_at=1e9, reason="silent"
+        )
+        changed: list[dict] = []
+
+        async def blocking(fn, *args):
+            return fn(*args)
+
+        lost = LostTasks(
+            registry=SimpleNamespace(nodes={"a": node}), blocking=blocking, changed=changed.append
+        )
+        job = {
+            "job_id": "j",
+            "tasks": [
+                {"index": i, "status": "running", "node_id": "a", "agent_job_id": f"j.{i}"}
+                for i in range(3)
+            ],
+        }
+        for task in job["tasks"]:
+            lost.lost(job, task, node)
+        jobs, spawned = {"j": job}, []
+
+        async def steps():
+            lost.step(jobs, spawned.append)
+            await asyncio.gather(*spawned)
+            spawned.clear()
+
+        await steps()  # the node is still silent: nothing asked
+        assert agent.stopped == [] and changed == []
+        node.answering = True
+        await steps()
+        tasks = job["tasks"]
+        assert [t["reconciled"]["outcome"] for t in tasks] == ["stopped", "ended", "not_received"]
+        assert [t["status"] for t in tasks] == ["lost"] * 3  # final statuses stay
+        assert agent.stopped == ["j.0"] and len(changed) == 3
+        assert "still running there and was stopped" in tasks[0]["reconciled"]["message"]
+        await steps()  # once: nothing more to do
+        assert not lost.seen(job, tasks[1], ended) and len(changed) == 3
+        agent.jobs["j.2"] = running()  # its send arrived late after all: stopped, not run
+        assert not lost.seen(job, tasks[2], agent.jobs["j.2"])
+        await steps()
+        assert tasks[2]["reconciled"]["outcome"] == "stopped" and agent.stopped[-1] == "j.2"
+
+    asyncio.run(main())
+
+
+def test_lost_tasks_not_reconciled_before_a_restart_are_due_after_it():
+    lost = LostTasks(registry=SimpleNamespace(nodes={}), blocking=None, changed=None)
+    task = {"status": "lost", "agent_job_id": "j.0", "index": 0}
+    done = {**task, "index": 1, "reconciled": {"outcome": "stopped"}}
+    never_sent = {**task, "index": 2, "agent_job_id": None}
+    lost.load({"j": {"job_id": "j", "tasks": [task, done, never_sent]}})
+    assert lost.due == {("j", 0)}

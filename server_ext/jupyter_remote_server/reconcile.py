@@ -173,17 +173,17 @@ class LostTasks:
         try:
             try:
                 found = (await self.blocking(node.client.job, task["agent_job_id"]))["tasks"][0]
-            except NotFound:
-                found = None
-            theirs = found
-            if found is not None and found["status"] not in TASK_FINAL:
+            except NotFound as exc:  # never received, or ended so long ago its record expired
+                found = _expired(exc.details) if exc.reason == "expired" else None
+            theirs, status = found, found and found["status"]  # as found, before a stop
+            if status is not None and status not in TASK_FINAL:
                 # an idempotent control call: asked again at the next step if it fails
                 stopped = await self.blocking(node.client.stop_job, task["agent_job_id"])
                 theirs = stopped["tasks"][0]
                 if theirs["status"] not in TASK_FINAL:
                     return
             if key in self.due:
-                self._record(job, task, node.node_id, found and found["status"], theirs)
+                self._record(job, task, node.node_id, status, theirs)
         except RemoteError as exc:
             log.warning(
                 "could not reconcile lost task %s on %s: %s",
@@ -206,10 +206,13 @@ class LostTasks:
         else:
             rc = theirs["returncode"]
             end = f"{theirs['status']}, exit code {rc}"
+            kept = (
+                "its record there had expired" if theirs.get("expired") else "its output was kept"
+            )
             what = (
-                f"{seen} it was still {found} there and was stopped ({end}); its output was kept"
+                f"{seen} it was still {found} there and was stopped ({end}); {kept}"
                 if outcome == "stopped"
-                else f"{seen} it had ended there meanwhile ({end}); its output was kept"
+                else f"{seen} it had ended there meanwhile ({end}); {kept}"
             )
         message = (
             f"node {node_id!r} was cut off at {when(task.get('cut_off_at'))}; the task was "
@@ -230,3 +233,13 @@ class LostTasks:
         self._tried.pop(key, None)
         log.warning("job %s task %s: %s", job["job_id"], task["index"], message)
         self.changed(job)
+
+
+def _expired(details: dict) -> dict:
+    """An agent job removed by the node's retention: how it ended, as its 404 tells."""
+    return {
+        "status": details.get("status") or "completed",
+        "returncode": details.get("returncode"),
+        "finished_at": details.get("finished_at"),
+        "expired": True,
+    }
