@@ -1,6 +1,12 @@
 """1 GB into and out of a session container: jupyter-remote (client -> server -> agent ->
 Docker's archive API) against `docker cp` of the same file into the same container, in the
-same run. Target: ours >= 0.8x docker cp's throughput each way. BENCH_MB (1024) sets the size.
+same run. Target: ours >= 0.8x docker cp's throughput each way.
+
+Rounds alternate ours and docker cp, and the medians are compared, so that load from other
+work on a shared machine falls on both sides alike. The CPU seconds per GB that each
+process spent (the client with its children, i.e. the docker CLI for docker cp; the
+Jupyter server; the agent; dockerd with its tar helpers) say where the time goes, whatever
+the load. BENCH_MB (1024) sets the size, BENCH_ROUNDS (3) the rounds.
 """
 
 from __future__ import annotations
@@ -8,10 +14,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+import psutil
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from jupyter_remote.api import RemoteDockerEnvironment  # noqa: E402
@@ -19,12 +28,36 @@ from stack import Stack  # noqa: E402
 
 BUSYBOX = "jupyter-remote/busybox:local"
 MB = int(os.environ.get("BENCH_MB", "1024"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class Meter:
+    """Wall time and each process's CPU time over one call, kept per label."""
+
+    def __init__(self, procs: dict[str, psutil.Process]) -> None:
+        self.procs = procs
+        self.wall: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[dict[str, float]]] = {}
+
+    def __call__(self, label: str, fn) -> None:
+        before = {name: _cpu(p) for name, p in self.procs.items()}
+        start = time.perf_counter()
+        fn()
+        self.wall.setdefault(label, []).append(time.perf_counter() - start)
+        used = {name: _cpu(p) - before[name] for name, p in self.procs.items()}
+        self.cpu.setdefault(label, []).append(used)
+
+    def rate(self, label: str) -> float:
+        return MB / statistics.median(self.wall[label])
+
+    def cpu_per_gb(self, label: str) -> dict[str, float]:
+        runs = self.cpu[label]
+        return {n: statistics.median(r[n] for r in runs) * 1024 / MB for n in self.procs}
 
 
 def main() -> None:
@@ -40,22 +73,28 @@ def main() -> None:
         with RemoteDockerEnvironment(image=BUSYBOX) as env:
             env.execute("true")
             cid = _container(env)
-            rows = []
-            for _ in range(2):  # the second round is the one reported (caches warm)
-                os.makedirs(os.path.join(tmp, "ours"), exist_ok=True)
-                os.makedirs(os.path.join(tmp, "cp"), exist_ok=True)
-                rows = [
-                    (
-                        "in",
-                        timed(lambda: env.put(src, "/tmp/ours.bin", progress=False)),
-                        timed(lambda: _cp(src, f"{cid}:/tmp/cp.bin")),
-                    ),
-                    (
-                        "out",
-                        timed(lambda: env.get("/tmp/ours.bin", f"{tmp}/ours", progress=False)),
-                        timed(lambda: _cp(f"{cid}:/tmp/cp.bin", f"{tmp}/cp/")),
-                    ),
+            agent = next(a for a in stack.agents if a.node_id == env.session["node_id"])
+            meter = Meter(
+                {
+                    "client": psutil.Process(),
+                    "server": psutil.Process(stack.server.proc.pid),
+                    "agent": psutil.Process(agent.proc.pid),
+                    "dockerd": _dockerd(),
+                }
+            )
+            os.makedirs(os.path.join(tmp, "ours"))
+            os.makedirs(os.path.join(tmp, "cp"))
+            for i in range(ROUNDS):
+                steps = [
+                    ("ours in", lambda: env.put(src, "/tmp/ours.bin", progress=False)),
+                    ("cp in", lambda: _cp(src, f"{cid}:/tmp/cp.bin")),
+                    ("ours out", lambda: env.get("/tmp/ours.bin", f"{tmp}/ours", progress=False)),
+                    ("cp out", lambda: _cp(f"{cid}:/tmp/cp.bin", f"{tmp}/cp/")),
                 ]
+                if i % 2:  # docker cp first every other round
+                    steps = [steps[1], steps[0], steps[3], steps[2]]
+                for label, fn in steps:
+                    meter(label, fn)
                 env.execute("rm -f /tmp/ours.bin /tmp/cp.bin")
                 for name in ("ours/ours.bin", "cp/cp.bin"):
                     assert os.path.getsize(os.path.join(tmp, name)) == MB << 20
@@ -63,14 +102,41 @@ def main() -> None:
     finally:
         stack.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{MB} MB, one file, session container ({BUSYBOX}), loopback")
-    print(f"{'direction':<10}{'ours MB/s':>12}{'docker cp MB/s':>16}{'ratio':>8}")
-    for direction, ours, cp in rows:
-        print(f"{direction:<10}{MB / ours:>12.0f}{MB / cp:>16.0f}{cp / ours:>8.2f}")
+    _report(meter)
+
+
+def _report(meter: Meter) -> None:
+    print(f"{MB} MB, one file, session container ({BUSYBOX}), loopback, {os.cpu_count()} CPUs")
+    print(f"median of {ROUNDS} rounds, ours and docker cp alternating")
+    head = f"{'direction':<10}{'ours MB/s':>12}{'docker cp MB/s':>16}{'ratio':>8}"
+    print(f"{head}   rounds (ours/cp MB/s)")
+    for way in ("in", "out"):
+        ours, cp = meter.rate(f"ours {way}"), meter.rate(f"cp {way}")
+        rounds = " ".join(
+            f"{MB / a:.0f}/{MB / b:.0f}"
+            for a, b in zip(meter.wall[f"ours {way}"], meter.wall[f"cp {way}"], strict=True)
+        )
+        print(f"{way:<10}{ours:>12.0f}{cp:>16.0f}{ours / cp:>8.2f}   {rounds}")
+    print("CPU seconds per GB (median), by process:")
+    print(f"{'':<10}" + "".join(f"{n:>9}" for n in meter.procs) + f"{'total':>9}")
+    for label in ("ours in", "cp in", "ours out", "cp out"):
+        used = meter.cpu_per_gb(label)
+        print(
+            f"{label:<10}"
+            + "".join(f"{v:>9.2f}" for v in used.values())
+            + f"{sum(used.values()):>9.2f}"
+        )
 
 
 def _cp(src: str, dst: str) -> None:
     subprocess.run(["docker", "cp", "-q", src, dst], check=True)
+
+
+def _dockerd() -> psutil.Process:
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == "dockerd":
+            return proc
+    raise SystemExit("no dockerd process on this machine: its CPU cannot be measured")
 
 
 def _container(env) -> str:
