@@ -191,6 +191,20 @@ async def test_a_link_cut_mid_batch_loses_its_tasks_then_stops_them_on_reconnect
         member = next(m for m in tar.getmembers() if m.name.endswith("result.txt"))
         assert tar.extractfile(member).read() == b"kept\n"
 
+    # the node takes work again, and the server hears of its end at once (its job feed
+    # was not left hanging on the cut link)
+    again_at = time.monotonic()
+    again = await api(
+        jp_fetch,
+        "jobs",
+        method="POST",
+        body={"name": "again", "image": BUSYBOX, "nodes": [victim.node_id], "command": "true"},
+    )
+    again = await api(jp_fetch, "jobs", again["job_id"], "wait", params={"timeout": 30})
+    print(f"a new job on the node done {time.monotonic() - again_at:.2f} s after its submit")
+    assert again["status"] == "completed" and again["nodes_used"] == [victim.node_id]
+    assert time.monotonic() - again_at < 10
+
     # nothing ran twice: one container per task, one "start" line per task, on one host
     made = creations(docker_client, since, job_id)
     assert made == Counter({f"{job_id}.{i}": 1 for i in range(16)}), made

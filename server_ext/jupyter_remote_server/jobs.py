@@ -327,9 +327,15 @@ class JobService:
         epoch, since = None, 0
         loop = asyncio.get_running_loop()
         while node.node_id in self.registry.nodes:
+            if node.state == "lost":  # its link may be cut: a long poll would hang for 40 s
+                await asyncio.sleep(0.25)
+                continue
             try:
-                feed = await loop.run_in_executor(
-                    self.stream_executor, node.client.job_changes, since, self.watch_wait
+                feed = await self.links.call(  # ...so one under way is dropped when it turns lost
+                    node,
+                    loop.run_in_executor(
+                        self.stream_executor, node.client.job_changes, since, self.watch_wait
+                    ),
                 )
             except RemoteError:
                 await asyncio.sleep(1.0)
