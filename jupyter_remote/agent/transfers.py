@@ -30,7 +30,7 @@ import requests
 from docker.errors import DockerException
 from docker.errors import NotFound as DockerNotFound
 from tornado import web
-from urllib3.exceptions import ProtocolError
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from jupyter_remote.agent.handlers import AgentHandler
 from jupyter_remote.errors import BadRequest, Conflict, NotFound
@@ -245,9 +245,13 @@ def archive_chunks(api, cid: str, path: str):
     over HTTP/1.1 it comes in alternating 2 KiB and 14 KiB chunks, and taking ~130,000 of
     them apart per GB in Python cost the agent more CPU than all its other work."""
     url = api._url("/containers/{0}/archive", cid)
-    pool = api.get_adapter(url).get_connection_with_tls_context(
-        requests.Request("GET", url).prepare(), verify=api.verify
-    )
+    adapter = api.get_adapter(url)
+    if hasattr(adapter, "get_connection_with_tls_context"):
+        pool = adapter.get_connection_with_tls_context(
+            requests.Request("GET", url).prepare(), verify=api.verify
+        )
+    else:  # requests < 2.32
+        pool = adapter.get_connection(url)
     conn = pool._new_conn()
     conn._http_vsn, conn._http_vsn_str = 10, "HTTP/1.0"
     try:
@@ -261,7 +265,7 @@ def archive_chunks(api, cid: str, path: str):
         resp = conn.getresponse()
         if resp.status != 200:
             raise _answer_error(resp.status, resp.read(1 << 16), path)
-    except (OSError, HTTPException) as exc:
+    except (OSError, HTTPException, Urllib3Error) as exc:
         conn.close()
         raise Conflict(
             f"Docker did not answer for {path}: {exc}", reason="transfer_refused", path=path
@@ -292,7 +296,7 @@ def _unframed(resp, conn, path: str):
         while chunk := resp.read(CHUNK, decode_content=False):
             tail = (tail + chunk[-_TAR_END:])[-_TAR_END:]
             yield chunk
-    except (OSError, HTTPException, ProtocolError) as exc:
+    except (OSError, HTTPException, Urllib3Error) as exc:
         raise BadArchive(f"Docker's archive of {path} broke off: {exc}") from None
     finally:
         conn.close()
