@@ -1,4 +1,5 @@
-"""Pure logic of reconciliation after a partition (tests/test_partition.py runs it for real)."""
+"""Reconciliation after a partition: its pure logic, and the partition test's own rules
+(tests/test_partition.py runs it for real)."""
 
 from __future__ import annotations
 
@@ -194,3 +195,17 @@ def test_lost_tasks_not_reconciled_before_a_restart_are_due_after_it():
     never_sent = {**task, "index": 2, "agent_job_id": None}
     lost.load({"j": {"job_id": "j", "tasks": [task, done, never_sent]}})
     assert lost.due == {("j", 0)}
+
+
+@pytest.mark.parametrize("ci", [True, False])
+def test_the_partition_test_fails_under_ci_without_iproute2_and_skips_elsewhere(monkeypatch, ci):
+    import netns
+
+    monkeypatch.setattr(netns.shutil, "which", lambda name: None)
+    if ci:
+        monkeypatch.setenv("CI", "true")
+    else:
+        monkeypatch.delenv("CI", raising=False)
+    expected = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(expected, match="iproute2"):
+        netns.need_netns()
