@@ -99,6 +99,27 @@ def test_shell_multiline_env_value_and_request_env_is_for_one_cell(runner):
     assert text(events) == "[]"
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["it's", "''", "'", "a''b'''c", "x\"''\"y", '$HOME `id` \\ "', "trail\n\n", "é ü 😀", ""],
+)
+def test_exported_values_carry_over_exactly(runner, value):
+    """The state a shell cell leaves is read back from `export -p` (dash, ash) or `env`: a
+    value survives either way, quotes and newlines included."""
+    run(runner.client, "shell", 'export V="$V_IN"', env={"V_IN": value})
+    events, _ = run(runner.client, "shell", 'printf "[%s]" "$V"')
+    assert text(events) == f"[{value}]"
+
+
+def test_export_p_output_is_parsed_or_refused():
+    from jupyter_remote.runner.runnerd import parse_export_p
+
+    got = parse_export_p(b"export A='it'\"'\"'s'\nexport B\nexport C='x\ny'\"''\"''\n")
+    assert got == {"A": "it's", "C": "x\ny''"}
+    assert parse_export_p(b'export A="bash style"\n') is None  # then `env` is used
+    assert parse_export_p(b"declare -x A='x'\n") is None
+
+
 def test_shell_stdout_stderr_apart_and_exit_codes(runner):
     events, end = run(runner.client, "shell", "echo out; echo err >&2; exit 7")
     assert text(events) == "out\n" and text(events, "stderr") == "err\n"
