@@ -2,8 +2,9 @@
 
 A link is cut with `ip link set down` mid-batch and mid-stream, then restored: lost tasks
 are stopped on their node (output kept), nothing runs twice, an execution's outcome is
-unknown and then settled to the truth, and no container is left. Needs root and iproute2;
-under CI=true their absence fails the module (see netns.need_netns).
+unknown and then settled to the truth, and no container is left; a server restarted while
+a node is cut off reconciles its lost task from the store. Needs root and iproute2; under
+CI=true their absence fails the module (see netns.need_netns).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from netns import Link, NetnsAgent, free_subnet, need_netns
 from conftest import BUSYBOX, RUN_ID, new_id, remove_containers
 from processes import node_config
 from server_fixtures import api, execute, healthy, jp_server_config, remote_started, until
+from server_process import ServerProcess
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 __all__ = ["jp_server_config", "remote_started"]
@@ -278,6 +280,39 @@ async def test_a_link_cut_mid_stream_is_unknown_then_settled_to_the_truth(
         return host.containers(docker_client, execution=eid)
 
     await until(lambda: not left(), timeout=20)
+
+
+def test_a_lost_task_is_reconciled_by_a_server_restarted_while_its_node_was_cut_off(
+    hosts, docker_client, tmp_path
+):
+    """The server stops during the partition: the next one reconciles from its store."""
+    victim = hosts[6]
+    first = ServerProcess(tmp_path, [victim], **TIMING).start()
+    try:
+        job_id = first.post("jobs", body={"image": BUSYBOX, "command": "echo start; sleep 300"})[
+            "job_id"
+        ]
+
+        def status() -> str:
+            return first.get("jobs", job_id)["tasks"][0]["status"]
+
+        first.wait_for(lambda: status() == "running", 30)
+        victim.link.cut()
+        first.wait_for(lambda: status() == "lost", LOST_WITHIN + 10)
+    finally:
+        first.stop()  # while the node is still cut off: the next server reconciles
+        victim.link.restore()
+    second = ServerProcess(tmp_path, [victim], **TIMING).start()  # the same store
+    try:
+        second.wait_for(lambda: second.get("jobs", job_id)["tasks"][0].get("reconciled"), 30)
+        job = second.get("jobs", job_id)
+    finally:
+        second.stop()
+    task = job["tasks"][0]
+    assert job["status"] == "degraded" and task["status"] == "lost"
+    assert task["reconciled"]["outcome"] == "stopped" and len(job["notices"]) == 1
+    assert log_lines(hosts, f"{job_id}.0") == ["start"]  # ran once, output kept
+    assert not victim.containers(docker_client, job=f"{job_id}.0")
 
 
 async def _is_usable(jp_fetch, node_id: str) -> bool:
