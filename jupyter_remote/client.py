@@ -15,6 +15,7 @@ import requests
 
 from jupyter_remote.errors import ConnectionFailed, NotFound, RemoteError
 from jupyter_remote.http_api import HttpApi, request_timeout, stream_chunks
+from jupyter_remote.workers import Workers
 
 ENV_URL = "JUPYTER_REMOTE_SERVER_URL"
 ENV_TOKEN = "JUPYTER_REMOTE_SERVER_TOKEN"
@@ -211,30 +212,7 @@ class RemoteClient(HttpApi):
         return download_into(resp, local, f"get {output or 'output'}", progress)
 
 
-class _Readers:
-    """Threads that read streams, kept for the next stream once one ends: starting a thread
-    per cell cost ~0.2 ms of its time. Never capped: a stream never waits for a reader."""
-
-    def __init__(self) -> None:
-        self._idle: list[queue.SimpleQueue] = []
-        self._lock = threading.Lock()
-
-    def run(self, work: Callable[[], None]) -> None:
-        with self._lock:
-            jobs = self._idle.pop() if self._idle else None
-        if jobs is None:
-            jobs = queue.SimpleQueue()
-            threading.Thread(target=self._serve, args=(jobs,), daemon=True).start()
-        jobs.put(work)
-
-    def _serve(self, jobs: queue.SimpleQueue) -> None:
-        while True:
-            jobs.get()()
-            with self._lock:
-                self._idle.append(jobs)
-
-
-_readers = _Readers()
+_readers = Workers("stream-reader")
 
 
 class ExecutionStream:

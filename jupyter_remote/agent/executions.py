@@ -41,6 +41,7 @@ from jupyter_remote.runner.client import (
     RunnerRefused,
     RunnerUnavailable,
 )
+from jupyter_remote.workers import Workers
 
 log = logging.getLogger("jupyter_remote.agent")
 
@@ -152,6 +153,7 @@ class ExecutionManager:
         self.pool = None  # a WarmPool for fresh executions, set by the Agent
         self.loop: asyncio.AbstractEventLoop | None = None  # for logs of resumed executions
         self.deadlines = Deadlines()  # timeouts
+        self.workers = Workers("exec")  # the threads executions run on
         self.index = ExecutionIndex(self.root)
         self.ledger = None  # the Ledger of expired ids, set by the Agent
 
@@ -309,9 +311,7 @@ class ExecutionManager:
         self._save(ex)
         if ex.session_id:
             self.sessions.begin(ex.session_id)
-        threading.Thread(
-            target=self._run, args=(ex,), daemon=True, name=f"exec-{ex.execution_id}"
-        ).start()
+        self.workers.run(lambda: self._run(ex), f"exec-{ex.execution_id}")
         return ex
 
     # -- running -----------------------------------------------------------------------
