@@ -1,0 +1,130 @@
+"""The server's execution stream from an agent on the event loop (agent_stream.py), against
+a real HTTP server on loopback that answers as told: whole, refused, stalled or cut."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from jupyter_remote.agent_client import AgentClient
+from jupyter_remote.errors import Conflict, ConnectionFailed, TimedOut
+from jupyter_remote_server.agent_stream import AgentStreams
+
+
+def chunked(*parts: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+class Agent:
+    """Answers each request on a connection with the next of `answers` (bytes, or None to
+    stall); counts connections and keeps the requests it read."""
+
+    def __init__(self, answers: list) -> None:
+        self.answers = list(answers)
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def serve(self, reader, writer) -> None:
+        self.connections += 1
+        try:
+            while self.answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                self.requests.append(head + await reader.readexactly(length))
+                answer = self.answers.pop(0)
+                if answer is None:
+                    await asyncio.sleep(30)
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+async def with_agent(answers, scenario):
+    agent = Agent(answers)
+    server = await asyncio.start_server(agent.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = AgentClient(f"http://127.0.0.1:{port}", "tok")
+    try:
+        return agent, await scenario(AgentStreams(), client)
+    finally:
+        server.close()
+        client.close()
+
+
+async def read_all(stream) -> bytes:
+    return b"".join([chunk async for chunk in stream])
+
+
+def test_a_whole_answer_is_read_and_its_connection_reused():
+    lines = b'{"event":"started"}\n', b'{"event":"exit","returncode":0}\n'
+
+    async def scenario(streams, client):
+        got = []
+        for n in range(2):
+            stream = await streams.open_execution(client, f"x-{n}", {"command": "true"})
+            got.append(await read_all(stream))
+            stream.close()
+        return got
+
+    agent, got = asyncio.run(with_agent([OK_HEAD + chunked(*lines)] * 2, scenario))
+    assert got == [b"".join(lines)] * 2
+    assert agent.connections == 1  # kept alive between the two
+    body = json.loads(agent.requests[1].split(b"\r\n\r\n", 1)[1])
+    assert body == {"execution_id": "x-1", "command": "true"}
+    assert b"Authorization: Bearer tok" in agent.requests[0]
+
+
+def test_a_refusal_is_the_agents_error():
+    error = json.dumps({"message": "seen before", "reason": "duplicate_execution"}).encode()
+    answer = b"HTTP/1.1 409 Conflict\r\nContent-Length: %d\r\n\r\n%s" % (len(error), error)
+
+    async def scenario(streams, client):
+        stream = await streams.open_execution(client, "x", {"command": "true"})
+        with pytest.raises(Conflict) as err:
+            await read_all(stream)
+        return err.value
+
+    _, err = asyncio.run(with_agent([answer], scenario))
+    assert err.reason == "duplicate_execution" and err.message == "seen before"
+
+
+def test_a_stream_cut_mid_chunk_is_broken_and_sent():
+    answer = OK_HEAD + b"40\r\n" + b'{"event":"started"}'
+
+    async def scenario(streams, client):
+        stream = await streams.open_execution(client, "x", {"command": "true"})
+        with pytest.raises(ConnectionFailed) as err:
+            await read_all(stream)
+        return err.value
+
+    agent = Agent([answer])  # answers, then closes
+    _, err = asyncio.run(with_agent(agent.answers, scenario))
+    assert err.reason == "stream_broken" and err.details["sent"] is True
+
+
+def test_a_silent_agent_times_out_and_a_refused_connection_was_not_sent():
+    async def stalled(streams, client):
+        stream = await streams.open_execution(client, "x", {"command": "true"})
+        stream._timeout = 0.2  # the request's own is 30 minutes
+        with pytest.raises(TimedOut) as err:
+            await read_all(stream)
+        return err.value
+
+    _, err = asyncio.run(with_agent([None], stalled))
+    assert err.details["sent"] is True
+
+    async def refused():
+        client = AgentClient("http://127.0.0.1:9", None)  # discard port: nothing listens
+        with pytest.raises(ConnectionFailed) as err:
+            await AgentStreams().open_execution(client, "x", {"command": "true"})
+        return err.value
+
+    err = asyncio.run(refused())
+    assert err.details["sent"] is False
