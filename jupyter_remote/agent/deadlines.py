@@ -27,6 +27,7 @@ class Deadline:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.action = None  # what it would have done (an execution) is not kept alive
 
 
 class Deadlines:

@@ -80,7 +80,7 @@ class Retention:
         removed += self.jobs.expire(victims["job"])
         for job_id in victims["job"]:
             self._job_bytes.pop(job_id, None)
-        dropped = self.ledger.prune()
+        dropped = self.ledger.prune(self.policy.max_bytes // 2)
         self.last = {
             "at": now,
             "bytes_before": total,

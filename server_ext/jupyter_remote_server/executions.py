@@ -157,7 +157,7 @@ class ExecutionService:
 
     def _refuse_duplicate(self, eid: str, first: dict | None = None) -> None:
         first = first or self.records.get(eid)
-        if first is None and (stone := self.store.get("execution_expired", eid)) is not None:
+        if first is None and (stone := self.store.expired("execution", eid)) is not None:
             first = {"execution_id": eid, "expired": True, **stone}
         if first is not None:
             raise Conflict(

@@ -180,7 +180,7 @@ class JobService:
         return job
 
     def _refuse_duplicate(self, job_id: str) -> None:
-        if self.store.get("job_expired", job_id) is not None:
+        if self.store.expired("job", job_id) is not None:
             raise Conflict(
                 f"job {job_id!r} ran and its record expired; a job id never runs twice",
                 reason="duplicate_job",

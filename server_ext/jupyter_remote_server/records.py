@@ -4,8 +4,10 @@ The server keeps only live records in memory (an execution not settled yet, a jo
 final, or one with a lost task that a returning node may still reconcile); the rest are
 read from SQLite when asked for. Retention removes ended records oldest-first, `max_age`
 after they ended or when they take more than `max_bytes`, never before `min_age`, at most
-`per_pass` a pass. A removed id leaves a small KIND_expired row, so it answers 404
-`expired` (with its outcome) and is refused for a new run while that row is kept.
+`per_pass` a pass. A removed id leaves a small row in the store's `expired` table, so it
+answers 404 `expired` (with its outcome) and is refused for a new run while that row is
+kept: `expired_keep` seconds, and at most half of `max_bytes` (the oldest go first;
+those rows count towards `max_bytes` too).
 """
 
 from __future__ import annotations
@@ -71,13 +73,13 @@ def outcome(kind: str, record: dict) -> dict:
 
 def refuse_expired(store, kind: str, key: str) -> None:
     """404 `expired` with the outcome, if retention removed this id."""
-    stone = store.get(f"{kind}_expired", key)
+    stone = store.expired(kind, key)
     if stone is not None:
         raise NotFound(
             f"{kind} {key!r} ended and was removed by retention (status {stone.get('status')}); "
             "its record is gone",
             reason="expired",
-            **{f"{kind}_id": key, **{k: v for k, v in stone.items() if k != "key"}},
+            **{f"{kind}_id": key, **stone},
         )
 
 
@@ -104,7 +106,7 @@ class Retention:
             for record in self.store.expire(kind, keys):
                 self.forget(kind, record[f"{kind}_id"])
                 removed += 1
-        pruned = sum(self.store.prune_expired(k, now - policy.expired_keep) for k in KINDS)
+        pruned = self.store.prune_expired(now - policy.expired_keep, policy.max_bytes // 2)
         self.last = {"at": now, "bytes_before": total, "removed": removed, "pruned": pruned}
         if removed:
             log.info("retention removed %d record(s) from the store", removed)

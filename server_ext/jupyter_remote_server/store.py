@@ -50,15 +50,19 @@ class JobStore:
         raise NotImplementedError
 
     def kept_bytes(self, kinds: tuple[str, ...]) -> int:
-        """Bytes the records of these kinds take."""
+        """Bytes the records of these kinds and the expired ids' rows take."""
         raise NotImplementedError
 
     def expire(self, kind: str, keys: list[str]) -> list[dict]:
-        """Remove records for good, each leaving a small `KIND_expired` row; the removed."""
+        """Remove records for good, each leaving a small expired row; the removed."""
         raise NotImplementedError
 
-    def prune_expired(self, kind: str, before: float) -> int:
-        """Forget `KIND_expired` rows written before `before`."""
+    def expired(self, kind: str, key: str) -> dict | None:
+        """How a record retention removed had ended, while its expired row is kept."""
+        raise NotImplementedError
+
+    def prune_expired(self, before: float, most_bytes: int) -> int:
+        """Forget expired rows written before `before`, and the oldest beyond `most_bytes`."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -112,6 +116,12 @@ class SQLiteJobStore(JobStore):
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS records_ended ON records (ended, kind)")
         self._db.execute("CREATE INDEX IF NOT EXISTS records_live ON records (kind, live)")
+        # expired ids apart: small rows, one index, none of the listing columns
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS expired (kind TEXT NOT NULL, key TEXT NOT NULL, "
+            "body TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS expired_at ON expired (at)")
 
     def _private(self) -> None:
         """Mode 0600 for the database file and the -wal/-shm files beside it."""
@@ -203,7 +213,8 @@ class SQLiteJobStore(JobStore):
             row = self._db.execute(
                 f"SELECT coalesce(sum(size), 0) FROM records WHERE kind IN ({marks})", kinds
             ).fetchone()
-        return int(row[0])
+            gone = self._db.execute("SELECT coalesce(sum(length(body)), 0) FROM expired")
+            return int(row[0]) + int(gone.fetchone()[0])
 
     def expire(self, kind: str, keys: list[str]) -> list[dict]:
         removed = []
@@ -220,10 +231,10 @@ class SQLiteJobStore(JobStore):
                     if row is None:
                         continue
                     record = json.loads(row[0])
-                    stone = {"key": key, "expired_at": now, **outcome(kind, record)}
+                    stone = {"expired_at": now, **outcome(kind, record)}
                     self._db.execute(
-                        f"{self._INSERT} ON CONFLICT(kind, key) DO NOTHING",
-                        (f"{kind}_expired", key, json.dumps(stone), now, None, None, 0, 0),
+                        "INSERT OR REPLACE INTO expired VALUES (?, ?, ?, ?)",
+                        (kind, key, json.dumps(stone, separators=(",", ":")), now),
                     )
                     self._db.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
                     removed.append(record)
@@ -233,12 +244,27 @@ class SQLiteJobStore(JobStore):
                 raise
         return removed
 
-    def prune_expired(self, kind: str, before: float) -> int:
+    def expired(self, kind: str, key: str) -> dict | None:
         with self._lock:
-            cursor = self._db.execute(
-                "DELETE FROM records WHERE kind = ? AND at < ?", (f"{kind}_expired", before)
-            )
-        return cursor.rowcount
+            row = self._db.execute(
+                "SELECT body FROM expired WHERE kind = ? AND key = ?", (kind, key)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def prune_expired(self, before: float, most_bytes: int) -> int:
+        with self._lock:
+            dropped = self._db.execute("DELETE FROM expired WHERE at < ?", (before,)).rowcount
+            count, size = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(body)), 0) FROM expired"
+            ).fetchone()
+            if most_bytes and size > most_bytes:  # oldest first, back to half the bound
+                extra = count - int(count * most_bytes / 2 / size)
+                dropped += self._db.execute(
+                    "DELETE FROM expired WHERE (kind, key) IN "
+                    "(SELECT kind, key FROM expired ORDER BY at LIMIT ?)",
+                    (extra,),
+                ).rowcount
+        return dropped
 
     def close(self) -> None:
         with self._lock:
