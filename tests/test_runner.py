@@ -504,6 +504,27 @@ def test_forget_running_is_refused_and_status_reports(runner):
     assert not os.path.exists(os.path.join(runner.spool, cid + ".ndjson"))
 
 
+def test_a_run_forgets_earlier_cells_once_it_has_ended(runner):
+    """The agent hands the ids it has on disk to the next cell of the same runner."""
+    first, second = new_id(), new_id()
+    run(runner.client, "shell", "echo one", id=first)
+    stream = runner.client.run(second, "shell", "sleep 0.3; echo two", forget=[first])
+    next(stream)
+    assert os.path.exists(os.path.join(runner.spool, first + ".ndjson"))  # not before its end
+    assert text(list(stream)) == "two\n"
+    for _ in range(50):  # the forget follows the exit event
+        if not os.path.exists(os.path.join(runner.spool, first + ".ndjson")):
+            break
+        time.sleep(0.02)
+    assert not os.path.exists(os.path.join(runner.spool, first + ".ndjson"))
+    with pytest.raises(RunnerRefused) as err:
+        list(runner.client.run(first, "shell", "echo again"))
+    assert err.value.reason == "duplicate"
+    with pytest.raises(RunnerRefused) as err:
+        list(runner.client.run(new_id(), "shell", "true", forget="not a list"))
+    assert err.value.reason == "bad_request"
+
+
 # -- the process itself -------------------------------------------------------------------
 
 

@@ -41,11 +41,13 @@ from jupyter_remote.runner.client import (
     RunnerRefused,
     RunnerUnavailable,
 )
+from jupyter_remote.runner.runnerd import MAX_FORGET
 from jupyter_remote.workers import Workers
 
 log = logging.getLogger("jupyter_remote.agent")
 
 FINAL = ("completed", "failed", "timed_out", "cancelled", "lost")
+FORGET_AFTER = 2.0  # seconds a finished cell's spool waits for the runner's next cell
 _RUNNER_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 
@@ -154,6 +156,9 @@ class ExecutionManager:
         self.loop: asyncio.AbstractEventLoop | None = None  # for logs of resumed executions
         self.deadlines = Deadlines()  # timeouts
         self.workers = Workers("exec")  # the threads executions run on
+        # per runner directory: ids of finished cells whose spool the runner may drop, sent
+        # with that runner's next cell (one connection per cell, not two)
+        self._to_forget: dict[str, list[str]] = {}
         self.index = ExecutionIndex(self.root)
         self.ledger = None  # the Ledger of expired ids, set by the Agent
 
@@ -411,11 +416,18 @@ class ExecutionManager:
                     raise _Killed()
                 code, ex.code = ex.code, None
                 ex.runner_started = True
+                forget = self._forgets(ex.runner_dir)
                 try:
                     stream = client.run(
-                        rid, ex.runner_kind, code, env=ex.env or None, workdir=ex.workdir
+                        rid,
+                        ex.runner_kind,
+                        code,
+                        env=ex.env or None,
+                        workdir=ex.workdir,
+                        forget=forget,
                     )
                 except RunnerUnavailable as exc:
+                    self._forget_later(ex.runner_dir, forget)
                     ex.runner_started = False
                     raise _RunnerGone(
                         f"the container's runner did not take the cell: {exc}"
@@ -572,7 +584,7 @@ class ExecutionManager:
         if ex.session_id:
             self.sessions.end(ex.session_id)
         if ex.path == "runner" and ex.mode == "session" and ex.runner_started:
-            self._forget(ex)
+            self._forget_later(ex.runner_dir, [runner_id(ex.execution_id)])
 
     def _remove_later(self, container_id: str, runner_dir: str | None) -> None:
         def remove() -> None:
@@ -597,20 +609,37 @@ class ExecutionManager:
         for thread in pending:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _forget(self, ex: Execution) -> None:
-        """All of it is on our disk now: the runner may drop its spool. The runner may
-        still count the cell as running for a moment after its exit line."""
-        for _ in range(50):
-            try:
-                self._client(ex).forget(runner_id(ex.execution_id))
-                return
-            except RunnerRefused as exc:
-                if exc.reason != "running":
+    def _forget_later(self, runner_dir: str, ids: list[str]) -> None:
+        """All of these cells' output is on our disk now: their spools may go, with the
+        runner's next cell, or by themselves if none comes within FORGET_AFTER seconds."""
+        with self._claim_lock:
+            pending = self._to_forget.setdefault(runner_dir, [])
+            first = not pending
+            pending.extend(ids)
+            del pending[:-MAX_FORGET]
+        if first:
+            self.deadlines.arm(FORGET_AFTER, lambda: self._forget_now(runner_dir))
+
+    def _forget_now(self, runner_dir: str) -> None:
+        """The runner's forget op for what no next cell took along (the runner may still
+        count a cell as running for a moment after its exit line)."""
+        client = RunnerClient(os.path.join(runner_dir, "runner.sock"))
+        for rid in self._forgets(runner_dir):
+            for _ in range(50):
+                try:
+                    client.forget(rid)
+                    break
+                except RunnerRefused as exc:
+                    if exc.reason != "running":
+                        break
+                    time.sleep(0.02)
+                except RunnerError as exc:
+                    log.debug("forget %s: %s", rid, exc)
                     return
-                time.sleep(0.02)
-            except RunnerError as exc:
-                log.debug("forget %s: %s", ex.execution_id, exc)
-                return
+
+    def _forgets(self, runner_dir: str) -> list[str]:
+        with self._claim_lock:
+            return self._to_forget.pop(runner_dir, [])
 
     # -- stopping ----------------------------------------------------------------------
     def cancel(

@@ -186,8 +186,10 @@ class RunnerClient:
         workdir: str | None = None,
         timeout: float | None = None,
         read_timeout: float | None = None,
+        forget: list[str] | None = None,
     ) -> EventStream:
-        """Start a cell; the events stream until its exit event (RunnerRefused on duplicate)."""
+        """Start a cell; the events stream until its exit event (RunnerRefused on duplicate).
+        ``forget``: ids of earlier cells to forget once this one has ended."""
         request = {
             "op": "run",
             "id": execution_id,
@@ -197,6 +199,8 @@ class RunnerClient:
             "workdir": workdir,
             "timeout": timeout,
         }
+        if forget:
+            request["forget"] = forget
         return EventStream(self._connect(request, read_timeout), execution_id)
 
     def attach(

@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "pyworker.py")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_REQUEST = 64 << 20  # one JSON line; a 16 MB cell escaped as JSON fits
+MAX_FORGET = 1000  # ids one run request may ask to forget
 CHUNK = 1 << 20  # an output pipe's size and the most one read (one event) takes
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # in fcntl from Python 3.10
 SEND_TIMEOUT = 60.0  # a subscriber that takes no bytes for this long is dropped (it can attach)
@@ -786,6 +787,10 @@ class Runner:
         timeout = req.get("timeout")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise Refused("bad_request", "timeout must be a positive number of seconds")
+        forget = req.get("forget") or []
+        if not isinstance(forget, list) or len(forget) > MAX_FORGET:
+            raise Refused("bad_request", f"forget must be a list of at most {MAX_FORGET} ids")
+        forget = [check_id(fid) for fid in forget]
         if self.stopping:
             raise Refused("stopping", "the runner is stopping")
         if cid in self.forgotten:
@@ -805,6 +810,11 @@ class Runner:
                 self.python.run(cell, req)
         except Exception as exc:  # noqa: BLE001 - the cell fails, the runner lives on
             cell.finish(-1, "failed", f"the runner could not run the cell: {exc!r}")
+        for fid in forget:  # after the cell: off its way
+            try:
+                self.op_forget({"id": fid})
+            except Refused:
+                pass
         return True
 
     # -- shell cells -------------------------------------------------------------------
