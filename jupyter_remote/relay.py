@@ -21,26 +21,34 @@ async def relay(
 
     A client that leaves a silent stream is noticed now, not at the next chunk, so nothing
     waits on its behalf. Raises ClientGone in that case; the source is closed either way.
+    Its leaving cancels this task (a watcher on `gone`), rather than every chunk racing
+    `gone` in a task of its own (~60 us a chunk, on both hops of every cell).
     """
     it = aiter(chunks)
-    left = asyncio.ensure_future(gone.wait())
+    task = asyncio.current_task()
+    state = {"left": False, "over": False}
+
+    def leave(_) -> None:
+        if not state["over"] and gone.is_set():
+            state["left"] = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(gone.wait())
+    watcher.add_done_callback(leave)
     try:
-        while True:
-            nxt = asyncio.ensure_future(anext(it))
-            await asyncio.wait({nxt, left}, return_when=asyncio.FIRST_COMPLETED)
-            if not nxt.done():
-                nxt.cancel()
-                await asyncio.wait({nxt})  # let the source finish cancelling first
-                raise ClientGone()
-            try:
-                chunk = nxt.result()
-            except StopAsyncIteration:
-                return
+        async for chunk in it:
             if chunk:
                 write(chunk)
                 await flush()
+    except asyncio.CancelledError:
+        if not state["left"]:
+            raise
+        if hasattr(task, "uncancel"):  # 3.11+: this cancel was ours, not the caller's
+            task.uncancel()
+        raise ClientGone() from None
     finally:
-        left.cancel()
+        state["over"] = True
+        watcher.cancel()
         aclose = getattr(it, "aclose", None)
         if aclose is not None:
             await aclose()
