@@ -64,8 +64,8 @@ def page_query(model: type[PageQuery], arguments: dict[str, list[bytes]]) -> Pag
     """The typed query from tornado's query arguments; a 400 naming the parameter."""
     data: dict[str, str] = {}
     for name, values in arguments.items():
-        if name in AUTH_PARAMETERS:
-            continue
+        if name in AUTH_PARAMETERS or (name.isdigit() and values == [b""]):
+            continue  # auth's, or JupyterLab's cache-buster (`?1795517914015` on every GET)
         if len(values) != 1:
             raise BadRequest(f"{name}: give it once", reason=f"bad_{name}")
         data[name] = values[0].decode("utf-8", "replace")
