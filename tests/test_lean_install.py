@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from processes import BUSYBOX, RUN_ID, free_port
+from test_gateway import state as valid_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNITS = os.path.join(ROOT, "deploy", "systemd")
@@ -201,16 +202,7 @@ def test_the_gateway_unit_starts_a_gateway_that_logs_states(gateway_venv, tmp_pa
     )
     proc = unit.start(gateway_venv, env_file, str(tmp_path / "gateway.log"))
     try:
-        state = {
-            "engine_id": "unit-e1",
-            "timestamp_ms": int(time.time() * 1000),
-            "latency_pred_ms": 100.0,
-            "scheduling_mode": "latency_optimized",
-            "pending_tokens_total": 10,
-            "kv_cache_free_blocks": 100,
-            "kv_cache_total_blocks": 1000,
-            "engine_capacity": 1000.0,
-        }
+        state = valid_state("unit-e1")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
 
             def logged():
