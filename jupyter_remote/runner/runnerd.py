@@ -34,6 +34,7 @@ SEND_TIMEOUT = 60.0  # a subscriber that takes no bytes for this long is dropped
 DEFAULT_GRACE = 2.0  # seconds between the soft and the hard stop of a timed-out cell
 PIPE_GRACE = 0.5  # how long pipes held open by a finished shell cell's background jobs are read
 STOP_GRACE = 0.5  # on SIGTERM, between TERM and KILL of the cells' process groups
+SETTLE_WAIT = 5.0  # most seconds a cell waits for the state an ended shell cell leaves
 SPARE_DELAY = 0.004  # after a shell cell's exit, before its successor's shell is started
 CANCEL_SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGQUIT")
 
@@ -377,6 +378,16 @@ class ShellState:
         self.env = dict(os.environ)
         self.lock = threading.Lock()
         self.generation = 0  # bumped whenever cwd or env change: a spare shell is stale then
+        # shell cells that have sent their exit event but not yet left their state here:
+        # whoever reads the state waits for them (it is read after the exit, off its way)
+        self.settling = 0
+        self.settled = threading.Condition(self.lock)
+
+    def current(self):
+        """(env copy, cwd, generation), once every ended shell cell has left its state."""
+        with self.lock:
+            self.settled.wait_for(lambda: not self.settling, SETTLE_WAIT)
+            return dict(self.env), self.cwd, self.generation
 
 
 class Spare:
@@ -420,10 +431,10 @@ class PythonWorker:
                 return
             cmd_r, cmd_w = os.pipe()
             ctl_r, ctl_w = os.pipe()
-            env = dict(self.runner.shell.env)
+            env, cwd, _ = self.runner.shell.current()
             env.setdefault("MPLBACKEND", "module://_jupyter_remote_inline")
             env["PYTHONUNBUFFERED"] = "1"
-            cwd = self.runner.shell.cwd if os.path.isdir(self.runner.shell.cwd) else "/"
+            cwd = cwd if os.path.isdir(cwd) else "/"
             try:
                 proc = subprocess.Popen(
                     [sys.executable or "python3", "-u", WORKER, str(cmd_r), str(ctl_w)],
@@ -825,10 +836,7 @@ class Runner:
             f.write(req["code"])
             if req["code"] and not req["code"].endswith("\n"):
                 f.write("\n")
-        with self.shell.lock:
-            env = dict(self.shell.env)
-            cwd = self.shell.cwd
-            generation = self.shell.generation
+        env, cwd, generation = self.shell.current()
         overlay = req.get("env") or {}
         for key, value in overlay.items():
             if value is None:
@@ -884,13 +892,20 @@ class Runner:
             proc.stdout.close()
             proc.stderr.close()
         rc = child.wait()
-        self._take_shell_state(state, overlay, env)
-        for path in (code_path, *(state + end for end in (".cwd", ".exp", ".env0", ".env"))):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        cell.finish(rc)
+        with self.shell.lock:
+            self.shell.settling += 1
+        try:
+            cell.finish(rc)  # first: the state files are read after the exit, off its way
+            self._take_shell_state(state, overlay, env)
+            for path in (code_path, *(state + end for end in (".cwd", ".exp", ".env0", ".env"))):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        finally:
+            with self.shell.lock:
+                self.shell.settling -= 1
+                self.shell.settled.notify_all()
         # a moment later: the exit is on its way back through agent, server and kernel
         # then, and a fork now would take a core from them (2-core hosts)
         time.sleep(SPARE_DELAY)
@@ -907,10 +922,7 @@ class Runner:
         with self.spare_lock:
             if self.stopping:
                 return
-            with self.shell.lock:
-                env = dict(self.shell.env)
-                cwd = self.shell.cwd
-                generation = self.shell.generation
+            env, cwd, generation = self.shell.current()
             spare = self.spare
             if spare is not None:
                 if spare.generation == generation and spare.child.alive:
@@ -1075,7 +1087,7 @@ class Runner:
             "rss_bytes": rss_bytes(),
             "running": running,
             "python": {"alive": alive, "pid": child.pid if alive else None},
-            "cwd": self.shell.cwd,
+            "cwd": self.shell.current()[1],
             "version": VERSION,
         }
 
