@@ -144,14 +144,23 @@ class HttpApi:
 
     def _events(self, resp: requests.Response, what: str) -> Iterator[dict]:
         """The NDJSON events of a streamed response, as they arrive."""
-        pending = b""
+        parts: list = []  # the start of a line that a chunk cut (1 MiB events often are)
         for chunk in stream_chunks(resp, f"{what} from {self.url}"):
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                if parts:  # joined once, not re-concatenated with every chunk
+                    line = b"".join([*parts, memoryview(chunk)[start:end]])
+                    parts = []
+                else:
+                    line = chunk[start:end]
                 if line:
                     yield json.loads(line)
-        if pending.strip():
-            yield json.loads(pending)
+                start = end + 1
+            if start < len(chunk):
+                parts.append(memoryview(chunk)[start:])
+        rest = b"".join(parts)
+        if rest.strip():
+            yield json.loads(rest)
 
 
 def stream_chunks(resp: requests.Response, what: str) -> Iterator[bytes]:
