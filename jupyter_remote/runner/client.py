@@ -66,14 +66,16 @@ class EventStream:
         copying output on without splitting or decoding it: a flood moves in 1 MiB pieces,
         not line by line. The exit line is not in them (it is ``exit``); an error event is
         raised. Same offsets and end as iterating."""
-        partial = b""
+        parts: list = []  # a line's start, read in pieces: joined once, at its end
         while not self._closed and self.exit is None:
             data = self._read(self._file.read1, READ_BUFFER)
-            data = partial + data if partial else data
             end = data.rfind(b"\n") + 1
-            block, partial = data[:end], data[end:]
-            if not block:
+            if not end:
+                parts.append(data)
                 continue
+            head = data if end == len(data) else memoryview(data)[:end]
+            block = b"".join([*parts, head]) if parts else bytes(head)
+            parts = [memoryview(data)[end:]] if end < len(data) else []
             if block.startswith(b'{"event":"error"'):
                 line = block[: block.index(b"\n") + 1]
                 self._account(line, json.loads(line))  # raises
