@@ -6,7 +6,11 @@ staging name beside the target (`.jr-upload-<id>`), renamed into place by one `m
 container once the whole archive was good and removed on a refusal: a refused archive
 leaves the container as it was. When the target is an existing directory (Docker merges
 into it) or the image has no `mv`/`rm`, the checked archive is spooled to the agent's
-disk and put once complete. Downloads stream Docker's archive chunk by chunk.
+disk and put once complete. Downloads stream Docker's archive in 1 MiB pieces.
+
+The archive API is spoken on connections of the agent's own (put_archive,
+archive_chunks), not through docker-py's: per byte that is where the agent's time went
+(see docs/performance.md, "File transfers").
 """
 
 from __future__ import annotations
