@@ -187,13 +187,15 @@ def _renamed(name: str, rename: str | None) -> str:
     return rename + sep + rest
 
 
-def unpack(fileobj, dest: str) -> list[str]:
-    """Unpack a downloaded tar stream: its top entry becomes `dest` (or goes inside it, when
-    `dest` is a directory). Python's 'data' filter refuses anything leaving the tree."""
+def unpack(chunks, dest: str) -> list[str]:
+    """Unpack a downloaded tar (an iterator of byte chunks): its top entry becomes `dest` (or
+    goes inside it, when `dest` is a directory). Python's 'data' filter refuses anything
+    leaving the tree."""
     into_dir = os.path.isdir(dest)
     root = dest if into_dir else os.path.dirname(os.path.abspath(dest))
     names = []
-    with tarfile.open(fileobj=fileobj, mode="r|", bufsize=CHUNK, copybufsize=CHUNK) as tar:
+    reader = ForwardReader(chunks)
+    with tarfile.open(fileobj=reader, mode="r:", copybufsize=CHUNK // 4) as tar:
         for info in tar:
             if not into_dir:
                 info.name = _renamed(info.name, os.path.basename(os.path.abspath(dest)))
@@ -246,6 +248,33 @@ class ChunkReader:
     def skip(self, size: int) -> None:
         for _ in self.pieces(size):
             pass
+
+
+class ForwardReader(ChunkReader):
+    """What tarfile's random-access mode asks of a file (tell, seeks that only go forward),
+    over a stream of chunks: tarfile then reads member data straight from it, where its
+    stream mode ('r|') joins and re-slices a buffer, copying every byte about four times.
+    A large read inside one chunk is a slice of it, not a copy."""
+
+    LARGE = 64 << 10
+
+    def read(self, size: int = -1) -> bytes | memoryview:
+        if size >= self.LARGE and (self._view or self._fill()) and len(self._view) >= size:
+            take, self._view = self._view[:size], self._view[size:]
+            self.pos += size
+            return take
+        return super().read(size)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET or offset < self.pos:
+            raise tarfile.StreamError("seeking backwards is not allowed")
+        left = offset - self.pos
+        while left > 0 and (self._view or self._fill()):  # past the end: reads come back empty
+            step = min(left, len(self._view))
+            self._view = self._view[step:]
+            self.pos += step
+            left -= step
+        return self.pos
 
 
 class StreamCheck:

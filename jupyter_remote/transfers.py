@@ -4,9 +4,10 @@ as they arrive, with a progress bar (tqdm.auto) when a transfer takes more than 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from jupyter_remote.errors import BadRequest
+from jupyter_remote.http_api import stream_chunks
 from jupyter_remote.tarstream import Packed, local_size, unpack
 
 BAR_AFTER = 16 << 20  # bytes: smaller uploads show no bar
@@ -39,23 +40,17 @@ def upload_body(local: str, remote: str, progress: bool | None) -> tuple[Iterabl
     return Packed(local, name, bar.update), bar  # sized: sent with a Content-Length
 
 
-class _Reader:
-    """A file-like view of a streamed response that counts what passes."""
-
-    def __init__(self, raw, bar) -> None:
-        self.raw, self.bar = raw, bar
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.bar.update(len(data))
-        return data
+def _counted(chunks: Iterable[bytes], bar) -> Iterator[bytes]:
+    for chunk in chunks:
+        bar.update(len(chunk))
+        yield chunk
 
 
 def download_into(resp, local: str, what: str, progress: bool | None) -> list[str]:
     """Unpack a tar response at `local` (into it, when it is a directory); names written."""
     bar = _bar(None, what, progress)
     try:
-        return unpack(_Reader(resp.raw, bar), local)
+        return unpack(_counted(stream_chunks(resp, what), bar), local)
     finally:
         bar.close()
         resp.close()

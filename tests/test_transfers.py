@@ -257,3 +257,38 @@ def test_an_unframed_docker_archive_cut_short_is_an_error():
     cut = whole[: len(whole) - (len(whole) - 512 - len(data)) - 4096]  # inside the data
     with pytest.raises(BadArchive, match="ended before the tar did"):
         list(_unframed(Response(cut), Conn(), "/f.bin"))
+
+
+def test_unpack_reads_members_across_any_chunk_boundaries(tmp_path):
+    """Downloads are unpacked from the response's chunks as they come (pure logic: chunks
+    cut at odd places, members of odd sizes, a symlink and a long PAX name)."""
+    from jupyter_remote.tarstream import unpack
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    sizes = [0, 1, 511, 512, 513, 70_000, 3 << 20]
+    for i, size in enumerate(sizes):
+        (src / "sub" / f"f{i}.bin").write_bytes(os.urandom(size))
+    (src / ("long" * 40 + ".txt")).write_bytes(b"x" * 1000)
+    os.symlink("sub/f1.bin", src / "link")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(src, arcname="top")
+    data = buf.getvalue()
+
+    def chunks(cuts):
+        pos = i = 0
+        while pos < len(data):
+            yield data[pos : pos + cuts[i % len(cuts)]]
+            pos, i = pos + cuts[i % len(cuts)], i + 1
+
+    out = tmp_path / "out"
+    out.mkdir()
+    names = unpack(chunks([1, 700, 100_000, 1 << 20, 333]), str(out))
+    assert len(names) == len(sizes) + 4  # top, sub, the files, the long name, the link
+    for i in range(len(sizes)):
+        got = (out / "top" / "sub" / f"f{i}.bin").read_bytes()
+        assert got == (src / "sub" / f"f{i}.bin").read_bytes()
+    assert os.readlink(out / "top" / "link") == "sub/f1.bin"
+    with pytest.raises(tarfile.ReadError):
+        unpack(iter([data[: len(data) // 2]]), str(tmp_path / "cut"))
