@@ -242,7 +242,7 @@ def test_an_unframed_docker_archive_cut_short_is_an_error():
         def __init__(self, body: bytes) -> None:
             self.body = io.BytesIO(body)
 
-        def read(self, size: int, decode_content: bool = False) -> bytes:
+        def read(self, size: int) -> bytes:
             return self.body.read(size)
 
     class Conn:

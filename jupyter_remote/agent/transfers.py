@@ -262,7 +262,7 @@ def put_archive(api, cid: str, into: str, pieces) -> None:
                 sock.sendall(piece)
                 gap = b"\r\n"
         sock.sendall(gap + b"0\r\n\r\n")
-        resp = http.client.HTTPConnection.getresponse(conn)  # urllib3's wants its request()
+        resp = http.client.HTTPConnection.getresponse(conn)  # as in archive_chunks
         if resp.status != 200:
             raise _answer_error(resp.status, resp.read(1 << 16), into)
     except (OSError, HTTPException, Urllib3Error) as exc:
@@ -283,8 +283,9 @@ def archive_chunks(api, cid: str, path: str):
     conn, target = _archive_conn(api, cid, path)
     conn._http_vsn, conn._http_vsn_str = 10, "HTTP/1.0"
     try:
-        conn.request("GET", target, headers={"Host": "docker"}, preload_content=False)
-        resp = conn.getresponse()
+        # http.client's own calls: the same on urllib3 1.26 and 2.x connections
+        http.client.HTTPConnection.request(conn, "GET", target, headers={"Host": "docker"})
+        resp = http.client.HTTPConnection.getresponse(conn)
         if resp.status != 200:
             raise _answer_error(resp.status, resp.read(1 << 16), path)
     except (OSError, HTTPException, Urllib3Error) as exc:
@@ -315,7 +316,7 @@ def _unframed(resp, conn, path: str):
     mid-way is told apart by the tar's end (two zero blocks) missing."""
     tail = b""
     try:
-        while chunk := resp.read(CHUNK, decode_content=False):
+        while chunk := resp.read(CHUNK):
             tail = (tail + chunk[-_TAR_END:])[-_TAR_END:]
             yield chunk
     except (OSError, HTTPException, Urllib3Error) as exc:
