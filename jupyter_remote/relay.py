@@ -93,7 +93,8 @@ class BodyWriter:
     """write/flush for relay(): a large chunk of a chunked response goes to the socket as
     it is, between its size line and CRLF, where tornado's own framing would concatenate
     them into new bytes (two more copies of every byte: a third of the server's CPU when
-    it relays a download). Headers, small chunks and unchunked responses go tornado's way.
+    it relays a download). Headers, small chunks, unchunked and gzipped responses go
+    tornado's way.
     """
 
     LARGE = 64 << 10
@@ -115,6 +116,7 @@ class BodyWriter:
             or not handler._headers_written
             or handler._write_buffer
             or not getattr(conn, "_chunking_output", False)
+            or any(getattr(t, "_gzipping", False) for t in handler._transforms)
         ):
             handler.write(chunk)
             self.sent = None
