@@ -36,7 +36,9 @@ def kernel(stack):
         connection_file=os.path.join(server.env["JUPYTER_RUNTIME_DIR"], f"kernel-{kernel_id}.json")
     )
     client.load_connection_file()
-    client.start_channels()
+    # no heartbeat: its 1 s time-to-dead calls a kernel on two loaded cores dead before
+    # it answers kernel_info; the server, which started it, knows whether it lives
+    client.start_channels(hb=False)
     client.wait_for_ready(timeout=60)
     run(client, "%load_ext jupyter_remote")
     client.interrupt_url = f"{base}/{kernel_id}/interrupt"

@@ -154,7 +154,9 @@ async def test_kernels_started_by_the_server_know_how_to_reach_the_api(jp_server
     kernel_id = await jp_serverapp.kernel_manager.start_kernel()
     try:
         client = jp_serverapp.kernel_manager.get_kernel(kernel_id).client()
-        client.start_channels()
+        # no heartbeat: its 1 s time-to-dead calls a kernel on two loaded cores dead before
+        # it answers kernel_info; the server, which started it, knows whether it lives
+        client.start_channels(hb=False)
         await client.wait_for_ready(timeout=60)
         code = (
             "import os; print(os.environ['JUPYTER_REMOTE_SERVER_URL'], "
