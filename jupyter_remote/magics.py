@@ -540,7 +540,8 @@ class RemoteMagics(Magics):
 
     @line_magic
     def remote_jobs(self, line: str):
-        """List every job the server knows: status, tasks done/total, elapsed, autostop.
+        """List the newest 100 jobs the server knows (older pages: the REST `before` cursor):
+        status, tasks done/total, elapsed, autostop.
 
         Example::
 
