@@ -6,6 +6,8 @@ kernel started by a real Jupyter server, against the peers measured in the same 
 - `%%remote --python print(1)` against `%%px --block print(1)`;
 - `%%remote --fresh echo hi` against `docker run --rm` of the same image (target <= 0.25x).
 Median of BENCH_N (30) after warm-up. ipyparallel is installed by benchmarks/run.sh.
+BENCH_ONLY=python (or shell) measures only that pair, for iterating on one path; the default
+is the full run.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from processes import PYTHON, AgentProcess  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "30"))
+ONLY = os.environ.get("BENCH_ONLY", "")  # "", "python" or "shell"
+PAIRS = {
+    "shell": ("%%remote echo hi", "%%px --block subprocess echo"),
+    "python": ("%%remote --python print(1)", "%%px --block print(1)"),
+}
 
 
 class Kernel:
@@ -93,9 +100,11 @@ def main() -> None:
             "%%remote --fresh echo hi": f"%%remote --fresh --image {PYTHON}\necho hi",
         }
         for name, code in cells.items():
-            if "--fresh" in name:
+            if "--fresh" in name or (ONLY and name not in PAIRS[ONLY]):
                 continue
             results[name] = median_ms(lambda code=code: kernel.run(code), N, warmup=3)
+        if ONLY:
+            return report(results, {f"{ONLY} vs ipyparallel": PAIRS[ONLY]})
 
         def wait_pool() -> None:
             """Untimed, as in agent_bench: a fresh cell takes the warm container the pool
@@ -139,15 +148,20 @@ def main() -> None:
         box.remove(force=True)
         server.stop()
         agent.stop()
-    ratios = {
-        "shell vs ipyparallel": results["%%remote echo hi"]
-        / results["%%px --block subprocess echo"],
-        "python vs ipyparallel": results["%%remote --python print(1)"]
-        / results["%%px --block print(1)"],
-        "shell vs docker exec CLI": results["%%remote echo hi"] / results["docker exec CLI"],
-        "fresh vs docker run --rm": results["%%remote --fresh echo hi"]
-        / results["docker run --rm"],
-    }
+    report(
+        results,
+        {
+            "shell vs ipyparallel": PAIRS["shell"],
+            "python vs ipyparallel": PAIRS["python"],
+            "shell vs docker exec CLI": ("%%remote echo hi", "docker exec CLI"),
+            "fresh vs docker run --rm": ("%%remote --fresh echo hi", "docker run --rm"),
+        },
+    )
+
+
+def report(results: dict[str, float], pairs: dict[str, tuple[str, str]]) -> None:
+    """Print the medians and each pair's ratio, with its target where there is one."""
+    ratios = {name: results[ours] / results[theirs] for name, (ours, theirs) in pairs.items()}
     print(f"cells through a real kernel and server, median of {N} (ms):")
     for name, ms in results.items():
         print(f"  {name:<32} {ms:8.1f}")
@@ -160,7 +174,12 @@ def main() -> None:
         target = targets.get(name)
         verdict = "" if target is None else (" OK" if ratio <= target else f" (target <= {target})")
         print(f"  {name:<32} {ratio:8.2f}x{verdict}")
-    print(json.dumps({"ms": results, "ratios": ratios, "n": N, "when": time.strftime("%F")}))
+    load = open("/proc/loadavg").read().split()[:3]
+    print(
+        json.dumps(
+            {"ms": results, "ratios": ratios, "n": N, "when": time.strftime("%F %T"), "load": load}
+        )
+    )
 
 
 if __name__ == "__main__":
