@@ -246,10 +246,17 @@ class ExecutionService:
             self._release(eid)
             raise
         record = self.records[eid]
+
+        def sent() -> None:
+            # saved while the agent works on it, not after its first byte: off the cell's
+            # path, and a server that stops now settles it from the node on restart
+            record["status"] = "running"
+            self._save(record)
+
         for attempt in (1, 2):
             record.update(node_id=node.node_id, session_id=agent_body.get("session_id"))
             try:
-                pump, events, first = await self._open(node, eid, agent_body)
+                pump, events, first = await self._open(node, eid, agent_body, sent)
                 break
             except RemoteError as exc:
                 if attempt == 1 and self._session_gone(req, exc):
@@ -267,8 +274,6 @@ class ExecutionService:
                 record["status"] = "running"
                 yield self._broken(record, node, exc, sent=exc.details.get("sent", True))
                 return
-        record["status"] = "running"
-        self._save(record)
         node.inflight += 1
         lines = EventLines()
         try:
@@ -295,8 +300,8 @@ class ExecutionService:
                 self._save(record)
                 asyncio.get_running_loop().create_task(self._cancel_quietly(node, eid))
 
-    async def _open(self, node: Node, eid: str, agent_body: dict):
-        """Send the execution; its pump, the rest of its chunks and the first chunk.
+    async def _open(self, node: Node, eid: str, agent_body: dict, sent: Callable[[], None]):
+        """Send the execution, call `sent`; its pump, the rest of its chunks and the first.
 
         A refusal or a failure before the first byte is raised here, while the caller can
         still get a JSON error instead of a stream.
@@ -309,6 +314,11 @@ class ExecutionService:
                 f"node {node.node_id!r}",
                 self.stream_executor,
             ).start()
+        try:
+            sent()
+        except BaseException:
+            pump.close()
+            raise
         events = self.links.guard(node, pump)
         try:
             first = await anext(events)
