@@ -38,6 +38,7 @@ class Deadlines:
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._compact_above = COMPACT_AT
 
     def arm(self, seconds: float, action: Callable[[], None]) -> Deadline:
         deadline = Deadline(action)
@@ -45,9 +46,12 @@ class Deadlines:
         with self._cond:
             earliest = not self._heap or when < self._heap[0][0]
             heapq.heappush(self._heap, (when, next(self._order), deadline))
-            if len(self._heap) > COMPACT_AT and len(self._heap) % COMPACT_AT == 0:
+            # a threshold, not "every COMPACT_AT-th push": the thread pops cancelled entries
+            # off the top concurrently, so the length may step over any exact multiple
+            if len(self._heap) > self._compact_above:
                 self._heap = [e for e in self._heap if not e[2].cancelled]
                 heapq.heapify(self._heap)
+                self._compact_above = max(COMPACT_AT, 2 * len(self._heap))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, daemon=True, name="deadlines")
                 self._thread.start()
