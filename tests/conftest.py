@@ -65,8 +65,13 @@ def docker_client():
     managed = client.containers.list(
         all=True, filters={"label": "jupyter-remote.managed=1"}, ignore_removed=True
     )  # others (agents, other runs) remove containers at the same time
+    ours = f"pytest-{RUN_ID}"  # a node's containers, and probes of an agent killed mid-probe
     remove_containers(
-        c for c in managed if c.labels.get("jupyter-remote.node", "").startswith(f"pytest-{RUN_ID}")
+        c
+        for c in managed
+        if c.labels.get("jupyter-remote.node", c.labels.get("jupyter-remote.probe", "")).startswith(
+            ours
+        )
     )
 
 
