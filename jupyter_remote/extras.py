@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 
-# The import names behind each extra in pyproject.toml.
+# The import names behind each extra in pyproject.toml ([jupyter] includes [agent]).
+AGENT_MODULES = ("docker", "psutil", "pydantic", "requests", "tornado")
 EXTRA_MODULES = {
-    "agent": ("docker", "psutil", "pydantic", "requests", "tornado"),
+    "agent": AGENT_MODULES,
     "jupyter": (
-        "docker",
-        "psutil",
-        "pydantic",
-        "requests",
-        "tornado",
+        *AGENT_MODULES,
         "IPython",
         "ipywidgets",
         "jupyter_server",
