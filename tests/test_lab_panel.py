@@ -112,11 +112,9 @@ def test_the_panel_shows_nodes_jobs_and_node_states(lab, page):
     # a kernel starts slowly on a loaded machine: run cells once it says idle
     idle = page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
     expect(idle).to_have_count(1, timeout=120_000)
-    cells.first.locator(".jp-InputPrompt").click()
-    page.keyboard.press("Shift+Enter")  # %load_ext, once the kernel is up
+    run_cell(page, cells.first)  # %load_ext, once the kernel is up
     expect(cells.first.locator(".jp-InputPrompt")).to_contain_text("[1]", timeout=60_000)
-    cells.nth(1).locator(".jp-InputPrompt").click()
-    page.keyboard.press("Shift+Enter")  # %%remote --detach
+    run_cell(page, cells.nth(1))  # %%remote --detach
     job = panel.locator(".jr-job", has_text="from-a-cell")
     expect(job.locator(".jr-status")).to_have_text("running", timeout=60_000)
 
