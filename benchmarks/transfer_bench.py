@@ -1,12 +1,15 @@
 """1 GB into and out of a session container: jupyter-remote (client -> server -> agent ->
-Docker's archive API) against `docker cp` of the same file into the same container, in the
-same run. Target: ours >= 0.8x docker cp's throughput each way.
+the container's runner, or Docker's archive API for an image without python3) against
+`docker cp` of the same file into the same container, in the same run. Target: ours >= 0.8x
+docker cp's throughput each way. Both session kinds are measured: the python image (the
+runner does the file work, the default kind of session) and busybox (Docker's archive API).
 
 Rounds alternate ours and docker cp, and the medians are compared, so that load from other
 work on a shared machine falls on both sides alike. The CPU seconds per GB that each
 process spent (the client with its children, i.e. the docker CLI for docker cp; the
 Jupyter server; the agent; dockerd with its tar helpers) say where the time goes, whatever
-the load. BENCH_MB (1024) sets the size, BENCH_ROUNDS (3) the rounds.
+the load. BENCH_MB (1024) sets the size, BENCH_ROUNDS (3) the rounds, BENCH_IMAGES the
+images (comma-separated; default: the python image, then busybox).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from jupyter_remote.api import RemoteDockerEnvironment  # noqa: E402
 from stack import Stack  # noqa: E402
 
 BUSYBOX = "jupyter-remote/busybox:local"
+PYTHON = "jupyter-remote/python:local"
+IMAGES = os.environ.get("BENCH_IMAGES", f"{PYTHON},{BUSYBOX}").split(",")
 MB = int(os.environ.get("BENCH_MB", "1024"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
@@ -69,44 +74,63 @@ def main() -> None:
             fh.write(hashlib.sha256(block + i.to_bytes(4, "big")).digest() * 32768)
     stack = Stack().start()
     os.environ.update(stack.env)
+    meters = {}
     try:
-        with RemoteDockerEnvironment(image=BUSYBOX) as env:
-            env.execute("true")
-            cid = _container(env)
-            agent = next(a for a in stack.agents if a.node_id == env.session["node_id"])
-            meter = Meter(
-                {
-                    "client": psutil.Process(),
-                    "server": psutil.Process(stack.server.proc.pid),
-                    "agent": psutil.Process(agent.proc.pid),
-                    "dockerd": _dockerd(),
-                }
-            )
-            os.makedirs(os.path.join(tmp, "ours"))
-            os.makedirs(os.path.join(tmp, "cp"))
-            for i in range(ROUNDS):
-                steps = [
-                    ("ours in", lambda: env.put(src, "/tmp/ours.bin", progress=False)),
-                    ("cp in", lambda: _cp(src, f"{cid}:/tmp/cp.bin")),
-                    ("ours out", lambda: env.get("/tmp/ours.bin", f"{tmp}/ours", progress=False)),
-                    ("cp out", lambda: _cp(f"{cid}:/tmp/cp.bin", f"{tmp}/cp/")),
-                ]
-                if i % 2:  # docker cp first every other round
-                    steps = [steps[1], steps[0], steps[3], steps[2]]
-                for label, fn in steps:
-                    meter(label, fn)
-                env.execute("rm -f /tmp/ours.bin /tmp/cp.bin")
-                for name in ("ours/ours.bin", "cp/cp.bin"):
-                    assert os.path.getsize(os.path.join(tmp, name)) == MB << 20
-                    os.remove(os.path.join(tmp, name))
+        for image in IMAGES:
+            meters[image] = _measure(stack, image, src, tmp)
     finally:
         stack.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    _report(meter)
+    for image, (meter, path) in meters.items():
+        _report(meter, image, path)
 
 
-def _report(meter: Meter) -> None:
-    print(f"{MB} MB, one file, session container ({BUSYBOX}), loopback, {os.cpu_count()} CPUs")
+def _measure(stack, image: str, src: str, tmp: str):
+    with RemoteDockerEnvironment(image=image) as env:
+        env.execute("true")
+        cid = _container(env)
+        agent = next(a for a in stack.agents if a.node_id == env.session["node_id"])
+        path = _path_of(agent, cid)
+        meter = Meter(
+            {
+                "client": psutil.Process(),
+                "server": psutil.Process(stack.server.proc.pid),
+                "agent": psutil.Process(agent.proc.pid),
+                "dockerd": _dockerd(),
+            }
+        )
+        os.makedirs(os.path.join(tmp, "ours"), exist_ok=True)
+        os.makedirs(os.path.join(tmp, "cp"), exist_ok=True)
+        for i in range(ROUNDS):
+            steps = [
+                ("ours in", lambda: env.put(src, "/tmp/ours.bin", progress=False)),
+                ("cp in", lambda: _cp(src, f"{cid}:/tmp/cp.bin")),
+                ("ours out", lambda: env.get("/tmp/ours.bin", f"{tmp}/ours", progress=False)),
+                ("cp out", lambda: _cp(f"{cid}:/tmp/cp.bin", f"{tmp}/cp/")),
+            ]
+            if i % 2:  # docker cp first every other round
+                steps = [steps[1], steps[0], steps[3], steps[2]]
+            for label, fn in steps:
+                meter(label, fn)
+            env.execute("rm -f /tmp/ours.bin /tmp/cp.bin")
+            for name in ("ours/ours.bin", "cp/cp.bin"):
+                assert os.path.getsize(os.path.join(tmp, name)) == MB << 20
+                os.remove(os.path.join(tmp, name))
+    return meter, path
+
+
+def _path_of(agent, cid: str) -> str:
+    """ "runner" or "exec": how the agent reaches this session (and so who moves files)."""
+    for session in agent.client.sessions():
+        if session["container_id"].startswith(cid):
+            return session["path"]
+    return "?"
+
+
+def _report(meter: Meter, image: str, path: str) -> None:
+    who = "the runner" if path == "runner" else "Docker's archive API"
+    print(f"\n{MB} MB, one file, session container {image} ({path} path: {who} moves the files)")
+    print(f"loopback, {os.cpu_count()} CPUs")
     print(f"median of {ROUNDS} rounds, ours and docker cp alternating")
     head = f"{'direction':<10}{'ours MB/s':>12}{'docker cp MB/s':>16}{'ratio':>8}"
     print(f"{head}   rounds (ours/cp MB/s)")

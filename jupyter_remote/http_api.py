@@ -16,6 +16,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from jupyter_remote.errors import ConnectionFailed, TimedOut, error_from_response
+from jupyter_remote.runner.records import RECORDS_TYPE, Splitter, events
 
 DEFAULT_TIMEOUT = 1800
 
@@ -68,6 +69,8 @@ class HttpApi:
         if bundle:
             self.http.verify = bundle
         self.http.headers["Connection"] = "keep-alive"
+        # event streams as sized records (output not JSON-escaped), JSON for the rest
+        self.http.headers["Accept"] = f"{RECORDS_TYPE}, application/json, */*;q=0.1"
         if token:
             self.http.headers["Authorization"] = f"{self.auth_scheme} {token}"
 
@@ -143,23 +146,14 @@ class HttpApi:
     # -- node --------------------------------------------------------------------------
 
     def _events(self, resp: requests.Response, what: str) -> Iterator[dict]:
-        """The NDJSON events of a streamed response, as they arrive."""
-        parts: list = []  # the start of a line that a chunk cut (1 MiB events often are)
+        """The events of a streamed response (records or NDJSON), as they arrive."""
+        splitter = Splitter()
         for chunk in stream_chunks(resp, f"{what} from {self.url}"):
-            start = 0
-            while (end := chunk.find(b"\n", start)) >= 0:
-                if parts:  # joined once, not re-concatenated with every chunk
-                    line = b"".join([*parts, memoryview(chunk)[start:end]])
-                    parts = []
-                else:
-                    line = chunk[start:end]
-                if line:
-                    yield json.loads(line)
-                start = end + 1
-            if start < len(chunk):
-                parts.append(memoryview(chunk)[start:])
-        rest = b"".join(parts)
-        if rest.strip():
+            whole = splitter.feed(chunk)
+            if whole:
+                yield from events(whole)
+        rest = splitter.rest()
+        if rest.strip() and splitter.exit_line is None:  # a last line without its newline
             yield json.loads(rest)
 
 

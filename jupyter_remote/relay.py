@@ -6,6 +6,8 @@ import asyncio
 import copy
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from jupyter_remote.runner.records import RECORDS_TYPE, Splitter, to_ndjson
+
 
 class ClientGone(Exception):
     """The HTTP client closed its connection."""
@@ -132,3 +134,24 @@ class BodyWriter:
         else:
             sent, self.sent = self.sent, None
             await sent
+
+
+def wants_records(accept: str | None) -> bool:
+    """The client reads event records (runner/records.py), not only NDJSON."""
+    return bool(accept) and RECORDS_TYPE in accept
+
+
+async def as_ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """An event stream of records as NDJSON, for clients that did not ask for records
+    (curl, browsers, other tools): each output record becomes a ``{"event","data"}`` line."""
+    splitter = Splitter()
+    it = aiter(chunks)
+    try:
+        async for chunk in it:
+            whole = splitter.feed(chunk)
+            if whole:
+                yield to_ndjson(whole)
+    finally:  # the source's clean-up runs when the client leaves
+        closing = getattr(it, "aclose", None)
+        if closing is not None:
+            await closing()

@@ -7,6 +7,7 @@ them). Nothing here holds more than one chunk of file data in memory.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import stat
@@ -317,6 +318,17 @@ class StreamCheck:
         return self.first if self.first is not None else self._next
 
     def rewritten(self, top: str) -> Iterator[bytes | memoryview]:
+        """The checked members as a tar with clean headers, the top entry renamed `top`."""
+        yield from self._emit(top, lambda out: out.tobuf(format=tarfile.PAX_FORMAT), _pad)
+        yield b"\0" * (2 * BLOCK)
+
+    def framed(self, top: str) -> Iterator[bytes | memoryview]:
+        """The same members framed for a container's runner (docs/runner.md, "Files"): a
+        JSON line each, a file's bytes right after its line, no padding."""
+        yield from self._emit(top, _member_line, None)
+        yield b'{"end":true}\n'
+
+    def _emit(self, top: str, head, pad) -> Iterator[bytes | memoryview]:
         info = self._next
         while info is not None:
             out = tarfile.TarInfo(_renamed(info.name, top))
@@ -326,15 +338,28 @@ class StreamCheck:
                 out.linkname = _renamed(posixpath.normpath(link), top) if info.islnk() else link
             if info.isreg():
                 out.size = info.size
-            yield out.tobuf(format=tarfile.PAX_FORMAT)
+            yield head(out)
             if info.isreg():
                 self.files += 1
                 self.size += info.size
                 yield from self.reader.pieces(info.size)
-                yield _pad(info.size)
+                if pad is not None:
+                    yield pad(info.size)
             self.reader.skip(self._tar.offset - self.reader.pos)
             info = self._read()
-        yield b"\0" * (2 * BLOCK)
+
+
+def _member_line(info: tarfile.TarInfo) -> bytes:
+    member = {"name": info.name, "mode": info.mode, "mtime": info.mtime}
+    if info.isreg():
+        member.update(type="file", size=info.size)
+    elif info.isdir():
+        member["type"] = "dir"
+    elif info.issym():
+        member.update(type="symlink", target=info.linkname)
+    else:
+        member.update(type="link", target=info.linkname)
+    return json.dumps(member, separators=(",", ":")).encode("utf-8", "surrogateescape") + b"\n"
 
 
 class _Headers:

@@ -186,3 +186,40 @@ def test_python_session_with_no_runner_agent(make_agent):
 
 
 _ = BUSYBOX
+
+
+def test_output_streams_as_records_to_those_who_ask_and_as_ndjson_to_others(
+    agent, client, py_session
+):
+    """Output crosses runner, log and HTTP as sized records (runner/records.py): a client
+    sending Accept: RECORDS_TYPE gets them as they are; any other gets NDJSON lines with
+    the same events; an offset inside an event is a 400, not a garbled stream."""
+    import json
+
+    import requests
+
+    from jupyter_remote.runner import records
+
+    sid, _ = py_session
+    eid = new_id()
+    code = 'printf \'a"b\\\\c\\n\\001\\n\'; printf "\\303\\251\\n" >&2'
+    events, end = sh(client, sid, code, execution_id=eid)
+    assert end["status"] == "completed"
+    assert output(events) == 'a"b\\c\n\x01\n' and output(events, "stderr") == "é\n"
+
+    url = f"{agent.url}/v1/executions/{eid}/events"
+    auth = {"Authorization": f"Bearer {agent.token}"}
+    raw = requests.get(url, headers={**auth, "Accept": records.RECORDS_TYPE}, timeout=10)
+    assert raw.headers["Content-Type"].startswith(records.RECORDS_TYPE)
+    assert b'{"event":"stdout","size":' in raw.content  # not escaped: as the command wrote it
+    plain = requests.get(url, headers=auth, timeout=10)
+    assert plain.headers["Content-Type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in plain.content.splitlines()]
+    assert lines == list(records.events(raw.content)) == events
+
+    inside = raw.content.index(b'"size":') + 3
+    bad = requests.get(url, params={"offset": inside}, headers=auth, timeout=10)
+    assert bad.status_code == 400 and bad.json()["reason"] == "bad_offset"
+    first = raw.content.index(b"\n") + 1  # after the started event: the rest of them
+    rest = requests.get(url, params={"offset": first}, headers=auth, timeout=10)
+    assert [json.loads(line) for line in rest.content.splitlines()] == events[1:]

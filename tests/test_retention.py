@@ -298,7 +298,10 @@ def test_server_store_keeps_under_its_cap_and_pages_through_sqlite(server, tmp_p
             headers={"Authorization": f"token {server.token}"},
             timeout=30,
         )
-        assert resp.json()["reason"] == "expired", resp.text
+        # gone, not skipped; its expired row may itself be gone already: those rows are
+        # held to half of this tiny policy's bytes, oldest first, and many go in a walk
+        assert resp.status_code == 404, resp.text
+        assert resp.json()["reason"] in ("expired", "execution_not_found"), resp.text
 
     for params in ({"limit": "0"}, {"before": "x"}, {"kernel_id": "../etc"}, {"x": "1"}):
         for path in ("executions", "jobs"):

@@ -16,6 +16,7 @@ import uuid
 import pytest
 
 import jupyter_remote.runner
+from jupyter_remote.runner import records
 from jupyter_remote.runner.client import RunnerClient, RunnerRefused, RunnerUnavailable
 
 RUNNER_DIR = os.path.dirname(jupyter_remote.runner.__file__)
@@ -172,19 +173,22 @@ def test_a_flood_comes_in_events_up_to_1_mib(runner):
     assert max(sizes) > 65536 and max(sizes) <= 1 << 20
 
 
-@pytest.mark.parametrize(
-    "data",
-    ["", "plain", 'q"uote\\back\nnl\rcr\ttab', "\x00\x08\x0c\x1b\x7f", "é ü \u2028 \U0001f600"],
-)
-def test_event_lines_are_what_json_writes(data):
-    """The ASCII fast path of the runner's encoder writes json.dumps' bytes exactly (the
-    agent copies these lines into its log as they are)."""
-    from jupyter_remote.runner.runnerd import encode
+WRITTEN = 'q"uote\\back\nnl\rcr\ttab \x00\x1b é ü \u2028 \U0001f600\n' * 3000
 
-    for event in ({"event": "stdout", "data": data}, {"event": "notice", "message": data}):
-        want = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
-        assert encode(event) == want.encode("utf-8", "replace")
-    assert encode({"event": "stdout", "data": "a" * 100 + "\n"}).count(b"\n") == 1
+
+def test_output_records_keep_bytes_and_characters_whole(runner, tmp_path):
+    """Output goes as sized records, not JSON-escaped; quotes, backslashes, control bytes
+    and multi-byte characters arrive as written, even when writes cut a character."""
+    (tmp_path / "written.txt").write_text(WRITTEN, encoding="utf-8")
+    script = tmp_path / "write.py"
+    script.write_text(
+        "import os, sys\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "for i in range(0, len(data), 4093):\n"  # 4093: cuts characters
+        "    os.write(1, data[i:i + 4093])\n"
+    )
+    events, end = run(runner.client, "shell", f"{PYTHON} {script} {tmp_path / 'written.txt'}")
+    assert end["returncode"] == 0 and text(events) == WRITTEN  # no U+FFFD: nothing split
 
 
 def test_blocks_copy_the_spool_in_pieces_and_keep_the_exit_apart(runner):
@@ -195,7 +199,7 @@ def test_blocks_copy_the_spool_in_pieces_and_keep_the_exit_apart(runner):
         spool = f.read()
     assert stream.exit["returncode"] == 0 and stream.offset == len(spool)
     assert spool.startswith(copied) and json.loads(spool[len(copied) :])["event"] == "exit"
-    events = [json.loads(line) for line in copied.splitlines()]
+    events = list(records.events(copied))
     assert text(events) == "".join(f"{i}\n" for i in range(1, 20001))
     assert text(events, "stderr") == "tail\n"
     with pytest.raises(RunnerRefused) as err:  # an error event is raised, not copied
@@ -246,8 +250,8 @@ def test_unavailable_runner_is_a_clear_error(tmp_path):
 def test_spool_holds_every_event_before_it_is_sent(runner):
     cid = new_id()
     events, _ = run(runner.client, "shell", "echo a; echo b >&2", id=cid)
-    with open(os.path.join(runner.spool, cid + ".ndjson"), encoding="utf-8") as f:
-        assert [json.loads(line) for line in f] == events
+    with open(os.path.join(runner.spool, cid + ".ndjson"), "rb") as f:
+        assert list(records.events(f.read())) == events
 
 
 # -- Python cells -------------------------------------------------------------------------
@@ -599,3 +603,79 @@ def test_display_keeps_its_place_between_prints(runner):
     order = [e["data"] if e["event"] == "stdout" else e["data"]["text/plain"] for e in events[1:-1]]
     assert "".join(order) == "a\n1b\n2"
     assert [e["event"] for e in events[1:-1]][-1] == "display"
+
+
+# -- files (issue 12) -----------------------------------------------------------------------
+
+
+def _framed_tar(tmp_path, top: str) -> list:
+    """A tree as an uploaded tar, checked and framed by the agent's StreamCheck."""
+    import io
+    import tarfile
+
+    from jupyter_remote.tarstream import StreamCheck
+
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "deep.txt").write_bytes(b"deep" * 100_000)
+    (src / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(src / "run.sh", 0o755)
+    os.symlink("a/b/deep.txt", src / "link")
+    os.link(src / "run.sh", src / "hard")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(src, arcname="src")
+    data = buf.getvalue()
+    check = StreamCheck(iter([data[i : i + 7000] for i in range(0, len(data), 7000)]))
+    check.peek()
+    return list(check.framed(top))
+
+
+def test_files_put_stat_get_rename_remove(runner, tmp_path):
+    """The runner writes an upload itself and tars a download itself (sendfile): the same
+    tree, modes, links and bytes come back."""
+    import io
+    import tarfile
+
+    into = tmp_path / "into"
+    into.mkdir()
+    answer = runner.client.put(str(into), _framed_tar(tmp_path, ".stage"))
+    assert answer["files"] == 2 and answer["size"] == 400_000 + 18  # the hard link: a link
+    assert runner.client.stat(str(into / ".stage")) == {"ok": True, "exists": True, "dir": True}
+    runner.client.rename(str(into / ".stage"), str(into / "tree"))
+    tree = into / "tree"
+    assert (tree / "a" / "b" / "deep.txt").read_bytes() == b"deep" * 100_000
+    assert os.stat(tree / "run.sh").st_mode & 0o777 == 0o755
+    assert os.readlink(tree / "link") == "a/b/deep.txt"
+    assert os.stat(tree / "hard").st_ino == os.stat(tree / "run.sh").st_ino
+
+    tar_bytes = b"".join(runner.client.get(str(tree)))
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        members = {m.name: m for m in tar}
+        assert tar.extractfile(members["tree/a/b/deep.txt"]).read() == b"deep" * 100_000
+        assert members["tree/link"].issym() and members["tree/link"].linkname == "a/b/deep.txt"
+        assert members["tree/run.sh"].mode == 0o755 and members["tree"].isdir()
+
+    runner.client.remove(str(tree))
+    assert not tree.exists()
+    assert runner.client.stat(str(tree))["exists"] is False
+
+
+def test_files_refuse_bad_paths_and_missing_places(runner, tmp_path):
+    with pytest.raises(RunnerRefused) as err:
+        list(runner.client.get(str(tmp_path / "missing")))
+    assert err.value.reason == "path_not_found"
+    with pytest.raises(RunnerRefused) as err:
+        runner.client.put(str(tmp_path / "missing"), [b'{"end":true}\n'])
+    assert err.value.reason == "path_not_found"
+    with pytest.raises(RunnerRefused) as err:
+        runner.client.stat("relative/path")
+    assert err.value.reason == "bad_request"
+    escape = b'{"name":"../escape","type":"file","mode":420,"mtime":0,"size":1}\nx{"end":true}\n'
+    with pytest.raises(RunnerRefused) as err:
+        runner.client.put(str(tmp_path), [escape])
+    assert err.value.reason == "bad_request" and not (tmp_path.parent / "escape").exists()
+    cut = b'{"name":"f","type":"file","mode":420,"mtime":0,"size":100}\nshort'
+    with pytest.raises(RunnerRefused) as err:
+        runner.client.put(str(tmp_path), [cut])
+    assert err.value.reason == "bad_request" and "ended inside a file" in err.value.message

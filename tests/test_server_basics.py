@@ -221,3 +221,37 @@ async def test_cancel_endpoint_ends_a_running_execution(jp_fetch, agents):
 async def _has_record(jp_fetch, execution_id: str) -> bool:
     executions = (await api(jp_fetch, "executions"))["executions"]
     return any(r["execution_id"] == execution_id for r in executions)
+
+
+async def test_event_streams_are_records_for_clients_that_ask_and_ndjson_for_others(
+    jp_fetch, jp_http_port, jp_base_url, jp_auth_header, agents
+):
+    """The server asks its agents for records and passes them on to a client that asked
+    too; to any other it sends NDJSON lines holding the same events."""
+    from conftest import PYTHON
+    from jupyter_remote.runner import records
+
+    await healthy(jp_fetch)
+    base = f"http://localhost:{jp_http_port}{jp_base_url}remote/api/executions"
+    code = "printf 'q\"\\\\\\\\x\\n\\001'; printf '\\303\\251' >&2"
+
+    def post(eid: str, accept: str | None) -> requests.Response:
+        headers = {**jp_auth_header, **({"Accept": accept} if accept else {})}
+        body = {"execution_id": eid, "node": agents[0].node_id, "image": PYTHON, "command": code}
+        return requests.post(base, json=body, headers=headers, timeout=60)
+
+    raw = await asyncio.to_thread(post, "as-records", records.RECORDS_TYPE)
+    plain = await asyncio.to_thread(post, "as-ndjson", None)
+    assert raw.headers["Content-Type"].startswith(records.RECORDS_TYPE)
+    assert plain.headers["Content-Type"].startswith("application/x-ndjson")
+    assert b'{"event":"stdout","size":' in raw.content
+    got_raw = list(records.events(raw.content))
+    got_plain = [json.loads(line) for line in plain.content.splitlines()]
+    for events in (got_raw, got_plain):
+        assert "".join(e["data"] for e in events if e["event"] == "stdout") == 'q"\\\\x\n\x01'
+        assert "".join(e["data"] for e in events if e["event"] == "stderr") == "é"
+        assert events[-1]["event"] == "exit" and events[-1]["returncode"] == 0
+    replay = await asyncio.to_thread(
+        requests.get, f"{base}/as-records/events", headers=jp_auth_header, timeout=30
+    )
+    assert [json.loads(line) for line in replay.content.splitlines()][-1]["event"] == "exit"

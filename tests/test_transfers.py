@@ -8,13 +8,14 @@ import io
 import os
 import tarfile
 import threading
+import time
 from contextlib import redirect_stderr, redirect_stdout
 
 import psutil
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import BUSYBOX, exported_stack, remote_shell
+from conftest import BUSYBOX, PYTHON, exported_stack, remote_shell
 from jupyter_remote.api import RemoteDockerEnvironment, RemoteEnvironment
 from jupyter_remote.client import RemoteClient
 from jupyter_remote.errors import BadRequest, NotFound
@@ -25,11 +26,25 @@ def stack(docker_client):
     yield from exported_stack(docker_client)
 
 
-@pytest.fixture
-def env(stack):
-    with RemoteDockerEnvironment(image=BUSYBOX) as environment:
+# busybox has no python3: its session is reached by docker exec and its files through
+# Docker's archive API; the python image's runner reads and writes them itself
+@pytest.fixture(params=[BUSYBOX, PYTHON], ids=["docker-archive", "runner"])
+def env(stack, request):
+    with RemoteDockerEnvironment(image=request.param) as environment:
         environment.execute("true")
         yield environment
+
+
+def archive_events(docker_client, since: float) -> list[str]:
+    """Docker's own archive work since `since`: the events `docker cp` makes."""
+    until = time.time() + 0.5
+    events = docker_client.events(
+        since=since,
+        until=until,
+        decode=True,
+        filters={"type": "container", "event": ["extract-to-dir", "archive-path"]},
+    )
+    return [e["Action"] for e in events]
 
 
 def _sha(path) -> str:
@@ -86,7 +101,8 @@ def test_300_mb_in_and_out_with_flat_memory(env, stack, tmp_path):
     assert all(v < 50 for v in growth.values()), growth
 
 
-def test_directory_round_trip_keeps_layout_and_modes(env, tmp_path):
+def test_directory_round_trip_keeps_layout_and_modes(env, docker_client, tmp_path):
+    began = time.time()
     src = tmp_path / "tree"
     (src / "a" / "b").mkdir(parents=True)
     (src / "a" / "b" / "deep.txt").write_text("deep")
@@ -107,6 +123,11 @@ def test_directory_round_trip_keeps_layout_and_modes(env, tmp_path):
     # into an existing directory: it lands inside, as with docker cp / cp -r
     env.put(str(src / "run.sh"), "/tmp", progress=False)
     assert env.execute("test -x /tmp/run.sh")["returncode"] == 0
+    done = archive_events(docker_client, began)
+    if env.image == PYTHON:  # the runner did it all: dockerd tarred nothing
+        assert done == [], done
+    else:
+        assert "extract-to-dir" in done and "archive-path" in done, done
 
 
 def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
@@ -146,7 +167,7 @@ def test_traversal_is_refused_and_nothing_written(env, stack, members):
     before = env.execute("find / -xdev 2>/dev/null | wc -l; ls /tmp")["output"]
     resp = client.http.put(
         f"{client.url}/sessions/{env.owner}/files",
-        params={"path": "/tmp/up", "image": BUSYBOX},
+        params={"path": "/tmp/up", "image": env.image},
         data=_tar(*members),
         timeout=60,
     )
@@ -159,7 +180,7 @@ def test_missing_paths_are_404_json(env, tmp_path):
     client = env.client
     resp = client.http.get(
         f"{client.url}/sessions/{env.owner}/files",
-        params={"path": "/no/such", "image": BUSYBOX},
+        params={"path": "/no/such", "image": env.image},
         timeout=60,
     )
     assert resp.status_code == 404 and resp.json()["reason"] == "path_not_found"
@@ -171,7 +192,7 @@ def test_missing_paths_are_404_json(env, tmp_path):
         env.put(str(tmp_path / "missing"), "/tmp", progress=False)
     garbage = client.http.put(
         f"{client.url}/sessions/{env.owner}/files",
-        params={"path": "/tmp", "image": BUSYBOX},
+        params={"path": "/tmp", "image": env.image},
         data=b"not a tar" * 100,
         timeout=60,
     )

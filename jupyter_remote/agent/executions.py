@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import codecs
 import hashlib
 import json
 import logging
@@ -35,13 +34,14 @@ from jupyter_remote.agent.state import read_json, write_json
 from jupyter_remote.errors import BadRequest, Conflict, NotFound
 from jupyter_remote.protocol.bodies import ExecutionBody
 from jupyter_remote.protocol.queries import PageQuery, page
+from jupyter_remote.runner import records
 from jupyter_remote.runner.client import (
     RunnerClient,
     RunnerError,
     RunnerRefused,
     RunnerUnavailable,
 )
-from jupyter_remote.runner.runnerd import MAX_FORGET
+from jupyter_remote.runner.runnerd import MAX_FORGET, incomplete_tail
 from jupyter_remote.workers import Workers
 
 log = logging.getLogger("jupyter_remote.agent")
@@ -456,9 +456,9 @@ class ExecutionManager:
     def _pump_runner(self, ex: Execution, stream, client: RunnerClient, rid: str) -> dict:
         """Runner events into the log until the exit event; a broken connection is picked
         up again with attach at the spool offset reached (the cell itself is never re-sent)."""
-        # The runner encodes events exactly as the log does (compact JSON, UTF-8), so its
-        # stdout, stderr, display and notice lines are appended as they came, undecoded and
-        # a whole read at a time; only its own started and exit lines are not copied: the
+        # The runner's spool is the log's own format (runner/records.py), so its output
+        # records and display and notice lines are appended as they came, undecoded and a
+        # whole read at a time; only its own started and exit lines are not copied: the
         # agent writes its own.
         append = ex.log.append_raw
         broken = 0
@@ -494,24 +494,27 @@ class ExecutionManager:
         return (ex.timeout or 24 * 3600) + self.kill_grace + 300
 
     def _pump(self, ex: Execution, stream) -> None:
-        """Copy the exec stream into the log, one event per chunk, decoding UTF-8 safely."""
-        decoders = {
-            "stdout": codecs.getincrementaldecoder("utf-8")("replace"),
-            "stderr": codecs.getincrementaldecoder("utf-8")("replace"),
-        }
-        append = ex.log.append
+        """Copy the exec stream into the log as output records (runner/records.py), each cut
+        at a character boundary (a frame may end inside one)."""
+        held = {"stdout": b"", "stderr": b""}
+        append = ex.log.append_raw
+
+        def put(kind: str, data: bytes) -> None:
+            if held[kind]:
+                data = held[kind] + data
+            cut = incomplete_tail(data)
+            held[kind], data = (data[-cut:], data[:-cut]) if cut else (b"", data)
+            if data:
+                append(records.output_record(kind, data))
+
         for out, err in stream:
             if out:
-                text = decoders["stdout"].decode(out)
-                if text:
-                    append({"event": "stdout", "data": text})
+                put("stdout", out)
             if err:
-                text = decoders["stderr"].decode(err)
-                if text:
-                    append({"event": "stderr", "data": text})
-        for name, dec in decoders.items():
-            if text := dec.decode(b"", final=True):
-                append({"event": name, "data": text})
+                put("stderr", err)
+        for kind, rest in held.items():
+            if rest:  # a character torn at the very end: as it is (read as U+FFFD)
+                append(records.output_record(kind, rest))
 
     def _exit_code(self, exec_id: str) -> int:
         """The exec's real exit code; Docker may close the stream a moment before it has it."""
@@ -730,20 +733,25 @@ class ExecutionManager:
                 message=f"the agent on node {self.node_id!r} stopped while this "
                 "execution ran; its output up to then is in the log",
             )
-            with open(self.log_path(name), "ab") as fh:
-                fh.write(
-                    encode(
-                        {
-                            "event": "exit",
-                            "returncode": -1,
-                            "status": "lost",
-                            "message": meta["message"],
-                        }
-                    )
-                )
+            self._close_log(
+                self.log_path(name),
+                {"event": "exit", "returncode": -1, "status": "lost", "message": meta["message"]},
+            )
             write_json(os.path.join(self._dir(name), "meta.json"), meta)
             lost += 1
         return lost
+
+    @staticmethod
+    def _close_log(path: str, event: dict) -> None:
+        """End a log its writer left: after its last whole record (a torn one is cut)."""
+        with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o640), "rb+") as fh:
+            try:
+                whole, _ = records.scan_file(fh)
+            except records.BadRecord:
+                whole = fh.seek(0, os.SEEK_END)
+            fh.truncate(whole)
+            fh.seek(whole)
+            fh.write(encode(event))
 
     def _resume(self, name: str, meta: dict) -> bool:
         """Re-attach to a session cell the runner kept running (or finished) while the
@@ -757,32 +765,31 @@ class ExecutionManager:
         spool = os.path.join(session.runner_dir, "spool", f"{rid}.ndjson")
         path = self.log_path(name)
         with open(path, "rb") as fh:
-            data = fh.read()
-        first = data.find(b"\n") + 1
+            first = len(fh.readline())  # the agent's own started line
+            whole, last = records.scan_file(fh)
+            size = fh.seek(0, os.SEEK_END)
         if not first or not os.path.exists(spool):
             return False  # never reached the runner (or already forgotten)
-        last = data.rstrip(b"\n").rsplit(b"\n", 1)[-1]
-        if last.startswith(b'{"event":"exit"'):  # it ended; only the record was not saved
+        if last is not None and last.startswith(b'{"event":"exit"'):
+            # it ended; only the record was not saved
             end = json.loads(last)
             meta.update({k: end[k] for k in end if k in meta and k != "event"})
             meta["finished_at"] = meta.get("finished_at") or time.time()
             write_json(os.path.join(self._dir(name), "meta.json"), meta)
             return True
-        have, kept, offset = len(data) - first, 0, 0
+        have, kept, offset = whole - first, 0, 0
         with open(spool, "rb") as fh:
-            for line in fh:
-                if not line.endswith(b"\n"):
+            for length, line in records.scan(fh):
+                if line is not None and line.startswith(b'{"event":"exit"'):
                     break
-                if line.startswith(b'{"event":"exit"'):
+                # as _pump_runner copies them: every record but the runner's started, as is
+                taken = 0 if line is not None and line.startswith(b'{"event":"started"') else length
+                if kept + taken > have:
                     break
-                # as _pump_runner copies them: every line but the runner's started, as is
-                size = 0 if line.startswith(b'{"event":"started"') else len(line)
-                if kept + size > have:
-                    break
-                kept += size
-                offset += len(line)
-        if kept != have:  # a torn last line: cut it, the attach sends that event again
-            log.warning("execution %s: log cut from %d to %d bytes", name, len(data), first + kept)
+                kept += taken
+                offset += length
+        if first + kept != size:  # a torn last record: cut it, the attach sends it again
+            log.warning("execution %s: log cut from %d to %d bytes", name, size, first + kept)
             os.truncate(path, first + kept)
         ex = Execution(
             meta["execution_id"],
@@ -826,10 +833,10 @@ class ExecutionManager:
 
 
 def _escalated(block: bytes) -> bool:
-    """A notice in these lines says the runner killed a cell that outlived its grace."""
+    """A notice in these records says the runner killed a cell that outlived its grace."""
     return any(
         line.startswith(b'{"event":"notice"') and b"did not stop within" in line
-        for line in block.split(b"\n")
+        for line in records.plain_lines(block)
     )
 
 

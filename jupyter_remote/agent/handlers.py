@@ -26,7 +26,8 @@ from jupyter_remote.protocol.bodies import (
 )
 from jupyter_remote.protocol.queries import PageQuery, page_query
 from jupyter_remote.protocol.validation import parse_body
-from jupyter_remote.relay import BodyWriter, ClientGone, relay
+from jupyter_remote.relay import BodyWriter, ClientGone, as_ndjson, relay, wants_records
+from jupyter_remote.runner.records import RECORDS_TYPE, Splitter, events, starts_record
 
 log = logging.getLogger("jupyter_remote.agent")
 M = TypeVar("M")
@@ -118,6 +119,13 @@ class AgentHandler(web.RequestHandler):
             req = self.request
             log.info("client left %s %s; the command goes on", req.method, req.path)
 
+    async def stream_events(self, chunks) -> None:
+        """An execution's event records; NDJSON unless the client asked for records."""
+        if wants_records(self.request.headers.get("Accept")):
+            await self.stream(chunks, RECORDS_TYPE)
+        else:
+            await self.stream(as_ndjson(chunks))
+
     def on_connection_close(self) -> None:
         if getattr(self, "_gone", None) is not None:
             self._gone.set()
@@ -203,7 +211,7 @@ class ExecutionsHandler(AgentHandler):
             await self.agent.blocking(self.agent.factory.check_image, ex.image)
         self.agent.executions.claim(ex)
         self.agent.executions.start(ex, asyncio.get_running_loop())
-        await self.stream(ex.log.read(0, follow=True))
+        await self.stream_events(ex.log.read(0, follow=True))
 
 
 class ExecutionHandler(AgentHandler):
@@ -216,12 +224,25 @@ class ExecutionEventsHandler(AgentHandler):
         executions = self.agent.executions
         executions.get(execution_id)
         offset = self.int_arg("offset")
+        try:
+            at_start = await self.agent.blocking(
+                starts_record, executions.log_path(execution_id), offset
+            )
+        except FileNotFoundError:
+            executions.get(execution_id)  # 404 expired
+            raise
+        if not at_start:
+            raise BadRequest(
+                f"offset {offset} is not where an event of {execution_id} starts: resume at "
+                "the byte count of whole events read (records), or 0",
+                reason="bad_offset",
+            )
         ex = executions.running.get(execution_id)
         if ex is not None:
-            await self.stream(ex.log.read(offset, follow=self.flag("follow")))
+            await self.stream_events(ex.log.read(offset, follow=self.flag("follow")))
         else:
             try:  # opened now: a record that retention removes meanwhile reads to its end
-                await self.stream(read_file(executions.log_path(execution_id), offset))
+                await self.stream_events(read_file(executions.log_path(execution_id), offset))
             except FileNotFoundError:
                 executions.get(execution_id)  # 404 expired
                 raise
@@ -308,10 +329,9 @@ class ExecuteHandler(AgentHandler):
         ex = agent.executions.parse(parse_body(ExecutionBody, body))
         agent.executions.claim(ex)
         agent.executions.start(ex, asyncio.get_running_loop())
-        output = []
+        output, splitter = [], Splitter()
         async for chunk in ex.log.read(0, follow=True):
-            for line in chunk.splitlines():
-                event = json.loads(line)
+            for event in events(splitter.feed(chunk)):
                 if event["event"] in ("stdout", "stderr"):
                     output.append(event["data"])
         if ex.message and ex.status != "completed":

@@ -40,6 +40,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from jupyter_remote.agent.handlers import AgentHandler
 from jupyter_remote.errors import BadRequest, Conflict, NotFound
 from jupyter_remote.relay import read_body_in
+from jupyter_remote.runner.client import RunnerClient, RunnerError, RunnerRefused, RunnerUnavailable
 from jupyter_remote.tarstream import CHUNK, BadArchive, StreamCheck
 
 log = logging.getLogger("jupyter_remote.agent")
@@ -100,35 +101,36 @@ def _is_dir(st: dict | None) -> bool:
     return st is not None and bool(st.get("mode", 0) & (1 << 31))
 
 
-def put_stream(api, cid: str, chunks, dest: str, spool_dir: str) -> dict:
+def put_stream(files, chunks, dest: str, spool_dir: str) -> dict:
     """Check the incoming tar (a blocking chunk iterator) as it passes and put it at `dest`
-    the way `docker cp` does: through a staging name renamed into place, or spooled."""
+    the way `docker cp` does: through a staging name renamed into place, or spooled.
+    `files` is the container's DockerFiles or RunnerFiles."""
     try:
         check = StreamCheck(chunks)
         first = check.peek()
     except BadArchive as exc:
         raise BadRequest(f"refused, nothing written: {exc}", reason="bad_archive") from None
     try:
-        st = path_stat(api, cid, dest)
+        st = files.stat(dest)
         into, rename = (
             (dest, None) if _is_dir(st) else (posixpath.dirname(dest), posixpath.basename(dest))
         )
         if rename == "":  # dest is "/"
             into, rename = "/", None
-        if path_stat(api, cid, into) is None:
+        if files.stat(into) is None:
             raise NotFound(
                 f"no such directory in the container: {into}", reason="path_not_found", path=into
             )
         name = rename or first.name.split("/")[0]
         top = posixpath.join(into, name)
-        there = path_stat(api, cid, top)
+        there = files.stat(top)
         # a directory already there is merged into (Docker's way), and a directory never
         # replaces a file by a rename: those are spooled, like an image without mv/rm
-        staged = (there is None or not (_is_dir(there) or first.isdir())) and can_stage(api, cid)
+        staged = (there is None or not (_is_dir(there) or first.isdir())) and files.can_stage()
         if staged:
-            _put_staged(api, cid, check, into, top)
+            _put_staged(files, check, into, top)
         else:
-            _put_spooled(api, cid, check, into, name, spool_dir)
+            _put_spooled(files, check, into, name, spool_dir)
     except BadArchive as exc:
         raise BadRequest(f"refused, nothing written: {exc}", reason="bad_archive") from None
     except DockerException as exc:
@@ -136,21 +138,23 @@ def put_stream(api, cid: str, chunks, dest: str, spool_dir: str) -> dict:
     return {"path": top, "files": check.files, "size": check.size}
 
 
-def _put_staged(api, cid: str, check: StreamCheck, into: str, top: str) -> None:
-    stage = f".jr-upload-{uuid.uuid4().hex[:12]}"
+def _put_staged(files, check: StreamCheck, into: str, top: str) -> None:
+    stage = posixpath.join(into, f".jr-upload-{uuid.uuid4().hex[:12]}")
     try:
-        put_archive(api, cid, into, check.rewritten(stage))
+        files.put(into, files.encode(check, posixpath.basename(stage)))
+        files.move(stage, top)
     except BaseException:
-        _remove(api, cid, posixpath.join(into, stage))
+        files.remove(stage)
         raise
-    code = _exec(api, cid, ["mv", "-f", posixpath.join(into, stage), top])
-    if code:
-        _remove(api, cid, posixpath.join(into, stage))
-        raise Conflict(
-            f"the container refused {top}: mv exited with {code}",
-            reason="transfer_refused",
-            path=top,
-        )
+
+
+def _put_spooled(files, check: StreamCheck, into: str, name: str, spool_dir: str):
+    os.makedirs(spool_dir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=spool_dir, suffix=".tar") as spool:
+        for piece in files.encode(check, name):
+            spool.write(piece)
+        spool.seek(0)
+        files.put(into, iter(lambda: spool.read(CHUNK), b""))
 
 
 def _remove(api, cid: str, path: str) -> None:
@@ -167,13 +171,119 @@ def _remove(api, cid: str, path: str) -> None:
     log.warning("could not remove %s in %s", path, cid[:12])
 
 
-def _put_spooled(api, cid: str, check: StreamCheck, into: str, name: str, spool_dir: str):
-    os.makedirs(spool_dir, exist_ok=True)
-    with tempfile.TemporaryFile(dir=spool_dir, suffix=".tar") as spool:
-        for piece in check.rewritten(name):
-            spool.write(piece)
-        spool.seek(0)
-        put_archive(api, cid, into, iter(lambda: spool.read(CHUNK), b""))
+class DockerFiles:
+    """A container's files through Docker's archive API (any image; dockerd tars)."""
+
+    def __init__(self, api, cid: str) -> None:
+        self.api, self.cid = api, cid
+
+    def stat(self, path: str) -> dict | None:
+        return path_stat(self.api, self.cid, path)
+
+    def can_stage(self) -> bool:
+        return can_stage(self.api, self.cid)
+
+    @staticmethod
+    def encode(check: StreamCheck, top: str):
+        return check.rewritten(top)
+
+    def put(self, into: str, pieces) -> None:
+        put_archive(self.api, self.cid, into, pieces)
+
+    def move(self, src: str, dst: str) -> None:
+        code = _exec(self.api, self.cid, ["mv", "-f", src, dst])
+        if code:
+            raise Conflict(
+                f"the container refused {dst}: mv exited with {code}",
+                reason="transfer_refused",
+                path=dst,
+            )
+
+    def remove(self, path: str) -> None:
+        _remove(self.api, self.cid, path)
+
+    def chunks(self, path: str):
+        return archive_chunks(self.api, self.cid, path)
+
+
+class RunnerFiles:
+    """A container's files through its runner (docs/runner.md, "Files"): the runner writes
+    and reads them itself, so dockerd tars nothing (its CPU was most of a transfer's)."""
+
+    def __init__(self, runner: RunnerClient) -> None:
+        self.runner = runner
+
+    def _call(self, what: str, path: str, fn, *args):
+        try:
+            return fn(*args)
+        except RunnerRefused as exc:
+            if exc.reason == "path_not_found":
+                raise NotFound(exc.message, reason="path_not_found", path=path) from None
+            raise Conflict(
+                f"the container refused {path}: {exc.message}", reason="transfer_refused", path=path
+            ) from None
+        except RunnerUnavailable as exc:
+            raise Conflict(
+                f"the container's runner could not {what} {path}: {exc}",
+                reason="transfer_refused",
+                path=path,
+            ) from None
+
+    def stat(self, path: str) -> dict | None:
+        st = self._call("look at", path, self.runner.stat, path)
+        return {"mode": (1 << 31) if st["dir"] else 0} if st["exists"] else None
+
+    @staticmethod
+    def can_stage() -> bool:
+        return True
+
+    @staticmethod
+    def encode(check: StreamCheck, top: str):
+        return check.framed(top)
+
+    def put(self, into: str, pieces) -> None:
+        self._call("write to", into, self.runner.put, into, pieces)
+
+    def move(self, src: str, dst: str) -> None:
+        self._call("move", dst, self.runner.rename, src, dst)
+
+    def remove(self, path: str) -> None:
+        """Remove a refused upload's staging path; the runner may still be writing the
+        piece it had when the upload was cut, so check, as with Docker."""
+        for _ in range(20):
+            try:
+                self.runner.remove(path)
+                if not self.runner.stat(path)["exists"]:
+                    return
+            except RunnerError as exc:
+                log.warning("could not remove %s: %s", path, exc)
+                return
+            time.sleep(0.1)
+        log.warning("could not remove %s", path)
+
+    def chunks(self, path: str):
+        return self._call("read", path, self.runner.get, path)
+
+
+_RUNNER_FILES: dict[str, bool] = {}
+
+
+def files_of(api, session) -> DockerFiles | RunnerFiles:
+    """The runner for a runner session whose runner does files (version 2 on), else Docker."""
+    runner = session.runner
+    if runner is not None:
+        known = _RUNNER_FILES.get(session.runner_dir)
+        if known is None:
+            try:
+                known = int(runner.status(timeout=5.0).get("version", 1)) >= 2
+            except (RunnerError, ValueError):
+                known = False
+            if len(_RUNNER_FILES) > 1000:
+                _RUNNER_FILES.clear()
+            _RUNNER_FILES[session.runner_dir] = known
+        if known:
+            return RunnerFiles(runner)
+    return DockerFiles(api, session.container_id)
 
 
 class Channel:
@@ -386,7 +496,7 @@ class FilesHandler(AgentHandler):
         super().prepare()
         if self.request.method == "PUT":
             try:
-                cid, path = self._where(self.path_args[0])
+                session, path = self._where(self.path_args[0])
             except (BadRequest, NotFound) as exc:
                 self._refused = exc  # answered in put(); the body is read and dropped
                 return
@@ -399,7 +509,7 @@ class FilesHandler(AgentHandler):
 
             def run() -> None:
                 try:
-                    result = put_stream(api, cid, channel, path, spool_dir)
+                    result = put_stream(files_of(api, session), channel, path, spool_dir)
                 except BaseException as exc:  # noqa: BLE001 - handed to put()
                     outcome = (work.set_exception, exc)
                 else:
@@ -431,14 +541,15 @@ class FilesHandler(AgentHandler):
             asyncio.ensure_future(self._channel.put(Channel.GONE))
         super().on_connection_close()
 
-    def _where(self, sid: str) -> tuple[str, str]:
+    def _where(self, sid: str) -> tuple:
         session = self.agent.sessions.get(sid)
         raw = self.get_query_argument("path", None)
-        return session.container_id, container_path(raw, session.spec.workdir)
+        return session, container_path(raw, session.spec.workdir)
 
     async def get(self, sid: str) -> None:
-        cid, path = self._where(sid)
-        chunks = await self.agent.blocking(archive_chunks, self.agent.factory.api, cid, path)
+        session, path = self._where(sid)
+        api = self.agent.factory.api
+        chunks = await self.agent.blocking(lambda: files_of(api, session).chunks(path))
         await relay_blocking(self, chunks)
 
     async def put(self, sid: str) -> None:

@@ -9,7 +9,6 @@ when there is one, has one pump thread reading its stdout, stderr and control pi
 
 from __future__ import annotations
 
-import codecs
 import fcntl
 import json
 import os
@@ -22,7 +21,13 @@ import sys
 import threading
 import time
 
-VERSION = "1"
+try:
+    from . import files, records
+except ImportError:  # run as a directory (in a container): the siblings are top-level
+    import files
+    import records
+
+VERSION = "2"  # 2: files (stat, put, get, rename, remove)
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "pyworker.py")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -88,32 +93,38 @@ def signal_number(name) -> int:
     return int(getattr(signal.Signals, text))
 
 
-# ASCII control characters other than \t \n \r: events holding one are left to json
-_CONTROL = tuple(bytes([i]) for i in range(32) if i not in (9, 10, 13))
-_SHORT_ESCAPES = (
-    (b"\\", b"\\\\"),
-    (b'"', b'\\"'),
-    (b"\n", b"\\n"),
-    (b"\r", b"\\r"),
-    (b"\t", b"\\t"),
-)
-
-
 def encode(event: dict) -> bytes:
-    """One event line, as ``json.dumps(ensure_ascii=False)`` writes it, byte for byte.
+    """One plain event line (output goes as sized records: see records.py)."""
+    return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode(
+        "utf-8", "replace"
+    )
 
-    Output events of ASCII text (most of a flood) are escaped with bytes.replace, ~1.5x
-    cheaper than the JSON encoder's per-character loop; anything else goes through json.
-    """
-    data = event.get("data")
-    if tuple(event) == ("event", "data") and type(data) is str and data.isascii():
-        raw = data.encode()
-        for char, escaped in _SHORT_ESCAPES:
-            raw = raw.replace(char, escaped)
-        if not any(char in raw for char in _CONTROL):
-            return b'{"event":"%s","data":"%s"}\n' % (event["event"].encode(), raw)
-    text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    return (text + "\n").encode("utf-8", "replace")
+
+def incomplete_tail(data: bytes) -> int:
+    """How many trailing bytes of ``data`` begin a UTF-8 character not ended yet (0-3):
+    they wait for the next read, so an output record never splits a character."""
+    if not data or data[-1] < 0x80:
+        return 0
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte >= 0xC0:  # a lead byte: how long its character is
+            return back if (2 if byte < 0xE0 else 3 if byte < 0xF0 else 4) > back else 0
+        if byte < 0x80:
+            return 0
+    return 0
+
+
+def send_parts(send, parts) -> None:
+    """Every byte of ``parts`` through ``send(buffers) -> bytes taken`` (writev, sendmsg):
+    an output record goes out as its head and its data, never copied into one."""
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        taken = send(views)
+        while views and taken >= len(views[0]):
+            taken -= len(views[0])
+            views.pop(0)
+        if taken:
+            views[0] = views[0][taken:]
 
 
 class Refused(Exception):
@@ -213,32 +224,38 @@ class Cell:
 
     def emit(self, event: dict) -> None:
         """Append the event to the spool file, then send it to every live subscriber."""
-        line = encode(event)
-        if event.get("event") == "exit":
+        ending = event.get("event") == "exit"
+        if ending:
             self.runner.cell_ended(self)  # not "running" once anyone can see its exit
+        self._append((encode(event),), ending)
+        if ending:
+            for timer in self.timers:
+                timer.cancel()
+            self.done.set()
+
+    def emit_output(self, kind: str, data: bytes) -> None:
+        """Output as one sized record (records.py): its bytes as they came, not escaped."""
+        if data:
+            self._append((records.output_head(kind, len(data)), data, b"\n"), False)
+
+    def _append(self, parts: tuple, ending: bool) -> None:
         with self.lock:
             if self.closed:
                 return
-            view = memoryview(line)
-            while view:
-                view = view[os.write(self.fd, view) :]
-            self.size += len(line)
+            send_parts(lambda views: os.writev(self.fd, views), parts)
+            self.size += sum(len(p) for p in parts)
             for sock in list(self.subscribers):
                 try:
-                    sock.sendall(line)
+                    send_parts(sock.sendmsg, parts)
                 except OSError:
                     self.subscribers.remove(sock)
                     close_quietly(sock)
-            if event.get("event") == "exit":
+            if ending:
                 self.closed = True
                 os.close(self.fd)
                 for sock in self.subscribers:
                     close_quietly(sock)
                 self.subscribers = []
-        if event.get("event") == "exit":
-            for timer in self.timers:
-                timer.cancel()
-            self.done.set()
 
     def subscribe(self, sock: socket.socket, offset: int) -> None:
         """Send the spool from ``offset``, then every live event (no gap, no repeat)."""
@@ -302,19 +319,19 @@ def widen_pipe(fd: int) -> None:
 def pump(sources: dict, on_data, should_stop=None, on_line=None, drain_first=()) -> None:
     """Read pipes as data comes (no line buffering) until every one is at EOF.
 
-    ``sources`` maps fd -> name; data goes to ``on_data(name, text)``. An fd named
-    ``"control"`` carries JSON lines for ``on_line(obj)``; before each such line the fds in
-    ``drain_first`` are read dry so output written before it is emitted before it.
-    ``should_stop()`` ends the loop early (checked every 0.1 s).
+    ``sources`` maps fd -> name; data goes to ``on_data(name, data)`` as bytes cut at UTF-8
+    character boundaries. An fd named ``"control"`` carries JSON lines for ``on_line(obj)``;
+    before each such line the fds in ``drain_first`` are read dry so output written before it
+    is emitted before it. ``should_stop()`` ends the loop early (checked every 0.1 s).
     """
     sel = selectors.DefaultSelector()
-    decoders = {}
+    held = {}  # fd -> the start of a character a read cut
     pending = b""
     for fd, name in sources.items():
         os.set_blocking(fd, False)
         sel.register(fd, selectors.EVENT_READ, name)
         if name != "control":
-            decoders[fd] = codecs.getincrementaldecoder("utf-8")("replace")
+            held[fd] = b""
             widen_pipe(fd)
     open_fds = set(sources)
 
@@ -328,11 +345,21 @@ def pump(sources: dict, on_data, should_stop=None, on_line=None, drain_first=())
         if not data:
             open_fds.discard(fd)
             sel.unregister(fd)
-            if fd in decoders:
-                text = decoders[fd].decode(b"", True)
-                if text:
-                    on_data(sources[fd], text)
+            if held.get(fd):
+                on_data(sources[fd], held[fd])  # a torn character at the end: as it is
+                held[fd] = b""
         return data
+
+    def deliver(fd, chunk):
+        if held[fd]:
+            chunk = held[fd] + chunk
+        cut = incomplete_tail(chunk)
+        if cut:
+            held[fd], chunk = chunk[-cut:], chunk[:-cut]
+        else:
+            held[fd] = b""
+        if chunk:
+            on_data(sources[fd], chunk)
 
     try:
         while open_fds:
@@ -354,18 +381,14 @@ def pump(sources: dict, on_data, should_stop=None, on_line=None, drain_first=())
                                 chunk = read(other)
                                 if not chunk:
                                     break
-                                text = decoders[other].decode(chunk)
-                                if text:
-                                    on_data(sources[other], text)
+                                deliver(other, chunk)
                         on_line(json.loads(line))
                     continue
                 while fd in open_fds:
                     chunk = read(fd)
                     if not chunk:
                         break
-                    text = decoders[fd].decode(chunk)
-                    if text:
-                        on_data(sources[fd], text)
+                    deliver(fd, chunk)
                     if len(chunk) < CHUNK:
                         break
     finally:
@@ -458,10 +481,10 @@ class PythonWorker:
                 target=self._pump, args=(self.child, sources, ctl_r), daemon=True
             ).start()
 
-    def _on_data(self, name: str, text: str) -> None:
+    def _on_data(self, name: str, data: bytes) -> None:
         cell = self.current
         if cell is not None:
-            cell.emit({"event": name, "data": text})
+            cell.emit_output(name, data)
 
     def _on_line(self, msg: dict) -> None:
         cell = self.current
@@ -496,7 +519,7 @@ class PythonWorker:
         try:
             pump(sources, self._on_data, on_line=self._on_line, drain_first=outs)
         except Exception as exc:  # noqa: BLE001 - a garbled control line ends the worker
-            self._on_data("stderr", f"[runner] the Python worker's pipe failed: {exc}\n")
+            self._on_data("stderr", f"[runner] the Python worker's pipe failed: {exc}\n".encode())
             killpg_quietly(child.pid, signal.SIGKILL)
         rc = child.wait()
         os.close(ctl_r)
@@ -629,21 +652,15 @@ class Runner:
                 self._close_orphan_spool(os.path.join(self.spool, name))
 
     def _close_orphan_spool(self, path: str) -> None:
-        """A spool left unfinished by an earlier runner gets the exit event it never had."""
+        """A spool left unfinished by an earlier runner gets the exit event it never had
+        (after its last whole record: a torn one is cut)."""
         try:
             with open(path, "rb+") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - 4096))
-                tail = f.read()
-                if tail and not tail.endswith(b"\n"):
-                    f.write(b"\n")  # a torn last line stays a bad line, the exit is clean
-                last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
-                try:
-                    if json.loads(last).get("event") == "exit":
-                        return
-                except ValueError:
-                    pass
+                whole, last = records.scan_file(f)
+                if last is not None and last.startswith(b'{"event":"exit"'):
+                    return
+                f.truncate(whole)
+                f.seek(whole)
                 f.write(
                     encode(
                         {
@@ -654,7 +671,7 @@ class Runner:
                         }
                     )
                 )
-        except OSError:
+        except (OSError, records.BadRecord):
             pass
 
     def cell_ended(self, cell: Cell) -> None:
@@ -726,8 +743,12 @@ class Runner:
         try:
             conn.settimeout(SEND_TIMEOUT)
             try:
-                req = read_request(conn)
-                keep = self.dispatch(conn, req)
+                req, rest = read_request(conn)
+                keep = self.dispatch(conn, req, rest)
+            except files.FileRefused as exc:
+                conn.sendall(
+                    encode({"event": "error", "reason": exc.reason, "message": exc.message})
+                )
             except Refused as exc:
                 conn.sendall(
                     encode({"event": "error", "reason": exc.reason, "message": exc.message})
@@ -741,9 +762,20 @@ class Runner:
             if not keep:
                 close_quietly(conn)
 
-    def dispatch(self, conn: socket.socket, req: dict) -> bool:
+    def dispatch(self, conn: socket.socket, req: dict, rest: bytes = b"") -> bool:
         """Serve one request; True when the connection now belongs to a cell's subscribers."""
         op = req.get("op")
+        if op == "get":
+            path = container_path(req.get("path"))
+            if not files.stat_path(path)["exists"]:
+                raise files.FileRefused("path_not_found", f"no such path in the container: {path}")
+            conn.sendall(encode({"ok": True}))
+            files.send_tar(conn, path)
+            return False
+        if op == "put":
+            into = container_path(req.get("into"))
+            conn.sendall(encode(files.put_members(files.SocketReader(conn, rest), into)))
+            return False
         if op == "run":
             return self.op_run(conn, req)
         if op == "attach":
@@ -771,6 +803,12 @@ class Runner:
             answer = self.status()
         elif op == "forget":
             answer = self.op_forget(req)
+        elif op == "stat":
+            answer = files.stat_path(container_path(req.get("path")))
+        elif op == "rename":
+            answer = files.rename(container_path(req.get("src")), container_path(req.get("dst")))
+        elif op == "remove":
+            answer = files.remove(container_path(req.get("path")))
         else:
             raise Refused("bad_request", f"unknown op {op!r}")
         conn.sendall(encode(answer))
@@ -885,7 +923,7 @@ class Runner:
         try:
             pump(
                 {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"},
-                lambda name, text: cell.emit({"event": name, "data": text}),
+                cell.emit_output,
                 should_stop,
             )
         finally:
@@ -1098,8 +1136,16 @@ def check_id(cid) -> str:
     return cid
 
 
-def read_request(conn: socket.socket) -> dict:
-    buf = bytearray()
+def container_path(raw) -> str:
+    """An absolute path as the agent sends them (normalised there; checked again here)."""
+    if not isinstance(raw, str) or not raw.startswith("/") or "\0" in raw or len(raw) > 4096:
+        raise Refused("bad_request", "a path must be an absolute container path")
+    return os.path.normpath(raw)
+
+
+def read_request(conn: socket.socket) -> tuple[dict, bytes]:
+    """The request line, and what was read past it (the start of an upload's members)."""
+    buf, rest = bytearray(), b""
     while True:
         chunk = conn.recv(1 << 20)
         if not chunk:
@@ -1107,6 +1153,7 @@ def read_request(conn: socket.socket) -> dict:
         end = chunk.find(b"\n")
         if end >= 0:
             buf += chunk[:end]
+            rest = chunk[end + 1 :]
             break
         buf += chunk
         if len(buf) > MAX_REQUEST:
@@ -1117,7 +1164,7 @@ def read_request(conn: socket.socket) -> dict:
         raise Refused("bad_request", f"the request is not one JSON line: {exc}") from None
     if not isinstance(req, dict):
         raise Refused("bad_request", "the request must be a JSON object")
-    return req
+    return req, rest
 
 
 # dash and busybox ash write a value as quoted pieces: '...' (no quote inside) and "''"

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from jupyter_remote.agent_client import AgentClient
 from jupyter_remote.errors import ConnectionFailed, TimedOut, error_from_response
 from jupyter_remote.http_api import request_timeout, why_failed
+from jupyter_remote.runner.records import RECORDS_TYPE
 
 IDLE_KEPT = 4  # idle connections kept per agent
 ERROR_BODY_LIMIT = 1 << 20  # most bytes of a refusal's JSON body read
@@ -49,6 +50,7 @@ class AgentStreams:
             f"POST {url.path.rstrip('/')}/v1/executions HTTP/1.1\r\n"
             f"Host: {url.netloc}\r\n"
             "Content-Type: application/json\r\n"
+            f"Accept: {RECORDS_TYPE}, application/json\r\n"
             f"Content-Length: {len(payload)}\r\n"
             "Connection: keep-alive\r\n"
         )

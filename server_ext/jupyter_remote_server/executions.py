@@ -13,8 +13,8 @@ from concurrent.futures import Executor
 from jupyter_remote.errors import BadRequest, Conflict, ConnectionFailed, NotFound, RemoteError
 from jupyter_remote.protocol.common import EXECUTION_FINAL, EXECUTION_UNSETTLED
 from jupyter_remote.protocol.queries import ExecutionPageQuery, finish_page
+from jupyter_remote.runner.records import Splitter
 from jupyter_remote_server.agent_stream import AgentStreams
-from jupyter_remote_server.framing import EventLines
 from jupyter_remote_server.kernels import KernelSessions
 from jupyter_remote_server.nodes import Node, NodeRegistry
 from jupyter_remote_server.pool import ExecutorPool
@@ -275,7 +275,7 @@ class ExecutionService:
                 yield self._broken(record, node, exc, sent=exc.details.get("sent", True))
                 return
         node.inflight += 1
-        lines = EventLines()
+        lines = Splitter()  # whole records only, up to the exit event
         try:
             head = b"".join(notice_event(n) for n in notices)
             yield head + lines.feed(first)

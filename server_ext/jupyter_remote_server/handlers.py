@@ -25,7 +25,8 @@ from jupyter_remote.protocol.server_bodies import (
 )
 from jupyter_remote.protocol.server_openapi import openapi
 from jupyter_remote.protocol.validation import load_object, parse_body
-from jupyter_remote.relay import BodyWriter, ClientGone, relay
+from jupyter_remote.relay import BodyWriter, ClientGone, as_ndjson, relay, wants_records
+from jupyter_remote.runner.records import RECORDS_TYPE
 from jupyter_remote_server import sessions_view
 from jupyter_remote_server.manager import RemoteManager
 
@@ -71,6 +72,13 @@ class RemoteHandler(APIHandler):
 
     def flag(self, name: str) -> bool:
         return self.get_query_argument(name, "0").lower() in ("1", "true", "yes")
+
+    async def stream_events(self, chunks) -> None:
+        """An execution's event records; NDJSON unless the client asked for records."""
+        if wants_records(self.request.headers.get("Accept")):
+            await self.stream(chunks, RECORDS_TYPE)
+        else:
+            await self.stream(as_ndjson(chunks))
 
     async def stream(self, chunks, content_type: str = NDJSON) -> None:
         """Relay chunks; the first one is awaited before headers so errors stay JSON."""
@@ -185,7 +193,7 @@ class ExecutionsHandler(RemoteHandler):
     @authorized
     async def post(self) -> None:
         _, data = self.body(ServerExecutionBody, "max_execution_body")
-        await self.stream(self.manager.executions.run(data))
+        await self.stream_events(self.manager.executions.run(data))
 
 
 class ExecutionHandler(RemoteHandler):
@@ -202,7 +210,7 @@ class ExecutionEventsHandler(RemoteHandler):
         events = self.manager.executions.events(
             execution_id, self.int_arg("offset"), self.flag("follow")
         )
-        await self.stream(events)
+        await self.stream_events(events)
 
 
 class ExecutionCancelHandler(RemoteHandler):
