@@ -7,7 +7,8 @@ runner does the file work, the default kind of session) and busybox (Docker's ar
 Rounds alternate ours and docker cp, and the medians are compared, so that load from other
 work on a shared machine falls on both sides alike. The CPU seconds per GB that each
 process spent (the client with its children, i.e. the docker CLI for docker cp; the
-Jupyter server; the agent; dockerd with its tar helpers) say where the time goes, whatever
+Jupyter server; the agent; dockerd with its tar helpers; the container's main process, which
+is the runner in a runner session) say where the time goes, whatever
 the load. BENCH_MB (1024) sets the size, BENCH_ROUNDS (3) the rounds, BENCH_IMAGES the
 images (comma-separated; default: the python image, then busybox).
 """
@@ -97,6 +98,7 @@ def _measure(stack, image: str, src: str, tmp: str):
                 "server": psutil.Process(stack.server.proc.pid),
                 "agent": psutil.Process(agent.proc.pid),
                 "dockerd": _dockerd(),
+                "container": _main_process(cid),  # the runner, in a runner session
             }
         )
         os.makedirs(os.path.join(tmp, "ours"), exist_ok=True)
@@ -117,6 +119,13 @@ def _measure(stack, image: str, src: str, tmp: str):
                 assert os.path.getsize(os.path.join(tmp, name)) == MB << 20
                 os.remove(os.path.join(tmp, name))
     return meter, path
+
+
+def _main_process(cid: str) -> psutil.Process:
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", cid], capture_output=True, text=True
+    )
+    return psutil.Process(int(out.stdout.strip()))
 
 
 def _path_of(agent, cid: str) -> str:

@@ -22,10 +22,20 @@ import threading
 import time
 
 try:
-    from . import files, records
+    from . import records
 except ImportError:  # run as a directory (in a container): the siblings are top-level
-    import files
     import records
+
+
+def files_module():
+    """The file operations (files.py), imported at the first transfer: tarfile and shutil
+    would add ~1 MiB to every idle runner."""
+    try:
+        from . import files
+    except ImportError:
+        import files
+    return files
+
 
 VERSION = "2"  # 2: files (stat, put, get, rename, remove)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,6 +51,7 @@ PIPE_GRACE = 0.5  # how long pipes held open by a finished shell cell's backgrou
 STOP_GRACE = 0.5  # on SIGTERM, between TERM and KILL of the cells' process groups
 SETTLE_WAIT = 5.0  # most seconds a cell waits for the state an ended shell cell leaves
 SPARE_DELAY = 0.004  # after a shell cell's exit, before its successor's shell is started
+FILE_OPS = ("stat", "put", "get", "rename", "remove")
 CANCEL_SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGQUIT")
 
 # The shell wrapper: the cell is sourced by sh from a file (no argv size limit); on EXIT the
@@ -745,10 +756,6 @@ class Runner:
             try:
                 req, rest = read_request(conn)
                 keep = self.dispatch(conn, req, rest)
-            except files.FileRefused as exc:
-                conn.sendall(
-                    encode({"event": "error", "reason": exc.reason, "message": exc.message})
-                )
             except Refused as exc:
                 conn.sendall(
                     encode({"event": "error", "reason": exc.reason, "message": exc.message})
@@ -765,17 +772,12 @@ class Runner:
     def dispatch(self, conn: socket.socket, req: dict, rest: bytes = b"") -> bool:
         """Serve one request; True when the connection now belongs to a cell's subscribers."""
         op = req.get("op")
-        if op == "get":
-            path = container_path(req.get("path"))
-            if not files.stat_path(path)["exists"]:
-                raise files.FileRefused("path_not_found", f"no such path in the container: {path}")
-            conn.sendall(encode({"ok": True}))
-            files.send_tar(conn, path)
-            return False
-        if op == "put":
-            into = container_path(req.get("into"))
-            conn.sendall(encode(files.put_members(files.SocketReader(conn, rest), into)))
-            return False
+        if op in FILE_OPS:
+            files = files_module()
+            try:
+                return self.file_op(conn, files, op, req, rest)
+            except files.FileRefused as exc:
+                raise Refused(exc.reason, exc.message) from None
         if op == "run":
             return self.op_run(conn, req)
         if op == "attach":
@@ -803,14 +805,29 @@ class Runner:
             answer = self.status()
         elif op == "forget":
             answer = self.op_forget(req)
+        else:
+            raise Refused("bad_request", f"unknown op {op!r}")
+        conn.sendall(encode(answer))
+        return False
+
+    def file_op(self, conn: socket.socket, files, op: str, req: dict, rest: bytes) -> bool:
+        """stat, put, get, rename, remove (docs/runner.md, "Files")."""
+        if op == "get":
+            path = container_path(req.get("path"))
+            if not files.stat_path(path)["exists"]:
+                raise Refused("path_not_found", f"no such path in the container: {path}")
+            conn.sendall(encode({"ok": True}))
+            files.send_tar(conn, path)
+            return False
+        if op == "put":
+            into = container_path(req.get("into"))
+            answer = files.put_members(files.SocketReader(conn, rest), into)
         elif op == "stat":
             answer = files.stat_path(container_path(req.get("path")))
         elif op == "rename":
             answer = files.rename(container_path(req.get("src")), container_path(req.get("dst")))
-        elif op == "remove":
-            answer = files.remove(container_path(req.get("path")))
         else:
-            raise Refused("bad_request", f"unknown op {op!r}")
+            answer = files.remove(container_path(req.get("path")))
         conn.sendall(encode(answer))
         return False
 
