@@ -151,13 +151,13 @@ def _report(meter: Meter, image: str, path: str) -> None:
         )
         print(f"{way:<10}{ours:>12.0f}{cp:>16.0f}{ours / cp:>8.2f}   {rounds}")
     print("CPU seconds per GB (median), by process:")
-    print(f"{'':<10}" + "".join(f"{n:>9}" for n in meter.procs) + f"{'total':>9}")
+    print(f"{'':<10}" + "".join(f"{n:>10}" for n in meter.procs) + f"{'total':>10}")
     for label in ("ours in", "cp in", "ours out", "cp out"):
         used = meter.cpu_per_gb(label)
         print(
             f"{label:<10}"
-            + "".join(f"{v:>9.2f}" for v in used.values())
-            + f"{sum(used.values()):>9.2f}"
+            + "".join(f"{v:>10.2f}" for v in used.values())
+            + f"{sum(used.values()):>10.2f}"
         )
 
 

@@ -190,6 +190,15 @@ def test_missing_paths_are_404_json(env, tmp_path):
         env.put(__file__, "/no/such/dir/x.py", progress=False)
     with pytest.raises(BadRequest):
         env.put(str(tmp_path / "missing"), "/tmp", progress=False)
+    for reserved in ("/run/jupyter-remote/spool/x", "/opt/jupyter-remote/runner"):
+        refused = client.http.put(  # the runner's own mounts are host directories
+            f"{client.url}/sessions/{env.owner}/files",
+            params={"path": reserved, "image": env.image},
+            data=_tar(_member("x")),
+            timeout=60,
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["reason"] == "reserved_path"
     garbage = client.http.put(
         f"{client.url}/sessions/{env.owner}/files",
         params={"path": "/tmp", "image": env.image},

@@ -37,6 +37,7 @@ from docker.errors import NotFound as DockerNotFound
 from tornado import web
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from jupyter_remote.agent.containers import RUN_DIR, RUNNER_MOUNT
 from jupyter_remote.agent.handlers import AgentHandler
 from jupyter_remote.errors import BadRequest, Conflict, NotFound
 from jupyter_remote.relay import read_body_in
@@ -53,6 +54,19 @@ def container_path(raw: str | None, workdir: str | None) -> str:
     if not raw or len(raw) > MAX_PATH or "\0" in raw:
         raise BadRequest("path must be a non-empty container path", reason="bad_path")
     return posixpath.normpath(posixpath.join(workdir or "/", raw))
+
+
+RESERVED = (RUNNER_MOUNT, RUN_DIR)  # the runner's own mounts: its code, socket and spools
+
+
+def writable_path(path: str) -> str:
+    """An upload target: not inside the runner's own mounts (they are the host's
+    directories; a cell's output spools live there)."""
+    if any(path == top or path.startswith(top + "/") for top in RESERVED):
+        raise BadRequest(
+            f"{path} is the runner's own directory; put files elsewhere", reason="reserved_path"
+        )
+    return path
 
 
 def path_stat(api, cid: str, path: str) -> dict | None:
@@ -497,6 +511,7 @@ class FilesHandler(AgentHandler):
         if self.request.method == "PUT":
             try:
                 session, path = self._where(self.path_args[0])
+                writable_path(path)
             except (BadRequest, NotFound) as exc:
                 self._refused = exc  # answered in put(); the body is read and dropped
                 return
