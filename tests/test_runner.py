@@ -679,3 +679,21 @@ def test_files_refuse_bad_paths_and_missing_places(runner, tmp_path):
     with pytest.raises(RunnerRefused) as err:
         runner.client.put(str(tmp_path), [cut])
     assert err.value.reason == "bad_request" and "ended inside a file" in err.value.message
+
+
+def test_a_put_refused_on_the_way_returns_only_once_the_runner_stopped_writing(runner, tmp_path):
+    """When the agent refuses a member half-way (a bad one after good ones), put() raises
+    only after the runner has answered: everything it was sent is written by then, so the
+    staging path removed next cannot come back (a leftover .jr-upload-* in CI)."""
+
+    def pieces():
+        for i in range(50):
+            yield b'{"name":"stage/d%d","type":"dir","mode":493,"mtime":0}\n' % i
+        raise ValueError("a bad member")
+
+    with pytest.raises(ValueError):
+        runner.client.put(str(tmp_path), pieces())
+    assert len(os.listdir(tmp_path / "stage")) == 50  # all written before put() raised
+    runner.client.remove(str(tmp_path / "stage"))
+    time.sleep(0.2)
+    assert not (tmp_path / "stage").exists()

@@ -164,7 +164,7 @@ def _member(name: str, kind=tarfile.REGTYPE, link: str = "") -> tuple[tarfile.Ta
 )
 def test_traversal_is_refused_and_nothing_written(env, stack, members):
     client = env.client
-    before = env.execute("find / -xdev 2>/dev/null | wc -l; ls /tmp")["output"]
+    before = env.execute("find / -xdev 2>/dev/null | wc -l; ls -a /tmp")["output"]
     resp = client.http.put(
         f"{client.url}/sessions/{env.owner}/files",
         params={"path": "/tmp/up", "image": env.image},
@@ -173,7 +173,8 @@ def test_traversal_is_refused_and_nothing_written(env, stack, members):
     )
     assert resp.status_code == 400, resp.text
     assert resp.json()["reason"] == "bad_archive" and "nothing written" in resp.json()["message"]
-    assert env.execute("find / -xdev 2>/dev/null | wc -l; ls /tmp")["output"] == before
+    # no staging directory either (.jr-upload-*): a refusal waits for the writer to stop
+    assert env.execute("find / -xdev 2>/dev/null | wc -l; ls -a /tmp")["output"] == before
 
 
 def test_missing_paths_are_404_json(env, tmp_path):

@@ -256,13 +256,14 @@ class RunnerClient:
                 sock.shutdown(socket.SHUT_WR)  # the end: a cut upload is told apart
             except OSError as exc:  # it stopped reading: its answer says why, if it can
                 sent_error = exc
+            except BaseException:
+                # the upload was refused on our side (a bad member): end it and wait for
+                # the runner's answer, so it has stopped writing before anyone cleans up
+                _finish_quietly(sock)
+                raise
             else:
                 sent_error = None
-            try:
-                with sock.makefile("rb") as f:
-                    line = f.readline()
-            except OSError:
-                line = b""
+            line = _answer_line(sock)
         finally:
             sock.close()
         if not line.endswith(b"\n"):
@@ -297,6 +298,22 @@ class RunnerClient:
             sock.close()
             raise RunnerUnavailable(f"the runner at {self.socket_path} gave no answer")
         return _tar_chunks(sock, path)
+
+
+def _answer_line(sock: socket.socket) -> bytes:
+    try:
+        with sock.makefile("rb") as f:
+            return f.readline()
+    except OSError:
+        return b""
+
+
+def _finish_quietly(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    _answer_line(sock)
 
 
 def _tar_chunks(sock: socket.socket, path: str):
