@@ -285,3 +285,37 @@ def test_agent_warns_of_a_token_file_others_can_read(tmp_path):
     with contextlib.redirect_stderr(err):
         assert app.read_token() == "s3cret"
     assert err.getvalue() == ""
+
+
+def test_files_of_a_read_only_non_root_runner_session_go_to_its_tmpfs_as_its_user(client):
+    """The runner moves a runner session's files as the container's own process: an upload
+    lands in the tmpfs /tmp of a read-only root, owned by the session's user (Docker's
+    archive API refuses a read-only root), and comes back whole."""
+    import io
+    import tarfile
+
+    sid = new_id("s")
+    client.create_session(
+        session_id=sid, image=PYTHON, memory="256m", user="1000:1000", read_only=True
+    )
+    try:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo("data.txt")
+            info.size = 5
+            tar.addfile(info, io.BytesIO(b"hello"))
+        url = f"{client.url}/v1/sessions/{sid}/files"
+        put = client.http.put(url, params={"path": "/tmp/up.txt"}, data=buf.getvalue(), timeout=60)
+        assert put.status_code == 200, put.text
+        assert put.json()["files"] == 1 and put.json()["size"] == 5
+        code, text = sh(client, sid, "stat -c '%u:%g' /tmp/up.txt; cat /tmp/up.txt")
+        assert code == 0 and text.split() == ["1000:1000", "hello"], text
+        got = client.http.get(url, params={"path": "/tmp/up.txt"}, timeout=60)
+        with tarfile.open(fileobj=io.BytesIO(got.content)) as tar:
+            assert tar.extractfile("up.txt").read() == b"hello"
+        refused = client.http.put(url, params={"path": "/up.txt"}, data=buf.getvalue(), timeout=60)
+        assert refused.status_code == 409 and refused.json()["reason"] == "transfer_refused"
+        code, _ = sh(client, sid, "test -e /up.txt || ls -a / | grep -c jr-upload")
+        assert code != 0  # neither the file nor a staging entry on the read-only root
+    finally:
+        client.delete_session(sid)
