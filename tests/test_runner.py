@@ -697,3 +697,17 @@ def test_a_put_refused_on_the_way_returns_only_once_the_runner_stopped_writing(r
     runner.client.remove(str(tmp_path / "stage"))
     time.sleep(0.2)
     assert not (tmp_path / "stage").exists()
+
+
+def test_a_tar_lists_kernel_filesystems_but_not_their_contents(tmp_path, monkeypatch):
+    """A download of / must end: /proc, /sys and /dev are listed, never walked."""
+    from jupyter_remote.runner import files
+
+    (tmp_path / "proc" / "1").mkdir(parents=True)
+    (tmp_path / "proc" / "1" / "status").write_text("x")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "hosts").write_text("h")
+    monkeypatch.setattr(files, "PSEUDO", (str(tmp_path / "proc"),))
+    names = [name for _, name in files._entries(str(tmp_path))]
+    top = tmp_path.name
+    assert names == [top, f"{top}/etc", f"{top}/proc", f"{top}/etc/hosts"]

@@ -183,17 +183,23 @@ def remove(path: str) -> dict:
     return {"ok": True}
 
 
+# kernel filesystems: their directories are listed, never their contents (a tar of / must
+# end, and Docker's archive of a container's / has none of them either)
+PSEUDO = ("/proc", "/sys", "/dev")
+
+
 def _entries(path: str):
     """(host path, name in the archive) of ``path`` and everything under it, top first."""
     top = os.path.basename(os.path.normpath(path)) or "."
     yield path, top
-    if os.path.isdir(path) and not os.path.islink(path):
+    if os.path.isdir(path) and not os.path.islink(path) and path not in PSEUDO:
         for root, dirnames, filenames in os.walk(path):
-            dirnames.sort()
             rel = os.path.relpath(root, path)
             base = top if rel == "." else os.path.join(top, rel)
+            dirnames.sort()
             for name in dirnames + sorted(filenames):
                 yield os.path.join(root, name), os.path.join(base, name)
+            dirnames[:] = [d for d in dirnames if os.path.join(root, d) not in PSEUDO]
 
 
 def send_tar(sock, path: str) -> None:

@@ -133,11 +133,6 @@ class Splitter:
     def exit(self) -> dict | None:
         return None if self.exit_line is None else json.loads(self.exit_line)
 
-    @property
-    def pending(self) -> int:
-        """Bytes of a record that has not ended (dropped if the stream ends here)."""
-        return self._have
-
     def rest(self) -> bytes:
         """The bytes of the record that has not ended."""
         return b"".join(self._parts)
