@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,7 +48,7 @@ FLOOD = f"yes {LINE} | head -c {MB * 1_000_000}"
 def main() -> None:
     dc = docker.from_env()
     agent = AgentProcess(
-        tempfile.mkdtemp(prefix="jr-bench-"), extra=("--warm-images", PYTHON)
+        data_dir := tempfile.mkdtemp(prefix="jr-bench-"), extra=("--warm-images", PYTHON)
     ).start()
     client = agent.client
     session = client.create_session(session_id="bench", image=PYTHON, memory="512m")
@@ -168,6 +169,7 @@ def main() -> None:
     finally:
         client.delete_session("bench")
         agent.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)  # ~2 GB of logs from the stream rounds
 
     raw_rate, agent_rate = statistics.median(rates["raw"]), statistics.median(rates["runner"])
     exec_rate = statistics.median(rates["exec"])

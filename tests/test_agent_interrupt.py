@@ -92,3 +92,25 @@ def test_a_command_that_ignores_the_signal_is_killed_after_the_grace(make_agent)
     exit_ = events[-1]
     assert exit_["returncode"] == 137 and exit_["status"] == "cancelled", exit_
     assert "SIGKILL" in exit_["message"] and 1.5 <= elapsed < 10
+
+
+def test_python_code_that_swallows_the_interrupt_is_killed_after_the_grace(make_agent):
+    """Runner path: an interpreter that outlives the grace is killed and the exit says so;
+    the runner's notice comes through as a plain event among a flood of output records
+    that hold the same words (the agent looks for the notice in record heads only)."""
+    from conftest import PYTHON
+
+    node = make_agent(extra=("--kill-grace", "1.5"))
+    sid = new_id("deafpy")
+    node.client.create_session(session_id=sid, image=PYTHON, memory="128m")
+    code = (
+        "import time\nprint('ready', flush=True)\nwhile True:\n    try:\n"
+        "        print('did not stop within x' * 1000, flush=True)\n"  # the words as output
+        "        time.sleep(0.05)\n    except KeyboardInterrupt:\n        pass\n"
+    )
+    events, _ = _run_then_cancel(node.client, "SIGINT", session_id=sid, python=code)
+    exit_ = events[-1]
+    assert exit_["status"] == "cancelled", exit_
+    assert "SIGKILL" in exit_["message"], exit_
+    notices = [e["message"] for e in events if e["event"] == "notice"]
+    assert any("did not stop within" in n for n in notices), notices

@@ -112,7 +112,7 @@ def can_stage(api, cid: str) -> bool:
 
 
 def _is_dir(st: dict | None) -> bool:
-    return st is not None and bool(st.get("mode", 0) & (1 << 31))
+    return st is not None and st["dir"]
 
 
 def put_stream(files, chunks, dest: str, spool_dir: str) -> dict:
@@ -192,7 +192,8 @@ class DockerFiles:
         self.api, self.cid = api, cid
 
     def stat(self, path: str) -> dict | None:
-        return path_stat(self.api, self.cid, path)
+        st = path_stat(self.api, self.cid, path)
+        return None if st is None else {"dir": bool(st.get("mode", 0) & (1 << 31))}
 
     def can_stage(self) -> bool:
         return can_stage(self.api, self.cid)
@@ -245,7 +246,7 @@ class RunnerFiles:
 
     def stat(self, path: str) -> dict | None:
         st = self._call("look at", path, self.runner.stat, path)
-        return {"mode": (1 << 31) if st["dir"] else 0} if st["exists"] else None
+        return {"dir": st["dir"]} if st["exists"] else None
 
     @staticmethod
     def can_stage() -> bool:
@@ -262,18 +263,12 @@ class RunnerFiles:
         self._call("move", dst, self.runner.rename, src, dst)
 
     def remove(self, path: str) -> None:
-        """Remove a refused upload's staging path; the runner may still be writing the
-        piece it had when the upload was cut, so check, as with Docker."""
-        for _ in range(20):
-            try:
-                self.runner.remove(path)
-                if not self.runner.stat(path)["exists"]:
-                    return
-            except RunnerError as exc:
-                log.warning("could not remove %s: %s", path, exc)
-                return
-            time.sleep(0.1)
-        log.warning("could not remove %s", path)
+        """Remove a refused upload's staging path (the runner has stopped writing it: put
+        returns only after its answer)."""
+        try:
+            self.runner.remove(path)
+        except RunnerError as exc:
+            log.warning("could not remove %s: %s", path, exc)
 
     def chunks(self, path: str):
         return self._call("read", path, self.runner.get, path)

@@ -173,8 +173,12 @@ class RunnerClient:
             raise RunnerUnavailable(f"the runner at {self.socket_path} broke: {exc}") from exc
         finally:
             sock.close()
+        return self._answer(line, "gave no answer")
+
+    def _answer(self, line: bytes, why_none) -> dict:
+        """The runner's one-line answer; its error event raised as RunnerRefused."""
         if not line.endswith(b"\n"):
-            raise RunnerUnavailable(f"the runner at {self.socket_path} gave no answer")
+            raise RunnerUnavailable(f"the runner at {self.socket_path} {why_none}")
         answer = json.loads(line)
         if answer.get("event") == "error":
             raise RunnerRefused(answer.get("reason", "error"), answer.get("message", ""), answer)
@@ -266,37 +270,24 @@ class RunnerClient:
             line = _answer_line(sock)
         finally:
             sock.close()
-        if not line.endswith(b"\n"):
-            why = sent_error or "no answer"
-            raise RunnerUnavailable(f"the runner at {self.socket_path} broke: {why}")
-        answer = json.loads(line)
-        if answer.get("event") == "error":
-            raise RunnerRefused(answer.get("reason", "error"), answer.get("message", ""), answer)
-        return answer
+        return self._answer(line, f"broke: {sent_error or 'no answer'}")
 
     def get(self, path: str, timeout: float = 300.0):
         """A tar of ``path`` as 1 MiB chunks; RunnerRefused (path_not_found) before any.
         The stream is checked to end with the tar's two zero blocks (a runner that died
         mid-way is not a short archive)."""
         sock = self._connect({"op": "get", "path": path}, timeout)
-        reader = sock.makefile("rb", buffering=0)
-        try:
+        try:  # its answer line read byte by byte: the tar that follows stays on the socket
             line = b""
-            while not line.endswith(b"\n") and len(line) < 65536:
-                byte = reader.read(1)
-                if not byte:
-                    break
+            while not line.endswith(b"\n") and len(line) < 65536 and (byte := sock.recv(1)):
                 line += byte
-            answer = json.loads(line) if line.endswith(b"\n") else {}
+            self._answer(line, "gave no answer")
         except (OSError, ValueError) as exc:
             sock.close()
             raise RunnerUnavailable(f"the runner at {self.socket_path} broke: {exc}") from exc
-        if answer.get("event") == "error":
+        except RunnerError:
             sock.close()
-            raise RunnerRefused(answer.get("reason", "error"), answer.get("message", ""), answer)
-        if not answer.get("ok"):
-            sock.close()
-            raise RunnerUnavailable(f"the runner at {self.socket_path} gave no answer")
+            raise
         return _tar_chunks(sock, path)
 
 

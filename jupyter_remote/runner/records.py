@@ -153,30 +153,18 @@ class Splitter:
             data = bytes(chunk)
         self._parts, self._have, self._want = [], 0, None
         boundary = 0
-        n = len(data)
-        while boundary < n:
-            newline = data.find(b"\n", boundary)
-            if newline < 0:
-                break
-            size = _size(data, boundary, newline)
-            if size is None:
-                end = newline + 1
-                if data.startswith(_EXIT, boundary):
-                    self.exit_line = data[boundary:end]
-                    return data[:end] if end < n else data
-            else:
-                end = newline + size + 2
-                if end > n:
-                    self._want = end - boundary
-                    break
-                if data[end - 1] != 10:
-                    raise BadRecord("an output record does not end where its head says")
-            boundary = end
-        if boundary < n:
-            rest = data[boundary:]
-            self._parts, self._have = [rest], len(rest)
-            return data[:boundary]
-        return data
+        for start, boundary, size in walk(data):
+            if size is None and data.startswith(_EXIT, start):
+                self.exit_line = data[start:boundary]
+                return data[:boundary] if boundary < len(data) else data
+        if boundary == len(data):
+            return data
+        rest = data[boundary:]
+        newline = rest.find(b"\n")
+        if newline >= 0:  # the head of an output record whose bytes have not all come
+            self._want = newline + head_size(rest[: newline + 1]) + 2
+        self._parts, self._have = [rest], len(rest)
+        return data[:boundary]
 
 
 def scan(fh):
