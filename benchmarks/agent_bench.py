@@ -34,7 +34,7 @@ import requests
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from common import median_ms  # noqa: E402
-from jupyter_remote.runner.client import RunnerClient  # noqa: E402
+from jupyter_remote.agent.runner_client import RunnerClient  # noqa: E402
 from processes import PYTHON, AgentProcess  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "30"))

@@ -69,7 +69,7 @@ LOAD = r"""
 import resource, sys, time
 path, how = sys.argv[1], sys.argv[2]
 import pyarrow.json as pj
-from jupyter_remote.engine_states import load_engine_states  # imports are not timed
+from jupyter_remote.kernel.engine_states import load_engine_states  # imports are not timed
 t0 = time.perf_counter()
 skipped = 0
 if how == "pyarrow":

@@ -27,7 +27,7 @@ import time
 import psutil
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from jupyter_remote.api import RemoteDockerEnvironment  # noqa: E402
+from jupyter_remote.kernel.api import RemoteDockerEnvironment  # noqa: E402
 from stack import Stack  # noqa: E402
 
 BUSYBOX = "jupyter-remote/busybox:local"

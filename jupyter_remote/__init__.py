@@ -8,18 +8,18 @@ def load_ipython_extension(ipython) -> None:
     from jupyter_remote.extras import require_extra
 
     require_extra("jupyter", "%load_ext jupyter_remote")
-    from jupyter_remote.magics import load_ipython_extension as load
+    from jupyter_remote.kernel.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def __getattr__(name: str):
     if name in ("RemoteDockerEnvironment", "RemoteEnvironment"):
-        from jupyter_remote import api
+        from jupyter_remote.kernel import api
 
         return getattr(api, name)
     if name == "RemoteClient":
-        from jupyter_remote.client import RemoteClient
+        from jupyter_remote.kernel.client import RemoteClient
 
         return RemoteClient
     raise AttributeError(name)

@@ -6,7 +6,7 @@ import sys
 
 from traitlets.config import Application
 
-from jupyter_remote import __version__
+from jupyter_remote._version import __version__
 
 
 class JupyterRemoteApp(Application):

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from conftest import BUSYBOX, new_id, run
-from jupyter_remote.errors import NotFound
+from jupyter_remote.protocol.errors import NotFound
 
 
 def _wait_until_reaped(client, sid: str, limit: float = 15) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import BUSYBOX, PYTHON, new_id, output, run
 from jupyter_remote.agent.specs import KEPT_CAPS
-from jupyter_remote.errors import BadRequest
+from jupyter_remote.protocol.errors import BadRequest
 
 # capability numbers (linux/capability.h) of the names the tests read back from CapEff
 CAP_BITS = {

@@ -198,7 +198,7 @@ def test_output_streams_as_records_to_those_who_ask_and_as_ndjson_to_others(
 
     import requests
 
-    from jupyter_remote.runner import records
+    from jupyter_remote.protocol import records
 
     sid, _ = py_session
     eid = new_id()

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from jupyter_remote.agent_client import AgentClient
-from jupyter_remote.errors import Conflict, ConnectionFailed, TimedOut
-from jupyter_remote_server.agent_stream import AgentStreams
+from jupyter_remote_server.agents.client import AgentClient
+from jupyter_remote.protocol.errors import Conflict, ConnectionFailed, TimedOut
+from jupyter_remote_server.agents.stream import AgentStreams
 
 
 def chunked(*parts: bytes) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from jupyter_remote.http_api import HttpApi
+from jupyter_remote.http.api import HttpApi
 
 
 class Chunks:

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from conftest import BUSYBOX, PYTHON, new_id, output, run
-from jupyter_remote.errors import BadRequest, Conflict, NotFound
+from jupyter_remote.protocol.errors import BadRequest, Conflict, NotFound
 
 
 def test_events_stream_started_output_and_exit(client, session):

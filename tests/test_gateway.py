@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from jupyter_remote.engine_states import latest_engine_states, load_engine_states
+from jupyter_remote.kernel.engine_states import latest_engine_states, load_engine_states
 from jupyter_remote.gateway.core import StateGateway
 from jupyter_remote.gateway.jsonl import RotatingJsonl
 from jupyter_remote.gateway.states import REASONS
@@ -250,7 +250,7 @@ def test_elrar_environment_variables_configure_the_gateway(tmp_path):
 
 
 def test_engine_state_widget_and_magic_read_a_log(tmp_path):
-    from jupyter_remote.widgets import EngineStateWidget
+    from jupyter_remote.kernel.widgets import EngineStateWidget
 
     path = tmp_path / "states.jsonl"
     now = int(time.time() * 1000)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_remote.engine_states import SCHEMA, load_engine_states
+from jupyter_remote.kernel.engine_states import SCHEMA, load_engine_states
 from jupyter_remote.gateway.salvage import surely_bad
 from jupyter_remote.gateway.states import (
     INT64_MAX,
@@ -164,7 +164,7 @@ def test_a_big_gzipped_log_with_a_few_bad_lines_is_read_around_them(tmp_path, ca
     path = tmp_path / "states.jsonl"
     (tmp_path / "states.jsonl.1.gz").write_bytes(gzip.compress(b"\n".join(rows) + b"\n"))
     path.write_bytes(json.dumps({**GOOD, "timestamp_ms": 50_000}).encode() + b"\n")
-    with caplog.at_level(logging.WARNING, logger="jupyter_remote.engine_states"):
+    with caplog.at_level(logging.WARNING, logger="jupyter_remote.kernel.engine_states"):
         df = load_engine_states(str(path))
         again = load_engine_states(str(path))
     assert len(df) == 19_998 and df.attrs["skipped_lines"] == 3

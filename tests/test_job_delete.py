@@ -11,9 +11,9 @@ import pytest
 from IPython.core.error import UsageError
 
 from conftest import BUSYBOX, exported_stack, remote_shell
-from jupyter_remote.api import RemoteEnvironment
-from jupyter_remote.client import RemoteClient
-from jupyter_remote.errors import Conflict, NotFound
+from jupyter_remote.kernel.api import RemoteEnvironment
+from jupyter_remote.kernel.client import RemoteClient
+from jupyter_remote.protocol.errors import Conflict, NotFound
 
 
 @pytest.fixture(scope="module")

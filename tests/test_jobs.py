@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import BUSYBOX, PYTHON, new_id
-from jupyter_remote.errors import BadRequest, Conflict, NotFound
+from jupyter_remote.protocol.errors import BadRequest, Conflict, NotFound
 
 
 def wait_job(client, job_id, timeout=30):

@@ -7,11 +7,11 @@ import sys
 
 KERNEL_SIDE = [
     "jupyter_remote",
-    "jupyter_remote.magics",
-    "jupyter_remote.widgets",
-    "jupyter_remote.client",
-    "jupyter_remote.api",
-    "jupyter_remote.engine_states",
+    "jupyter_remote.kernel.magics",
+    "jupyter_remote.kernel.widgets",
+    "jupyter_remote.kernel.client",
+    "jupyter_remote.kernel.api",
+    "jupyter_remote.kernel.engine_states",
     "jupyter_remote.protocol",
 ]
 

@@ -201,7 +201,7 @@ def test_widgets_show_the_pool_and_a_job_and_stop_when_closed(stack):
     import time
 
     from jupyter_remote import RemoteClient
-    from jupyter_remote.widgets import JobWidget, NodesWidget
+    from jupyter_remote.kernel.widgets import JobWidget, NodesWidget
 
     client = RemoteClient()
     nodes = NodesWidget(client, interval=0.2).start()

@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from conftest import new_id, run
-from jupyter_remote.agent_client import AgentClient
-from jupyter_remote.errors import BadRequest, NotFound, Unauthorized
+from jupyter_remote_server.agents.client import AgentClient
+from jupyter_remote.protocol.errors import BadRequest, NotFound, Unauthorized
 
 
 def test_health_reports_each_check(client):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_remote.errors import BadRequest
+from jupyter_remote.protocol.errors import BadRequest
 from jupyter_remote.protocol.queries import ExecutionPageQuery, PageQuery, page_query
 
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from jupyter_remote.errors import ConnectionFailed, NotFound
+from jupyter_remote.protocol.errors import ConnectionFailed, NotFound
 from jupyter_remote.protocol.common import TASK_FINAL, reconciled_as
-from jupyter_remote_server.reconcile import LinkWatch, LostTasks
+from jupyter_remote_server.nodes.reconcile import LinkWatch, LostTasks
 
 
 async def stalled(first: bytes):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupyter_remote.runner import records
+from jupyter_remote.protocol import records
 from jupyter_remote.runner.runnerd import encode, incomplete_tail
 
 # output that looks like record heads, JSON, exit events and torn characters

@@ -16,8 +16,8 @@ import uuid
 import pytest
 
 import jupyter_remote.runner
-from jupyter_remote.runner import records
-from jupyter_remote.runner.client import RunnerClient, RunnerRefused, RunnerUnavailable
+from jupyter_remote.protocol import records
+from jupyter_remote.agent.runner_client import RunnerClient, RunnerRefused, RunnerUnavailable
 
 RUNNER_DIR = os.path.dirname(jupyter_remote.runner.__file__)
 PNG = base64.b64decode(
@@ -613,7 +613,7 @@ def _framed_tar(tmp_path, top: str) -> list:
     import io
     import tarfile
 
-    from jupyter_remote.tarstream import StreamCheck
+    from jupyter_remote.protocol.tarstream import StreamCheck
 
     src = tmp_path / "src"
     (src / "a" / "b").mkdir(parents=True)

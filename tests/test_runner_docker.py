@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 import jupyter_remote.runner
-from jupyter_remote.runner.client import RunnerClient
+from jupyter_remote.agent.runner_client import RunnerClient
 from processes import PYTHON, RUN_ID
 
 RUNNER_DIR = os.path.dirname(jupyter_remote.runner.__file__)

@@ -229,7 +229,7 @@ async def test_event_streams_are_records_for_clients_that_ask_and_ndjson_for_oth
     """The server asks its agents for records and passes them on to a client that asked
     too; to any other it sends NDJSON lines holding the same events."""
     from conftest import PYTHON
-    from jupyter_remote.runner import records
+    from jupyter_remote.protocol import records
 
     await healthy(jp_fetch)
     base = f"http://localhost:{jp_http_port}{jp_base_url}remote/api/executions"

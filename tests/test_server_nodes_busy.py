@@ -8,8 +8,8 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from conftest import BUSYBOX
-from jupyter_remote.errors import Unavailable
-from jupyter_remote_server.nodes import state_of
+from jupyter_remote.protocol.errors import Unavailable
+from jupyter_remote_server.nodes.registry import state_of
 from processes import FAST, node_config
 from server_fixtures import api, execute, remote_started, until
 

@@ -67,7 +67,7 @@ def test_sigterm_stops_a_server_with_nodes_and_a_running_cell_promptly(server):
 
 
 def test_the_abandoned_at_exit_pool_runs_calls_side_by_side_and_cancels_on_shutdown():
-    from jupyter_remote_server.manager import AbandonedAtExit
+    from jupyter_remote_server.services.manager import AbandonedAtExit
 
     pool = AbandonedAtExit(3, "t")
     gate = threading.Event()

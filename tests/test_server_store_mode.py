@@ -6,7 +6,7 @@ import os
 import stat
 
 from conftest import BUSYBOX
-from jupyter_remote_server.store import SQLiteJobStore
+from jupyter_remote_server.store.jobstore import SQLiteJobStore
 from server_fixtures import (
     agents,
     execute,

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import BUSYBOX, new_id, output, run
-from jupyter_remote.errors import BadRequest, Conflict, NotFound
+from jupyter_remote.protocol.errors import BadRequest, Conflict, NotFound
 
 
 def test_session_container_gets_safe_limits_and_labels(agent, client, docker_client):

@@ -16,9 +16,9 @@ import pytest
 from IPython.core.error import UsageError
 
 from conftest import BUSYBOX, PYTHON, exported_stack, remote_shell
-from jupyter_remote.api import RemoteDockerEnvironment, RemoteEnvironment
-from jupyter_remote.client import RemoteClient
-from jupyter_remote.errors import BadRequest, NotFound
+from jupyter_remote.kernel.api import RemoteDockerEnvironment, RemoteEnvironment
+from jupyter_remote.kernel.client import RemoteClient
+from jupyter_remote.protocol.errors import BadRequest, NotFound
 
 
 @pytest.fixture(scope="module")
@@ -258,8 +258,8 @@ def test_job_outputs_survive_autostop(stack, docker_client, tmp_path):
 def test_an_unframed_docker_archive_cut_short_is_an_error():
     """The agent reads Docker's archive unframed (HTTP/1.0, ended by a close): a daemon that
     dies mid-way must not pass for a whole tar (pure logic, so a stand-in response)."""
-    from jupyter_remote.agent.transfers import _unframed
-    from jupyter_remote.tarstream import BadArchive
+    from jupyter_remote.agent.web.transfers import _unframed
+    from jupyter_remote.protocol.tarstream import BadArchive
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -293,7 +293,7 @@ def test_an_unframed_docker_archive_cut_short_is_an_error():
 def test_unpack_reads_members_across_any_chunk_boundaries(tmp_path):
     """Downloads are unpacked from the response's chunks as they come (pure logic: chunks
     cut at odd places, members of odd sizes, a symlink and a long PAX name)."""
-    from jupyter_remote.tarstream import unpack
+    from jupyter_remote.protocol.tarstream import unpack
 
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)

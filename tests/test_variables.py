@@ -15,7 +15,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from conftest import exported_stack, remote_shell
-from jupyter_remote import variables
+from jupyter_remote.kernel import variables
 from processes import SCIPY
 
 
@@ -69,7 +69,7 @@ def test_push_and_pull_line_magics(ip):
 
 
 def test_a_class_the_remote_side_lacks_is_one_line_naming_variable_and_module(ip):
-    from jupyter_remote.errors import BadRequest
+    from jupyter_remote.protocol.errors import BadRequest
 
     ip.user_ns["err"] = BadRequest("local only")  # jupyter_remote is not in the image
     with pytest.raises(UsageError) as caught:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipywidgets as w
 from ipywidgets.widgets import widget as widget_module
 
-from jupyter_remote.widgets import NodesWidget, health_problems
+from jupyter_remote.kernel.widgets import NodesWidget, health_problems
 
 
 def live_widgets() -> int:

@@ -1,10 +1,10 @@
-"""Reused threads (jupyter_remote.workers): pure logic with real threads."""
+"""Reused threads (jupyter_remote.util.workers): pure logic with real threads."""
 
 from __future__ import annotations
 
 import threading
 
-from jupyter_remote.workers import Workers
+from jupyter_remote.util.workers import Workers
 
 
 def test_an_idle_thread_is_reused_and_a_busy_one_never_waited_for():

@@ -15,12 +15,12 @@ from tornado.httpserver import HTTPServer
 from traitlets import Bool, Float, Int, TraitError, Unicode, default
 from traitlets.config import Application, Config
 
-from jupyter_remote import __version__
+from jupyter_remote._version import __version__
 from jupyter_remote.agent import daemon
 from jupyter_remote.agent.join import advertised_url, keep_joined
 from jupyter_remote.agent.specs import KEPT_CAPS, Limits, parse_caps, parse_memory
-from jupyter_remote.errors import RemoteError
-from jupyter_remote.retention import Policy
+from jupyter_remote.protocol.errors import RemoteError
+from jupyter_remote.util.retention import Policy
 
 ENV = "JUPYTER_REMOTE_AGENT_"
 
@@ -445,7 +445,7 @@ class AgentApp(Application):
 
     async def _serve(self, host: str, port: int, token: str, limits: Limits) -> None:
         from jupyter_remote.agent.core import Agent
-        from jupyter_remote.agent.handlers import BodyLimits, make_app
+        from jupyter_remote.agent.web.handlers import BodyLimits, make_app
 
         body_limits = BodyLimits(execution=self.max_execution_bytes, other=self.max_request_bytes)
 

@@ -12,11 +12,12 @@ import time
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 
+import jupyter_remote.protocol.records
 import jupyter_remote.runner
 from jupyter_remote.agent import labels
 from jupyter_remote.agent.specs import KEPT_CAPS, ContainerSpec
-from jupyter_remote.errors import BadRequest, Unavailable
-from jupyter_remote.errors import NotFound as RemoteNotFound
+from jupyter_remote.protocol.errors import BadRequest, Unavailable
+from jupyter_remote.protocol.errors import NotFound as RemoteNotFound
 
 log = logging.getLogger("jupyter_remote.agent")
 
@@ -60,6 +61,9 @@ KEEPER = ["sleep", "2147483647"]
 # image's python3 as the container's main process (PID 1: it reaps what its cells leave).
 RUNNER_SRC = os.path.dirname(jupyter_remote.runner.__file__)
 RUNNER_MOUNT = "/opt/jupyter-remote/runner"
+# The record format the runner writes lives in the protocol (stdlib only): mounted beside it.
+PROTOCOL_SRC = os.path.dirname(jupyter_remote.protocol.records.__file__)
+PROTOCOL_MOUNT = "/opt/jupyter-remote/protocol"
 RUN_DIR = "/run/jupyter-remote"
 RUNNER_COMMAND = [
     "python3",
@@ -159,7 +163,7 @@ class ContainerFactory:
     ) -> tuple[str, str]:
         """A container whose main process is the runner; returns (id, host dir). Blocks
         until the runner answers on its socket."""
-        from jupyter_remote.runner.client import RunnerClient, RunnerError
+        from jupyter_remote.agent.runner_client import RunnerClient, RunnerError
 
         host_dir = self.runner_dir(name)
         shutil.rmtree(host_dir, ignore_errors=True)  # a same-named leftover's
@@ -168,6 +172,7 @@ class ContainerFactory:
             self._open_run_dir(host_dir, spec.user)
         binds = {
             RUNNER_SRC: {"bind": RUNNER_MOUNT, "mode": "ro"},
+            PROTOCOL_SRC: {"bind": PROTOCOL_MOUNT, "mode": "ro"},
             host_dir: {"bind": RUN_DIR, "mode": "rw"},
         }
         try:

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import docker
 
-from jupyter_remote import __version__
+from jupyter_remote._version import __version__
 from jupyter_remote.agent import expiry
 from jupyter_remote.agent.containers import ContainerFactory, OomWatcher
 from jupyter_remote.agent.executions import ExecutionManager
@@ -25,9 +25,9 @@ from jupyter_remote.agent.pool import WarmPool
 from jupyter_remote.agent.retention import Retention
 from jupyter_remote.agent.sessions import SessionManager
 from jupyter_remote.agent.specs import Limits, check_host_fits
-from jupyter_remote.errors import BadRequest, Unavailable
+from jupyter_remote.protocol.errors import BadRequest, Unavailable
 from jupyter_remote.protocol.bodies import SessionBody
-from jupyter_remote.retention import Policy
+from jupyter_remote.util.retention import Policy
 
 log = logging.getLogger("jupyter_remote.agent")
 

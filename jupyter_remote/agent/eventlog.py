@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 
-from jupyter_remote.notify import Notifier
+from jupyter_remote.util.notify import Notifier
 
 READ_CHUNK = 1 << 20
 

@@ -22,7 +22,7 @@ from jupyter_remote.agent.eventlog import EventLog, encode
 from jupyter_remote.agent.execio import exec_output
 from jupyter_remote.agent.expiry import expiry_label
 from jupyter_remote.agent.processes import kill_tree
-from jupyter_remote.agent.records import ExecutionIndex
+from jupyter_remote.agent.index import ExecutionIndex
 from jupyter_remote.agent.specs import (
     ContainerSpec,
     check_id,
@@ -31,18 +31,18 @@ from jupyter_remote.agent.specs import (
     safe_name,
 )
 from jupyter_remote.agent.state import read_json, write_json
-from jupyter_remote.errors import BadRequest, Conflict, NotFound
+from jupyter_remote.protocol.errors import BadRequest, Conflict, NotFound
 from jupyter_remote.protocol.bodies import ExecutionBody
 from jupyter_remote.protocol.queries import PageQuery, page
-from jupyter_remote.runner import records
-from jupyter_remote.runner.client import (
+from jupyter_remote.protocol import records
+from jupyter_remote.agent.runner_client import (
     RunnerClient,
     RunnerError,
     RunnerRefused,
     RunnerUnavailable,
 )
 from jupyter_remote.runner.runnerd import MAX_FORGET, incomplete_tail
-from jupyter_remote.workers import Workers
+from jupyter_remote.util.workers import Workers
 
 log = logging.getLogger("jupyter_remote.agent")
 

@@ -30,9 +30,9 @@ from jupyter_remote.agent.specs import (
     safe_name,
 )
 from jupyter_remote.agent.state import read_json, write_json
-from jupyter_remote.errors import BadRequest, Conflict
-from jupyter_remote.errors import NotFound as RemoteNotFound
-from jupyter_remote.notify import Notifier
+from jupyter_remote.protocol.errors import BadRequest, Conflict
+from jupyter_remote.protocol.errors import NotFound as RemoteNotFound
+from jupyter_remote.util.notify import Notifier
 from jupyter_remote.protocol.bodies import JobBody, TaskBody
 from jupyter_remote.protocol.queries import PageQuery, page
 from jupyter_remote.protocol.validation import parse_body
@@ -340,7 +340,7 @@ class JobManager:
             task["exit"] = final
             write_json(self._path(job["job_id"], "job.json"), job)
         if task.get("output_paths"):
-            from jupyter_remote.agent.transfers import save_outputs  # (handlers import jobs)
+            from jupyter_remote.agent.web.transfers import save_outputs  # (handlers import jobs)
 
             final["outputs"] = save_outputs(  # before the container goes (autostop too)
                 self.api,

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 
-from jupyter_remote.errors import NotFound
+from jupyter_remote.protocol.errors import NotFound
 
 FIELDS = ("status", "returncode", "started_at", "finished_at", "expired_at")
 

@@ -19,8 +19,8 @@ import os
 import time
 
 from jupyter_remote.agent.ledger import Ledger
-from jupyter_remote.agent.records import disk_bytes
-from jupyter_remote.retention import Policy, to_remove
+from jupyter_remote.agent.index import disk_bytes
+from jupyter_remote.util.retention import Policy, to_remove
 
 log = logging.getLogger("jupyter_remote.agent")
 

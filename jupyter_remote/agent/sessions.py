@@ -22,9 +22,9 @@ from jupyter_remote.agent.specs import (
     safe_name,
 )
 from jupyter_remote.agent.tombstones import Tombstones
-from jupyter_remote.errors import Conflict, NotFound
+from jupyter_remote.protocol.errors import Conflict, NotFound
 from jupyter_remote.protocol.bodies import SessionBody
-from jupyter_remote.runner.client import RunnerClient
+from jupyter_remote.agent.runner_client import RunnerClient
 
 log = logging.getLogger("jupyter_remote.agent")
 

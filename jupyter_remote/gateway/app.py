@@ -12,7 +12,7 @@ import sys
 from traitlets import Bool, Int, Unicode, default
 from traitlets.config import Application
 
-from jupyter_remote import __version__
+from jupyter_remote._version import __version__
 from jupyter_remote.agent import daemon
 from jupyter_remote.gateway.core import StateGateway
 from jupyter_remote.gateway.jsonl import RotatingJsonl

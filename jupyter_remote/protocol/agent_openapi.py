@@ -243,7 +243,7 @@ def agent_openapi() -> dict:
     schemas = {**defs.get("$defs", {}), "Error": ERROR}
     for name, shape in {**SHAPES, "Document": {"type": "object"}}.items():
         schemas[name] = {**shape, "additionalProperties": True}
-    from jupyter_remote import __version__
+    from jupyter_remote._version import __version__
 
     return {
         "openapi": "3.1.0",

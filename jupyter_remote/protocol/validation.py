@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from jupyter_remote.errors import BadRequest
+from jupyter_remote.protocol.errors import BadRequest
 from jupyter_remote.protocol.common import MAX_JSON_DEPTH
 
 M = TypeVar("M", bound=BaseModel)

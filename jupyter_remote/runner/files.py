@@ -4,7 +4,7 @@ Stdlib only, Python 3.8 or newer. Through Docker's archive API every byte of a t
 tarred or untarred by dockerd (~1.4 s of CPU per GB in, ~3 s out on a 2-core box); here
 the runner writes what the agent sends straight to files, and reads files straight to its
 socket with ``sendfile``. The agent has already checked every member (names, links, sizes)
-before any byte reaches the runner (jupyter_remote.tarstream.StreamCheck).
+before any byte reaches the runner (jupyter_remote.protocol.tarstream.StreamCheck).
 
 ``put`` reads members framed by the agent: a JSON line ``{"name", "type", "mode", "mtime",
 "size"|"target"}`` per member (types ``file``, ``dir``, ``symlink``, ``link``), a file's

@@ -22,8 +22,9 @@ import threading
 import time
 
 try:
-    from . import records
-except ImportError:  # run as a directory (in a container): the siblings are top-level
+    from jupyter_remote.protocol import records
+except ImportError:  # in a container: the protocol's stdlib-only modules are mounted beside us
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "protocol"))
     import records
 
 

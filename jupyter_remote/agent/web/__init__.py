@@ -1,0 +1,1 @@
+"""The agent's HTTP face: tornado handlers over the Agent, one route table."""

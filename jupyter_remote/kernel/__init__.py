@@ -1,0 +1,1 @@
+"""What runs in a user's kernel: magics, widgets, the Python API, variables, transfers, engine states."""

@@ -1,0 +1,1 @@
+"""The server's client of the executor agents."""

@@ -1,0 +1,1 @@
+"""Thin tornado handlers over the RemoteManager."""

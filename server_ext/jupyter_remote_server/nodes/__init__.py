@@ -1,0 +1,1 @@
+"""The node registry, the executor pool and reconciliation of nodes that come back."""

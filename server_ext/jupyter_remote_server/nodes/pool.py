@@ -1,0 +1,76 @@
+"""Choosing a node for each execution or task, from the nodes that may take work."""
+
+from __future__ import annotations
+
+from jupyter_remote.protocol.errors import BadRequest, Unavailable
+from jupyter_remote_server.nodes.registry import Node, NodeRegistry
+
+
+class NodeChooser:
+    """The default choice: the least loaded node, a busy one counting as more loaded.
+
+    A busy node (CPU/memory pressure) counts as running `busy_penalty` more executions than
+    it does, so new work goes to healthy nodes first; but a burst does not pile everything
+    on the one node that happened to look calm at its last sample while busy ones sit idle.
+    Ties go to the node with more free memory. Swap it with `c.RemoteApp.node_chooser_class`
+    (a subclass overriding `choose`; candidates are every usable node with the image).
+    """
+
+    busy_penalty = 8
+
+    def choose(self, candidates: list[Node], image: str | None) -> Node:
+        return min(candidates, key=self.weight)
+
+    def weight(self, node: Node) -> tuple[int, float]:
+        running, free = node.load()
+        return running + (self.busy_penalty if node.state == "busy" else 0), free
+
+
+class ExecutorPool:
+    """Gives out nodes for work: the one asked for, else the chooser's pick."""
+
+    def __init__(self, registry: NodeRegistry, chooser: NodeChooser) -> None:
+        self.registry = registry
+        self.chooser = chooser
+
+    def pick(
+        self, node_id: str | None = None, image: str | None = None, among: list[str] | None = None
+    ) -> Node:
+        """A node that may take work now; 404 for an unknown node, 503 when none can."""
+        if node_id:
+            node = self.registry.usable(node_id)
+            if not node.has_image(image):
+                raise Unavailable(
+                    f"node {node_id!r} does not have image {image!r} (nodes never pull images)",
+                    reason="image_not_on_node",
+                )
+            return node
+        return self.chooser.choose(self.candidates(image, among), image)
+
+    def candidates(self, image: str | None = None, among: list[str] | None = None) -> list[Node]:
+        """Usable nodes with the image (within `among`); 503 saying why when there are none."""
+        nodes = [n for n in self.registry.nodes.values() if among is None or n.node_id in among]
+        usable = [n for n in nodes if n.usable]
+        with_image = [n for n in usable if n.has_image(image)]
+        if not with_image:
+            if not nodes:
+                why = "no nodes are registered; add one with %remote_nodes --add URL"
+            elif not usable:
+                states = ", ".join(f"{n.node_id}: {n.state}" for n in nodes)
+                why = f"no node is usable ({states})"
+            else:
+                why = f"no usable node has image {image!r} (nodes never pull images)"
+            raise Unavailable(why, reason="no_node")
+        return with_image
+
+    def refuse_missing_image(self, image: str, among: list[str] | None = None) -> None:
+        """A 400 now when no node (within `among`) reports the image, rather than a 503 or
+        a job pending forever: nodes never pull images. Nodes not polled yet may have it."""
+        nodes = [n for n in self.registry.nodes.values() if among is None or n.node_id in among]
+        if nodes and not any(n.has_image(image) for n in nodes):
+            where = f"node {among[0]!r}" if among and len(among) == 1 else "any node in the pool"
+            raise BadRequest(
+                f"image {image!r} is not on {where} (nodes never pull images; "
+                "build or pull it on a node first)",
+                reason="image_not_found",
+            )

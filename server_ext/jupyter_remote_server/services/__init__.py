@@ -1,0 +1,1 @@
+"""The services the RemoteManager owns: executions, jobs, kernel sessions."""

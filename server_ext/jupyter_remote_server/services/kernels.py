@@ -1,0 +1,152 @@
+"""Each kernel's session containers: where they live, and removing them when it shuts down."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+
+from jupyter_remote.protocol.errors import Conflict, NotFound, RemoteError
+from jupyter_remote.protocol.bodies import memory_bytes
+from jupyter_remote_server.nodes.registry import NodeRegistry
+from jupyter_remote_server.nodes.pool import ExecutorPool
+from jupyter_remote_server.store.jobstore import JobStore
+
+log = logging.getLogger("jupyter_remote_server")
+
+SESSION_FIELDS = ("image", "memory", "cpus", "pids_limit", "network")
+LIMIT_FIELDS = ("memory", "cpus", "pids_limit", "network")  # fixed when a session is made
+
+
+class KernelSessions:
+    """Maps (kernel, image) to one session on one node, so a kernel's files stay put."""
+
+    def __init__(self, registry: NodeRegistry, pool: ExecutorPool, store: JobStore) -> None:
+        self.registry = registry
+        self.pool = pool
+        self.store = store
+        self.sessions: dict[str, dict] = {r["key"]: r for r in store.load("kernel_session")}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(kernel_id: str, image: str) -> str:
+        return f"{kernel_id}/{image}"
+
+    def ensure(
+        self, kernel_id: str, image: str, node_id: str | None, body: dict, kind: str = "kernel"
+    ) -> dict:
+        """The owner's session for this image, made on first use (blocking).
+
+        Owners are kernels (removed when the kernel shuts down) or API clients such as
+        RemoteDockerEnvironment (kind "client", removed by their cleanup()).
+        """
+        key = self.key(kernel_id, image)
+        if node_id:
+            self.registry.get(node_id)  # an unknown node is a 404 before anything else
+        with self._lock:
+            known = self.sessions.get(key)
+            if known:
+                if node_id and node_id != known["node_id"]:
+                    raise Conflict(
+                        f"this kernel's {image} session lives on node {known['node_id']!r}; "
+                        f"use --fresh to run on {node_id!r}",
+                        reason="session_elsewhere",
+                    )
+                # a busy node still takes its sessions' cells: only silence stops them
+                self.registry.answering(
+                    known["node_id"],
+                    ", which holds this kernel's session",
+                    "use --fresh, or %remote_cleanup to start over on another node",
+                )
+                return known
+            self.pool.refuse_missing_image(image, [node_id] if node_id else None)
+            node = self.pool.pick(node_id, image)
+            digest = hashlib.sha1(image.encode()).hexdigest()[:8]
+            session_id = f"k-{kernel_id}-{digest}"
+            spec = {k: body[k] for k in SESSION_FIELDS if body.get(k) is not None}
+            made = node.client.create_session(session_id=session_id, **{**spec, "image": image})
+            record = {
+                "key": key,
+                "kernel_id": kernel_id,
+                "image": image,
+                "node_id": node.node_id,
+                "session_id": session_id,
+                "kind": kind,
+                "limits": {k: made.get(k) for k in LIMIT_FIELDS},
+            }
+            self.sessions[key] = record
+            self.store.save("kernel_session", key, record)
+            log.info("kernel %s: session %s on node %s", kernel_id, session_id, node.node_id)
+            return record
+
+    def forget(self, kernel_id: str, image: str) -> dict | None:
+        """Drop the record of a session its node no longer has; the next ensure makes one."""
+        key = self.key(kernel_id, image)
+        with self._lock:
+            record = self.sessions.pop(key, None)
+        self.store.delete("kernel_session", key)
+        return record
+
+    @staticmethod
+    def unmet_limits(session: dict, body: dict) -> list[str]:
+        """A notice when a cell asks for limits its existing session was not made with."""
+        have = session.get("limits") or {}
+        asked = []
+        for field in LIMIT_FIELDS:
+            want = body.get(field)
+            if want is None or have.get(field) is None:
+                continue
+            if _normal(field, want) != _normal(field, have[field]):
+                asked.append(f"{field}={_shown(field, want)} (it has {_shown(field, have[field])})")
+        if not asked:
+            return []
+        return [
+            f"limits apply when a session is made: this kernel's session on node "
+            f"{session['node_id']!r} keeps its own, so {', '.join(asked)} was not applied. "
+            "Run %remote_cleanup to remove the session (and its files) and get a new one "
+            "with these limits, or use --fresh for a one-off container."
+        ]
+
+    def for_kernel(self, kernel_id: str) -> list[dict]:
+        return [r for r in self.sessions.values() if r["kernel_id"] == kernel_id]
+
+    def kernel_ids(self) -> set[str]:
+        """Owners that are kernels (client-owned sessions are not tied to a kernel)."""
+        return {
+            r["kernel_id"] for r in self.sessions.values() if r.get("kind", "kernel") == "kernel"
+        }
+
+    def remove_kernel(self, kernel_id: str) -> list[dict]:
+        """Delete the kernel's session containers on their nodes (blocking)."""
+        removed = []
+        for record in self.for_kernel(kernel_id):
+            try:
+                node = self.registry.get(record["node_id"])
+                node.client.delete_session(record["session_id"])
+            except NotFound:
+                pass  # the node or the session is gone already
+            except RemoteError as exc:
+                log.warning("could not remove session %s: %s", record["session_id"], exc)
+                continue  # kept, so a later clean-up tries again
+            with self._lock:
+                self.sessions.pop(record["key"], None)
+            self.store.delete("kernel_session", record["key"])
+            removed.append(record)
+        return removed
+
+
+def _normal(field: str, value: object) -> object:
+    """Values compared as numbers (bodies were checked on arrival: these parse)."""
+    if field == "memory":
+        return memory_bytes(value)
+    if field in ("cpus", "pids_limit"):
+        return float(value)
+    return value
+
+
+def _shown(field: str, value: object) -> str:
+    if field == "memory" and isinstance(value, int):
+        for unit, size in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+            if value % size == 0:
+                return f"{value // size}{unit}"
+    return str(value)

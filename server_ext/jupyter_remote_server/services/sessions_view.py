@@ -1,0 +1,161 @@
+"""What runs where: every session container this server knows, as the Lab panel shows it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from jupyter_remote.protocol.errors import NotFound, RemoteError
+
+log = logging.getLogger("jupyter_remote_server")
+
+AGENT_TIMEOUT = 5.0  # a node slower than this shows its sessions as "node unavailable"
+
+
+async def notebooks_by_kernel(session_manager) -> dict[str, dict]:
+    """kernel id -> {"path", "name"} from the Jupyter server's own sessions (open notebooks)."""
+    if session_manager is None:
+        return {}
+    try:
+        models = await session_manager.list_sessions()
+    except Exception:  # noqa: BLE001 - the list still shows owners without their notebook
+        log.exception("jupyter-remote: could not list the Jupyter server's sessions")
+        return {}
+    out = {}
+    for model in models:
+        kernel = model.get("kernel") or {}
+        if kernel.get("id") and model.get("path"):
+            name = model.get("name") or model["path"].rsplit("/", 1)[-1]
+            out[kernel["id"]] = {"path": model["path"], "name": name}
+    return out
+
+
+async def sessions_model(manager, notebooks: dict[str, dict]) -> dict:
+    """The GET /remote/api/sessions answer: one row per session container, never failing
+    as a whole because one node is slow or gone."""
+    records = sorted(manager.kernels.sessions.values(), key=lambda r: r["key"])
+    node_ids = sorted({r["node_id"] for r in records})
+    answers = await asyncio.gather(*(_agent_sessions(manager, n) for n in node_ids))
+    agent = dict(zip(node_ids, answers, strict=True))
+    now = time.time()
+    running = _running_by_session(manager.executions.records.values())
+    last_end = _last_end_by_session(manager.executions.records.values())
+    rows = []
+    for record in records:
+        node = manager.registry.nodes.get(record["node_id"])
+        theirs = agent[record["node_id"]]
+        rows.append(_row(record, node, theirs, notebooks, running, last_end, now))
+    return {"sessions": rows, "now": now}
+
+
+def _row(record, node, theirs, notebooks, running, last_end, now) -> dict:
+    sid = record["session_id"]
+    owner = record["kernel_id"]
+    notebook = notebooks.get(owner) if record.get("kind", "kernel") == "kernel" else None
+    container = _container(node, sid)
+    row = {
+        "session_id": sid,
+        "owner": owner,
+        "kind": record.get("kind", "kernel"),
+        "notebook": notebook,
+        "node_id": record["node_id"],
+        "image": record["image"],
+        "path": None,
+        "state": "node unavailable",
+        "reason": None,
+        "cpu_percent": container.get("cpu_percent"),
+        "memory_bytes": container.get("memory_bytes"),
+        "memory_limit": container.get("memory_limit"),
+        "running": None,
+        "idle_for": None,
+        "created_at": None,
+    }
+    if isinstance(theirs, str):  # the node did not answer: why
+        row["reason"] = theirs
+        return row
+    model = theirs.get(sid)
+    if model is None:
+        row.update(state="gone", reason="its node no longer has it (removed or idle-culled)")
+        return row
+    row.update(path=model.get("path"), created_at=model.get("created_at"))
+    mine = running.get(sid)
+    if mine is not None:
+        row["state"] = "running"
+        row["running"] = {
+            "execution_id": mine["execution_id"],
+            "started_at": mine["created_at"],
+            "elapsed": max(0.0, now - mine["created_at"]),
+        }
+    elif model.get("running_executions"):
+        row["state"] = "running"  # started elsewhere: shown, not interruptible from here
+        row["running"] = {"execution_id": None, "started_at": None, "elapsed": None}
+    else:
+        row["state"] = "idle"
+        since = last_end.get(sid) or model.get("last_used_at") or model.get("created_at")
+        row["idle_for"] = max(0.0, now - since) if since else None
+    return row
+
+
+def _container(node, session_id: str) -> dict:
+    """The node's last resource sample of this session's container (per-container stats)."""
+    if node is None:
+        return {}
+    for container in node.resources.get("own_containers") or []:
+        if container.get("session_id") == session_id:
+            return container
+    return {}
+
+
+def _running_by_session(records) -> dict[str, dict]:
+    """The oldest running execution of each session (the cell running now)."""
+    out: dict[str, dict] = {}
+    for r in records:
+        sid = r.get("session_id")
+        if r.get("status") == "running" and sid:
+            if sid not in out or r["created_at"] < out[sid]["created_at"]:
+                out[sid] = r
+    return out
+
+
+def _last_end_by_session(records) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in records:
+        sid, end = r.get("session_id"), r.get("finished_at")
+        if sid and end and end > out.get(sid, 0):
+            out[sid] = end
+    return out
+
+
+async def _agent_sessions(manager, node_id: str) -> dict[str, dict] | str:
+    """The node's session models by id, or why it cannot tell now (one quick try)."""
+    node = manager.registry.nodes.get(node_id)
+    if node is None:
+        return f"node {node_id!r} is not in the pool"
+    if not node.answering:
+        return f"node {node_id!r} is {node.state}: {node.reason}"
+    try:
+        models = await asyncio.wait_for(
+            manager.blocking(node.client.sessions, AGENT_TIMEOUT, True), AGENT_TIMEOUT + 1
+        )
+    except (RemoteError, asyncio.TimeoutError) as exc:
+        return f"node {node_id!r} did not answer: {exc}"
+    return {m["session_id"]: m for m in models}
+
+
+def remove_one(manager, owner: str, image: str) -> dict:
+    """Remove one session of an owner (one image) on its node (blocking); 404 if unknown."""
+    kernels = manager.kernels
+    record = kernels.sessions.get(kernels.key(owner, image))
+    if record is None:
+        raise NotFound(
+            f"owner {owner!r} has no {image} session on this server", reason="no_session"
+        )
+    node = manager.registry.nodes.get(record["node_id"])
+    if node is not None:
+        try:
+            node.client.delete_session(record["session_id"])
+        except NotFound:
+            pass  # gone already: only the record is left
+    kernels.forget(owner, image)
+    return record
