@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class RemoteError(Exception):
     """Base of every jupyter-remote error; `status` is the HTTP status it maps to."""
@@ -65,6 +67,19 @@ def error_from_response(status: int, body: dict | None) -> RemoteError:
     err = cls(body.get("message") or f"HTTP {status}", reason=body.get("reason"), **details)
     err.status = status
     return err
+
+
+def error_from_body(status: int, data: bytes, what: str = "") -> RemoteError:
+    """The one way every client reads an error answer: the API's JSON `{"message", "reason"}`
+    when it is there, else the start of whatever came (a proxy's HTML page, say)."""
+    try:
+        body = json.loads(data) if data else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        text = data[:500].decode("utf-8", "replace").strip()
+        body = {"message": f"{what}: HTTP {status}: {text}".strip(": ") if what or text else None}
+    return error_from_response(status, body)
 
 
 class ConnectionFailed(RemoteError):
