@@ -1,1 +1,1 @@
-"""Talking HTTP: the one synchronous client, the NDJSON/record relay and the one tornado handler base."""
+"""Talking HTTP: the kernel's one client, the record relay and the one handler base."""
