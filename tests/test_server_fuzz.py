@@ -99,7 +99,7 @@ def headers_for(server, case) -> dict:
 
 def test_every_route_is_in_the_document():
     from jupyter_remote.protocol.server_openapi import openapi
-    from jupyter_remote_server.handlers.api import handlers
+    from jupyter_remote_server.routes import handlers
 
     routes = {
         (pattern.replace("([^/]+)", "{}"), verb)

@@ -12,9 +12,9 @@ from traitlets import Float, Int, List, TraitError, Type, Unicode, default, vali
 
 from jupyter_remote.protocol.server_bodies import MAX_EXECUTION_BODY, MAX_JOB_BODY
 from jupyter_remote.util.retention import Policy
-from jupyter_remote_server.handlers.api import handlers
-from jupyter_remote_server.services.manager import RemoteManager
 from jupyter_remote_server.nodes.pool import NodeChooser
+from jupyter_remote_server.routes import handlers
+from jupyter_remote_server.services.manager import RemoteManager
 from jupyter_remote_server.store.jobstore import JobStore, SQLiteJobStore
 
 KERNEL_ACTIONS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"

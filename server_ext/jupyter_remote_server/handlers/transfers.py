@@ -16,11 +16,11 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from jupyter_remote.protocol.errors import BadRequest, ConnectionFailed, NotFound, RemoteError
 from jupyter_remote.http.relay import read_body_in
+from jupyter_remote.protocol.errors import BadRequest, ConnectionFailed, NotFound, RemoteError
 from jupyter_remote.protocol.tarstream import CHUNK
-from jupyter_remote_server.handlers.api import RemoteHandler
 from jupyter_remote_server.agents.pump import ThreadPump
+from jupyter_remote_server.handlers.base import RemoteHandler
 
 TAR = "application/x-tar"
 UPLOAD_TIMEOUT = 24 * 3600.0
@@ -168,9 +168,3 @@ class JobOutputsHandler(RemoteHandler):
             lambda: node.client.open_job_outputs(task["agent_job_id"], 0, which),
             f"node {node.node_id!r}",
         )
-
-
-ROUTES = [
-    ("sessions/([^/]+)/files", SessionFilesHandler),
-    ("jobs/([^/]+)/tasks/([^/]+)/outputs", JobOutputsHandler),
-]

@@ -1,0 +1,50 @@
+"""Cells run through the server: start one (streamed), list, look at, reattach, cancel."""
+
+from __future__ import annotations
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from jupyter_remote.protocol.queries import ExecutionPageQuery, page_query
+from jupyter_remote.protocol.server_bodies import CancelBody, ServerExecutionBody
+from jupyter_remote_server.handlers.base import RemoteHandler
+
+
+class ExecutionsHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        query = page_query(ExecutionPageQuery, self.request.query_arguments)
+        got = self.manager.executions.list(query)
+        self.send({"executions": got["items"], "next": got["next"]})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        _, data = self.body(ServerExecutionBody, "max_execution_body")
+        await self.stream_events(self.manager.executions.run(data))
+
+
+class ExecutionHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, execution_id: str) -> None:
+        self.send(self.manager.executions.get(execution_id))
+
+
+class ExecutionEventsHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, execution_id: str) -> None:
+        events = self.manager.executions.events(
+            execution_id, self.int_arg("offset"), self.flag("follow")
+        )
+        await self.stream_events(events)
+
+
+class ExecutionCancelHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, execution_id: str) -> None:
+        body, _ = self.body(CancelBody)
+        self.send(await self.manager.executions.cancel(execution_id, body.signal))

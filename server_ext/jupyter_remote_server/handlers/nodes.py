@@ -1,0 +1,79 @@
+"""The pool's nodes: list, add, look at and remove them; agents joining by themselves."""
+
+from __future__ import annotations
+
+import hmac
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from jupyter_remote.protocol.errors import BadRequest, Unauthorized
+from jupyter_remote.protocol.server_bodies import JoinBody, NodeAddBody
+from jupyter_remote_server.handlers.base import RemoteHandler
+
+
+class NodesHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.send({"nodes": self.manager.registry.list()})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body, _ = self.body(NodeAddBody)
+        token = read_token_file(body.token_file) if body.token_file else body.token
+        node, new = await self.manager.add_node(body.url, token, "api")
+        self.send(node, 201 if new else 200)
+
+
+class NodeHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, node_id: str) -> None:
+        self.send(self.manager.registry.get(node_id).to_json())
+
+    @web.authenticated
+    @authorized
+    async def delete(self, node_id: str) -> None:
+        self.send(self.manager.remove_node(node_id))
+
+
+class JoinHandler(RemoteHandler):
+    """Agents join by themselves with the join token (they hold no Jupyter credentials)."""
+
+    def check_xsrf_cookie(self) -> None:
+        """Authenticated by a header token, never by a cookie: CSRF cannot reach it."""
+
+    def check_join_token(self) -> None:
+        expected = self.settings["jupyter_remote_join_token"]
+        given = self.request.headers.get("Authorization", "").partition(" ")[2].strip()
+        # bytes: a header may hold any character, and compare_digest refuses non-ASCII str
+        if not expected or not hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), expected.encode()
+        ):
+            raise Unauthorized(
+                "joining needs the server's join token (c.RemoteApp.join_token)",
+                reason="bad_join_token",
+            )
+
+    async def get(self) -> None:
+        """An agent checks its token before it starts, so a wrong one fails at once."""
+        self.check_join_token()
+        self.send({"join_token": "accepted"})
+
+    async def post(self) -> None:
+        self.check_join_token()
+        body, _ = self.body(JoinBody)
+        node, new = await self.manager.join_node(body.url, body.token, body.instance)
+        self.send({"node_id": node["node_id"], "state": node["state"]}, 201 if new else 200)
+
+
+def read_token_file(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.readline().strip()
+    except OSError as exc:
+        raise BadRequest(
+            f"cannot read token_file: {exc.strerror}", reason="bad_token_file"
+        ) from None

@@ -1,0 +1,63 @@
+"""Session containers: a kernel's, an API client's, and the Lab panel's view of them all."""
+
+from __future__ import annotations
+
+import uuid
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from jupyter_remote.protocol.server_bodies import SessionCreateBody
+from jupyter_remote_server.handlers.base import RemoteHandler
+from jupyter_remote_server.services import sessions_view
+
+
+class KernelSessionsHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        self.send(
+            {
+                "sessions": self.manager.kernels.for_kernel(kernel_id),
+                "known_kernel": self.manager.known_kernel(kernel_id),
+            }
+        )
+
+    @web.authenticated
+    @authorized
+    async def delete(self, kernel_id: str) -> None:
+        self.send({"removed": await self.manager.kernel_gone(kernel_id)})
+
+
+class SessionsHandler(RemoteHandler):
+    """Sessions for API clients (RemoteDockerEnvironment): one per owner and image."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body, data = self.body(SessionCreateBody)
+        owner = body.owner or f"c-{uuid.uuid4().hex[:12]}"
+        image = body.image or self.manager.executions.default_image
+        kernels = self.manager.kernels
+        record = await self.manager.blocking(
+            lambda: kernels.ensure(owner, image, body.node, data, kind="client")
+        )
+        self.send(record, 201)
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        notebooks = await sessions_view.notebooks_by_kernel(self.settings.get("session_manager"))
+        self.send(await sessions_view.sessions_model(self.manager, notebooks))
+
+
+class SessionOwnerHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def delete(self, owner: str) -> None:
+        image = self.get_query_argument("image", None)
+        if image:  # one session (the panel's Remove), not all of the owner's
+            one = await self.manager.blocking(sessions_view.remove_one, self.manager, owner, image)
+            self.send({"removed": [one]})
+            return
+        self.send({"removed": await self.manager.kernel_gone(owner)})
