@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
-
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from jupyter_remote.http.handler import bearer, token_matches
 from jupyter_remote.protocol.errors import BadRequest, Unauthorized
 from jupyter_remote.protocol.server_bodies import JoinBody, NodeAddBody
 from jupyter_remote_server.handlers.base import RemoteHandler
@@ -47,11 +46,8 @@ class JoinHandler(RemoteHandler):
 
     def check_join_token(self) -> None:
         expected = self.settings["jupyter_remote_join_token"]
-        given = self.request.headers.get("Authorization", "").partition(" ")[2].strip()
-        # bytes: a header may hold any character, and compare_digest refuses non-ASCII str
-        if not expected or not hmac.compare_digest(
-            given.encode("utf-8", "surrogateescape"), expected.encode()
-        ):
+        _, given = bearer(self.request.headers.get("Authorization", ""))
+        if not expected or not token_matches(given, expected):
             raise Unauthorized(
                 "joining needs the server's join token (c.RemoteApp.join_token)",
                 reason="bad_join_token",
