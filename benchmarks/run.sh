@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One command for the benchmarks: set up, then measure against the baselines in one run.
 #   benchmarks/run.sh          both: the agent against Docker, the server against the agent
-#   benchmarks/run.sh agent | server | cells | gateway | transfer | soak     only that one
-#   (soak is not part of "all": it runs 10 minutes; SOAK_SECONDS=60 for a short try)
+#   benchmarks/run.sh agent | server | cells | gateway | transfer | soak | scale     only that one
+#   (soak is not part of "all": it runs 10 minutes; SOAK_SECONDS=60 for a short try;
+#    scale is not either: ~2-3 minutes of 1,000 cells against 200 simulated agents)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
@@ -32,4 +33,9 @@ fi
 if [ "$which" = soak ]; then
   echo "== soak: 10 cells/s through a real server into 4 sessions, retention on (benchmarks/soak_bench.py)"
   .venv/bin/python benchmarks/soak_bench.py
+fi
+if [ "$which" = scale ]; then
+  echo "== server at scale: 200 simulated agents, 1,000 streaming cells (benchmarks/scale_bench.py)"
+  # bounded: every cell ends within 120 s, the simulated agents stop after 600 s whatever happens
+  timeout 900 .venv/bin/python benchmarks/scale_bench.py
 fi
