@@ -14,6 +14,7 @@ EXTRA_MODULES = {
     "agent": AGENT_MODULES,
     "jupyter": (
         *AGENT_MODULES,
+        "aiohttp",
         "IPython",
         "ipywidgets",
         "jupyter_server",

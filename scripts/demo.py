@@ -7,7 +7,7 @@ import sys
 import time
 import uuid
 
-from jupyter_remote_server.agents.client import AgentClient
+from jupyter_remote.agent.client import AgentClient
 
 
 def run(client: AgentClient, title: str, **body) -> None:

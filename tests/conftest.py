@@ -10,7 +10,7 @@ import uuid
 import docker
 import pytest
 
-from jupyter_remote_server.agents.client import AgentClient
+from jupyter_remote.agent.client import AgentClient
 from processes import BUSYBOX, PYTHON, RUN_ID, AgentProcess, free_port
 
 __all__ = [

@@ -12,7 +12,7 @@ import uuid
 
 import requests
 
-from jupyter_remote_server.agents.client import AgentClient
+from jupyter_remote.agent.client import AgentClient
 
 BUSYBOX = "jupyter-remote/busybox:local"
 PYTHON = "jupyter-remote/python:local"

@@ -1,5 +1,5 @@
-"""The server's execution stream from an agent on the event loop (agent_stream.py), against
-a real HTTP server on loopback that answers as told: whole, refused, stalled or cut."""
+"""The server's agent client on the event loop (jupyter_remote_server.agents), against a real
+HTTP server on loopback that answers as told: whole, refused, stalled or cut."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import json
 
 import pytest
 
-from jupyter_remote_server.agents.client import AgentClient
 from jupyter_remote.protocol.errors import Conflict, ConnectionFailed, TimedOut
-from jupyter_remote_server.agents.stream import AgentStreams
+from jupyter_remote_server.agents.client import NodeClient
 
 
 def chunked(*parts: bytes) -> bytes:
@@ -50,12 +49,12 @@ async def with_agent(answers, scenario):
     agent = Agent(answers)
     server = await asyncio.start_server(agent.serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    client = AgentClient(f"http://127.0.0.1:{port}", "tok")
+    client = NodeClient(f"http://127.0.0.1:{port}", "tok")
     try:
-        return agent, await scenario(AgentStreams(), client)
+        return agent, await scenario(client)
     finally:
         server.close()
-        client.close()
+        await client.close()
 
 
 async def read_all(stream) -> bytes:
@@ -65,10 +64,10 @@ async def read_all(stream) -> bytes:
 def test_a_whole_answer_is_read_and_its_connection_reused():
     lines = b'{"event":"started"}\n', b'{"event":"exit","returncode":0}\n'
 
-    async def scenario(streams, client):
+    async def scenario(client):
         got = []
         for n in range(2):
-            stream = await streams.open_execution(client, f"x-{n}", {"command": "true"})
+            stream = await client.open_execution(f"x-{n}", {"command": "true"}, "node 'a'")
             got.append(await read_all(stream))
             stream.close()
         return got
@@ -78,17 +77,16 @@ def test_a_whole_answer_is_read_and_its_connection_reused():
     assert agent.connections == 1  # kept alive between the two
     body = json.loads(agent.requests[1].split(b"\r\n\r\n", 1)[1])
     assert body == {"execution_id": "x-1", "command": "true"}
-    assert b"Authorization: Bearer tok" in agent.requests[0]
+    assert b"authorization: bearer tok" in agent.requests[0].lower()
 
 
 def test_a_refusal_is_the_agents_error():
     error = json.dumps({"message": "seen before", "reason": "duplicate_execution"}).encode()
     answer = b"HTTP/1.1 409 Conflict\r\nContent-Length: %d\r\n\r\n%s" % (len(error), error)
 
-    async def scenario(streams, client):
-        stream = await streams.open_execution(client, "x", {"command": "true"})
+    async def scenario(client):
         with pytest.raises(Conflict) as err:
-            await read_all(stream)
+            await client.open_execution("x", {"command": "true"}, "node 'a'")
         return err.value
 
     _, err = asyncio.run(with_agent([answer], scenario))
@@ -98,8 +96,8 @@ def test_a_refusal_is_the_agents_error():
 def test_a_stream_cut_mid_chunk_is_broken_and_sent():
     answer = OK_HEAD + b"40\r\n" + b'{"event":"started"}'
 
-    async def scenario(streams, client):
-        stream = await streams.open_execution(client, "x", {"command": "true"})
+    async def scenario(client):
+        stream = await client.open_execution("x", {"command": "true"}, "node 'a'")
         with pytest.raises(ConnectionFailed) as err:
             await read_all(stream)
         return err.value
@@ -107,24 +105,26 @@ def test_a_stream_cut_mid_chunk_is_broken_and_sent():
     agent = Agent([answer])  # answers, then closes
     _, err = asyncio.run(with_agent(agent.answers, scenario))
     assert err.reason == "stream_broken" and err.details["sent"] is True
+    assert "the stream of node 'a' broke" in err.message
 
 
 def test_a_silent_agent_times_out_and_a_refused_connection_was_not_sent():
-    async def stalled(streams, client):
-        stream = await streams.open_execution(client, "x", {"command": "true"})
-        stream._timeout = 0.2  # the request's own is 30 minutes
-        with pytest.raises(TimedOut) as err:
-            await read_all(stream)
+    async def stalled(client):
+        with pytest.raises(TimedOut) as err:  # the request's own bound is 30 minutes
+            await client.open("POST", "/v1/executions", json={"command": "true"}, timeout=0.2)
         return err.value
 
     _, err = asyncio.run(with_agent([None], stalled))
     assert err.details["sent"] is True
 
     async def refused():
-        client = AgentClient("http://127.0.0.1:9", None)  # discard port: nothing listens
-        with pytest.raises(ConnectionFailed) as err:
-            await AgentStreams().open_execution(client, "x", {"command": "true"})
+        client = NodeClient("http://127.0.0.1:9", None)  # discard port: nothing listens
+        try:
+            with pytest.raises(ConnectionFailed) as err:
+                await client.open_execution("x", {"command": "true"}, "node 'a'")
+        finally:
+            await client.close()
         return err.value
 
     err = asyncio.run(refused())
-    assert err.details["sent"] is False
+    assert err.details["sent"] is False and "connection refused" in err.message

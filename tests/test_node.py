@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from conftest import new_id, run
-from jupyter_remote_server.agents.client import AgentClient
+from jupyter_remote.agent.client import AgentClient
 from jupyter_remote.protocol.errors import BadRequest, NotFound, Unauthorized
 
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from jupyter_remote.protocol.errors import ConnectionFailed, NotFound
 from jupyter_remote.protocol.common import TASK_FINAL, reconciled_as
+from jupyter_remote.protocol.errors import ConnectionFailed, NotFound
 from jupyter_remote_server.nodes.reconcile import LinkWatch, LostTasks
 
 
@@ -123,15 +123,15 @@ class FakeAgent:
         self.jobs = jobs
         self.stopped: list[str] = []
 
-    def job(self, job_id: str) -> dict:
+    async def job(self, job_id: str) -> dict:
         if job_id not in self.jobs:
             raise NotFound(f"no job {job_id!r}", reason="job_not_found")
         return {"tasks": [self.jobs[job_id]]}
 
-    def stop_job(self, job_id: str) -> dict:
+    async def stop_job(self, job_id: str) -> dict:
         self.stopped.append(job_id)
         self.jobs[job_id].update(status="stopped", returncode=137, finished_at=2.0)
-        return self.job(job_id)
+        return await self.job(job_id)
 
 
 def running() -> dict:
@@ -146,13 +146,7 @@ def test_lost_tasks_are_stopped_or_told_once_when_their_node_answers_never_re_ru
             node_id="a", answering=False, client=agent, last_seen_at=1e9, reason="silent"
         )
         changed: list[dict] = []
-
-        async def blocking(fn, *args):
-            return fn(*args)
-
-        lost = LostTasks(
-            registry=SimpleNamespace(nodes={"a": node}), blocking=blocking, changed=changed.append
-        )
+        lost = LostTasks(registry=SimpleNamespace(nodes={"a": node}), changed=changed.append)
         job = {
             "job_id": "j",
             "tasks": [
@@ -189,7 +183,7 @@ def test_lost_tasks_are_stopped_or_told_once_when_their_node_answers_never_re_ru
 
 
 def test_lost_tasks_not_reconciled_before_a_restart_are_due_after_it():
-    lost = LostTasks(registry=SimpleNamespace(nodes={}), blocking=None, changed=None)
+    lost = LostTasks(registry=SimpleNamespace(nodes={}), changed=None)
     task = {"status": "lost", "agent_job_id": "j.0", "index": 0}
     done = {**task, "index": 1, "reconciled": {"outcome": "stopped"}}
     never_sent = {**task, "index": 2, "agent_job_id": None}

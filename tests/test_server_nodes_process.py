@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -66,25 +67,23 @@ def test_sigterm_stops_a_server_with_nodes_and_a_running_cell_promptly(server):
     assert not caller.is_alive()
 
 
-def test_the_abandoned_at_exit_pool_runs_calls_side_by_side_and_cancels_on_shutdown():
-    from jupyter_remote_server.services.manager import AbandonedAtExit
-
-    pool = AbandonedAtExit(3, "t")
-    gate = threading.Event()
-    blocked = [pool.submit(gate.wait, 10) for _ in range(3)]  # all three threads busy
-    queued = pool.submit(lambda: "never")
-    failing = pool.submit(int, "x")
-    time.sleep(0.2)
-    assert not queued.done() and all(t.daemon for t in pool._threads)
-    pool.shutdown(wait=False, cancel_futures=True)
-    assert queued.cancelled() and failing.cancelled()
-    gate.set()
-    assert [f.result(5) for f in blocked] == [True] * 3
-    with pytest.raises(RuntimeError):
-        pool.submit(print)
-
-    pool = AbandonedAtExit(2, "u")
-    with pytest.raises(ValueError):
-        pool.submit(int, "x").result(5)
-    assert pool.submit(sum, [1, 2]).result(5) == 3 and len(pool._threads) == 1  # reused
-    pool.shutdown()
+def test_calls_to_agents_take_no_threads_in_the_server(server):
+    """Polls, job feeds and a cell's stream run on the event loop (the server's agent
+    client): no request thread, and the thread count does not grow with the streams."""
+    execution_id = f"x-{uuid.uuid4().hex[:10]}"
+    caller = threading.Thread(
+        target=requests.post,
+        args=(f"{server.url}/executions",),
+        kwargs={
+            "json": {"execution_id": execution_id, "image": BUSYBOX, "command": "sleep 5"},
+            "headers": {"Authorization": f"token {server.token}"},
+            "timeout": 60,
+        },
+        daemon=True,
+    )
+    caller.start()
+    server.wait_for(lambda: server.get("executions", execution_id)["status"] == "running", 30)
+    tasks = Path(f"/proc/{server.proc.pid}/task")
+    names = [(t / "comm").read_text().strip() for t in tasks.iterdir()]
+    assert not [n for n in names if n.startswith("remote-")], names
+    caller.join(30)

@@ -11,7 +11,6 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Int, List, TraitError, Type, Unicode, default, validate
 
 from jupyter_remote.protocol.server_bodies import MAX_EXECUTION_BODY, MAX_JOB_BODY
-from jupyter_remote.util.retention import Policy
 from jupyter_remote_server.nodes.pool import NodeChooser
 from jupyter_remote_server.routes import handlers
 from jupyter_remote_server.services.manager import RemoteManager
@@ -161,19 +160,7 @@ class RemoteApp(ExtensionApp):
         # Every module logs to the package's logger; hang it under the server's log, as
         # ServerApp does with tornado's, so its lines reach the server's handlers and level.
         logging.getLogger(LOGGER).parent = self.serverapp.log
-        self.manager = RemoteManager(
-            store=self.job_store_class(self.db_path),
-            chooser=self.node_chooser_class(),
-            kernel_manager=self.serverapp.kernel_manager,
-            config_nodes=self._config_nodes(),
-            default_image=self.default_image,
-            poll_interval=self.poll_interval,
-            suspect_after=self.suspect_after,
-            lost_after=self.lost_after,
-            pool_connections=self.pool_connections,
-            pool_maxsize=self.pool_maxsize,
-            retention=Policy.from_traits(self),
-        )
+        self.manager = RemoteManager(parent=self)  # settings: this app's traits
         if self.gateway_port:
             self.manager.configure_gateway(
                 bind=self.gateway_bind,

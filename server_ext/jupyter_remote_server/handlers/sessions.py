@@ -39,9 +39,7 @@ class SessionsHandler(RemoteHandler):
         owner = body.owner or f"c-{uuid.uuid4().hex[:12]}"
         image = body.image or self.manager.executions.default_image
         kernels = self.manager.kernels
-        record = await self.manager.blocking(
-            lambda: kernels.ensure(owner, image, body.node, data, kind="client")
-        )
+        record = await kernels.ensure(owner, image, body.node, data, kind="client")
         self.send(record, 201)
 
     @web.authenticated
@@ -57,7 +55,7 @@ class SessionOwnerHandler(RemoteHandler):
     async def delete(self, owner: str) -> None:
         image = self.get_query_argument("image", None)
         if image:  # one session (the panel's Remove), not all of the owner's
-            one = await self.manager.blocking(sessions_view.remove_one, self.manager, owner, image)
+            one = await sessions_view.remove_one(self.manager, owner, image)
             self.send({"removed": [one]})
             return
         self.send({"removed": await self.manager.kernel_gone(owner)})

@@ -2,28 +2,25 @@
 
 Uploads: tornado hands each body chunk to data_received, which waits for room in a small
 queue that feeds the agent request's body producer (chunked), so a slow agent slows the
-client and memory stays flat. Downloads: the agent's answer is read on a worker thread
-(ThreadPump, bounded queue) and relayed as a chunked response.
+client and memory stays flat. Downloads: the agent's answer is read chunk by chunk on the
+event loop (the server's agent client) and relayed as a chunked response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from urllib.parse import urlencode
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from jupyter_remote.http.relay import read_body_in
+from jupyter_remote.http.tornado_io import read_body_in
 from jupyter_remote.protocol.errors import BadRequest, ConnectionFailed, NotFound, RemoteError
 from jupyter_remote.protocol.tarstream import CHUNK
-from jupyter_remote_server.agents.pump import ThreadPump
+from jupyter_remote_server.agents.http import Answer
 from jupyter_remote_server.handlers.base import RemoteHandler
 
 TAR = "application/x-tar"
-UPLOAD_TIMEOUT = 24 * 3600.0
 
 
 def _path_arg(handler: RemoteHandler) -> str:
@@ -42,19 +39,20 @@ async def find_session(handler: RemoteHandler, owner: str, create: bool) -> dict
     if record is not None:
         return record
     if create and manager.known_kernel(owner):
-        return await manager.blocking(lambda: kernels.ensure(owner, image, None, {}, "kernel"))
+        return await kernels.ensure(owner, image, None, {}, "kernel")
     raise NotFound(
         f"no {image} session for {owner!r}: run a cell (or create the session) first",
         reason="session_not_found",
     )
 
 
-async def pump_tar(handler: RemoteHandler, open_response, what: str) -> None:
-    pump = ThreadPump(open_response, what, handler.manager.executions.stream_executor)
+async def pump_tar(handler: RemoteHandler, opening) -> None:
+    """Relay the tar answer `opening` gives (a refusal before it is a JSON error)."""
+    answer: Answer = await opening
     try:
-        await handler.stream(pump.start(), TAR)
+        await handler.stream(answer, TAR)
     finally:
-        pump.close()
+        answer.close()
 
 
 @web.stream_request_body
@@ -79,28 +77,17 @@ class SessionFilesHandler(RemoteHandler):
         except RemoteError as exc:
             self._refused = exc  # answered in put(); the body is read and dropped
             return
-        client = node.client
-        query = urlencode({"path": path})
         queue: asyncio.Queue = asyncio.Queue(8)
         self._queue = queue
 
-        async def producer(write) -> None:
+        async def producer():
             while (chunk := await queue.get()) is not None:
-                await write(chunk)
+                yield chunk
 
-        headers = {k: v for k, v in client.http.headers.items() if k == "Authorization"}
         length = self.request.headers.get("Content-Length")
-        if length and length.isdigit():  # passed on as it came: no chunked framing
-            headers["Content-Length"] = length
-        request = HTTPRequest(
-            f"{client.url}/v1/sessions/{record['session_id']}/files?{query}",
-            method="PUT",
-            headers=headers,
-            body_producer=producer,
-            connect_timeout=client.connect_timeout,
-            request_timeout=UPLOAD_TIMEOUT,
-        )
-        self._fetch = asyncio.ensure_future(AsyncHTTPClient().fetch(request, raise_error=False))
+        length = length if length and length.isdigit() else None
+        sending = node.client.put_files(record["session_id"], path, producer(), length)
+        self._fetch = asyncio.ensure_future(sending)
 
     async def _feed(self, chunk: bytes | None) -> None:
         if self._queue is None or self._fetch.done():
@@ -121,16 +108,24 @@ class SessionFilesHandler(RemoteHandler):
         if getattr(self, "_refused", None) is not None:
             raise self._refused
         await self._feed(None)
-        resp = await self._fetch
-        if resp.code == 599:
-            raise ConnectionFailed(
-                f"the node did not take the upload: {resp.error}", reason="node_unreachable"
-            )
         try:
-            answer = json.loads(resp.body or b"{}")
+            resp: Answer = await self._fetch
+        except ConnectionFailed as exc:
+            raise ConnectionFailed(
+                f"the node did not take the upload: {exc.message}", reason="node_unreachable"
+            ) from None
+        except RemoteError as exc:  # the node's refusal, relayed as it answered
+            self.send(exc.to_json(), exc.status if exc.status < 500 else 502)
+            return
+        try:
+            body = await resp.read()
+        finally:
+            resp.close()
+        try:
+            answer = json.loads(body or b"{}")
         except ValueError:
-            answer = {"message": resp.body[:500].decode(errors="replace"), "reason": "bad_answer"}
-        self.send(answer, resp.code if resp.code < 500 else 502)
+            answer = {"message": body[:500].decode(errors="replace"), "reason": "bad_answer"}
+        self.send(answer, resp.status if resp.status < 500 else 502)
 
     @web.authenticated
     @authorized
@@ -139,7 +134,7 @@ class SessionFilesHandler(RemoteHandler):
         record = await find_session(self, owner, create=False)
         node = self.manager.registry.answering(record["node_id"])
         sid = record["session_id"]
-        await pump_tar(self, lambda: node.client.open_files(sid, path), f"node {node.node_id!r}")
+        await pump_tar(self, node.client.open_files(sid, path, f"node {node.node_id!r}"))
 
     def on_finish(self) -> None:
         self._restore_reads()
@@ -163,8 +158,5 @@ class JobOutputsHandler(RemoteHandler):
             raise NotFound(f"task {index} of job {job_id!r} never started", reason="no_outputs")
         node = self.manager.registry.answering(task["node_id"], f", which ran task {index}")
         which = self.get_query_argument("path", None)
-        await pump_tar(
-            self,
-            lambda: node.client.open_job_outputs(task["agent_job_id"], 0, which),
-            f"node {node.node_id!r}",
-        )
+        what = f"node {node.node_id!r}"
+        await pump_tar(self, node.client.open_job_outputs(task["agent_job_id"], 0, which, what))

@@ -14,8 +14,8 @@ import time
 import weakref
 from collections.abc import Callable
 
-from jupyter_remote.protocol.errors import ConnectionFailed, NotFound, RemoteError
 from jupyter_remote.protocol.common import TASK_FINAL, reconciled_as
+from jupyter_remote.protocol.errors import ConnectionFailed, NotFound, RemoteError
 from jupyter_remote_server.nodes.registry import Node, NodeRegistry
 
 log = logging.getLogger("jupyter_remote_server")
@@ -41,7 +41,7 @@ class LinkWatch:
         return stream
 
     async def call(self, node: Node, awaitable):
-        """A request's answer, unless `node` turns lost first (its thread is left to time out)."""
+        """A request's answer, unless `node` turns lost first (the request is cancelled)."""
         return await self.guard(node, what="before it answered").wait(awaitable)
 
     def _on_node_state(self, node: Node, old: str, new: str) -> None:
@@ -108,11 +108,8 @@ class LostTasks:
     `step` every tick, which only looks at those.
     """
 
-    def __init__(
-        self, *, registry: NodeRegistry, blocking: Callable, changed: Callable[[dict], None]
-    ) -> None:
+    def __init__(self, *, registry: NodeRegistry, changed: Callable[[dict], None]) -> None:
         self.registry = registry
-        self.blocking = blocking
         self.changed = changed
         self.due: set[tuple[str, int]] = set()
         self._busy: set[tuple[str, int]] = set()
@@ -172,13 +169,13 @@ class LostTasks:
         key = (job["job_id"], task["index"])
         try:
             try:
-                found = (await self.blocking(node.client.job, task["agent_job_id"]))["tasks"][0]
+                found = (await node.client.job(task["agent_job_id"]))["tasks"][0]
             except NotFound as exc:  # never received, or ended so long ago its record expired
                 found = _expired(exc.details) if exc.reason == "expired" else None
             theirs, status = found, found and found["status"]  # as found, before a stop
             if status is not None and status not in TASK_FINAL:
                 # an idempotent control call: asked again at the next step if it fails
-                stopped = await self.blocking(node.client.stop_job, task["agent_job_id"])
+                stopped = await node.client.stop_job(task["agent_job_id"])
                 theirs = stopped["tasks"][0]
                 if theirs["status"] not in TASK_FINAL:
                     return

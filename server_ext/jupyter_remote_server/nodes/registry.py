@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 from urllib.parse import urlparse
 
-from jupyter_remote_server.agents.client import AgentClient
+from traitlets import Float, Int
+from traitlets.config import LoggingConfigurable
+
 from jupyter_remote.protocol.errors import BadRequest, Conflict, NotFound, RemoteError, Unavailable
 from jupyter_remote.protocol.server_bodies import check_url as url_rule
+from jupyter_remote_server.agents.client import NodeClient
 
 log = logging.getLogger("jupyter_remote_server")
 
@@ -28,7 +31,7 @@ class Node:
     node_id: str
     url: str
     source: str  # config | api | join
-    client: AgentClient
+    client: NodeClient
     token: str | None = None
     state: str = "unknown"  # unknown | healthy | busy | unhealthy | suspect | lost
     reason: str = "not contacted yet"
@@ -140,36 +143,26 @@ def check_url(url: object) -> str:
         raise BadRequest(f"url {exc}", reason="bad_url") from None
 
 
-class NodeRegistry:
+class NodeRegistry(LoggingConfigurable):
     """Adds, removes and polls nodes; tells listeners when a node's state changes."""
 
-    def __init__(
-        self,
-        *,
-        poll_interval: float,
-        suspect_after: float,
-        lost_after: float,
-        pool_connections: int,
-        pool_maxsize: int,
-        blocking: Callable,
-    ) -> None:
+    poll_interval = Float(5.0, help="Seconds between health and resource polls of each node.")
+    suspect_after = Float(10.0, help="Seconds of silence after which a node is suspect.")
+    lost_after = Float(60.0, help="Seconds of silence after which a node is lost.")
+    pool_maxsize = Int(10, help="Most keep-alive connections per node.")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
         self.nodes: dict[str, Node] = {}
-        self.poll_interval = poll_interval
-        self.suspect_after = suspect_after
-        self.lost_after = lost_after
-        self.pool_connections = pool_connections
-        self.pool_maxsize = pool_maxsize
-        self.blocking = blocking
         self.listeners: list[Callable[[Node, str, str], None]] = []
         self._task: asyncio.Task | None = None
         self._polls: set[asyncio.Task] = set()
 
-    def make_client(self, url: str, token: str | None) -> AgentClient:
-        """One pooled keep-alive session per node; never retries (seed 000)."""
-        return AgentClient(
+    def make_client(self, url: str, token: str | None) -> NodeClient:
+        """One keep-alive client per node; never retries (seed 000)."""
+        return NodeClient(
             url,
             token,
-            pool_connections=self.pool_connections,
             pool_maxsize=self.pool_maxsize,
             connect_timeout=min(5.0, self.suspect_after / 2),
         )
@@ -215,14 +208,14 @@ class NodeRegistry:
         self.nodes[node.node_id] = node
         return node
 
-    def add_checked(self, url: str, token: str | None, source: str) -> tuple[Node, bool]:
-        """A node added at run time: it must answer now (blocking). Returns (node, is_new)."""
+    async def add_checked(self, url: str, token: str | None, source: str) -> tuple[Node, bool]:
+        """A node added at run time: it must answer now. Returns (node, is_new)."""
         url = check_url(url)
         client = self.make_client(url, token)
         try:
-            info = client.info()
+            info = await client.info()
         except RemoteError as exc:
-            client.close()
+            await client.close()
             raise BadRequest(
                 f"cannot add {url}: the agent did not answer as expected ({exc.message})",
                 reason="agent_unreachable",
@@ -230,12 +223,12 @@ class NodeRegistry:
         node_id = info["node_id"]
         existing = self.nodes.get(node_id)
         if existing and existing.url != url:
-            client.close()
+            await client.close()
             raise Conflict(
                 f"node id {node_id!r} is already used by {existing.url}", reason="duplicate_node"
             )
         if existing:  # a re-join or a repeated add: refresh its token
-            existing.client.close()
+            _close_later(existing.client)
             existing.client, existing.token = client, token
             return existing, False
         node = Node(node_id=node_id, url=url, source=source, client=client, token=token)
@@ -245,7 +238,7 @@ class NodeRegistry:
     def remove(self, node_id: str) -> Node:
         node = self.get(node_id)
         del self.nodes[node_id]
-        node.client.close()
+        _close_later(node.client)
         return node
 
     # -- polling -----------------------------------------------------------------------
@@ -257,6 +250,11 @@ class NodeRegistry:
             self._task.cancel()
         for poll in list(self._polls):
             poll.cancel()
+
+    async def close(self) -> None:
+        """Close every node's connections (the server is stopping)."""
+        for node in list(self.nodes.values()):
+            await node.client.close()
 
     async def _run(self) -> None:
         tick = min(0.5, self.poll_interval, self.suspect_after / 4)
@@ -296,7 +294,8 @@ class NodeRegistry:
     async def _poll(self, node: Node) -> None:
         try:
             wait = max(1.0, min(10.0, self.suspect_after / 2))
-            health, resources = await self.blocking(_fetch, node.client, wait)
+            health = await node.client.health(wait)
+            resources = await node.client.resources(wait)
         except RemoteError as exc:
             if node.state == "unknown" or node.answering:
                 node.reason = f"last poll failed: {exc.message}"
@@ -337,5 +336,11 @@ class NodeRegistry:
                 listener(node, old, state)
 
 
-def _fetch(client: AgentClient, timeout: float) -> tuple[dict, dict]:
-    return client.health(timeout), client.resources(timeout)
+def _close_later(client: NodeClient) -> None:
+    """Close a client no longer used; streams it still serves end with their connections."""
+    task = asyncio.get_running_loop().create_task(client.close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task] = set()

@@ -12,61 +12,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor
+from collections.abc import AsyncIterator
 
-from jupyter_remote.protocol.errors import (
-    BadRequest,
-    Conflict,
-    ConnectionFailed,
-    NotFound,
-    RemoteError,
-    Unavailable,
-)
-from jupyter_remote.util.notify import Notifier
-from jupyter_remote.protocol.bodies import JOB_DEFAULT_FIELDS, TASK_SPEC_FIELDS, TaskBody
+from traitlets import Float, Unicode
+from traitlets.config import LoggingConfigurable
+
 from jupyter_remote.protocol.common import JOB_FINAL, TASK_FINAL
-from jupyter_remote.protocol.common import job_status as status_of
-from jupyter_remote.protocol.queries import PageQuery, finish_page
-from jupyter_remote.protocol.server_bodies import ServerJobBody
-from jupyter_remote.protocol.validation import parse_body
-from jupyter_remote_server.nodes.registry import Node, NodeRegistry
-from jupyter_remote_server.nodes.pool import ExecutorPool
-from jupyter_remote_server.agents.pump import ThreadPump
+from jupyter_remote.protocol.errors import BadRequest, Conflict, RemoteError, Unavailable
+from jupyter_remote.util.notify import Notifier
+from jupyter_remote_server.agents.http import Answer
 from jupyter_remote_server.nodes.reconcile import LinkWatch, LostTasks
-from jupyter_remote_server.store.retention import is_live, refuse_expired
-from jupyter_remote_server.store.jobstore import JobStore
+from jupyter_remote_server.nodes.registry import Node
+from jupyter_remote_server.services.job_delete import JobDeletion
+from jupyter_remote_server.services.job_intake import JobIntake, job_status
+from jupyter_remote_server.store.retention import is_live
+
+__all__ = ["JobService", "job_status"]
 
 log = logging.getLogger("jupyter_remote_server")
 
 
-def job_status(job: dict) -> str:
-    """One word for the job, from its tasks (the rule the agent uses too)."""
-    return status_of(job["tasks"], job["stop_requested"], job["autostop"])
+class JobService(JobIntake, JobDeletion, LoggingConfigurable):
+    """Owns every job: submit, dispatch, watch, stop, autostop, wait, logs.
 
+    Made with `parent=` the RemoteManager, whose registry, pool and store it uses.
+    """
 
-class JobService:
-    """Owns every job: submit, dispatch, watch, stop, autostop, wait, logs."""
+    default_image = Unicode(help="Image used when a task names none.")
+    watch_wait = Float(10.0, help="Seconds each node's change feed is long-polled for.")
 
-    def __init__(
-        self,
-        *,
-        registry: NodeRegistry,
-        pool: ExecutorPool,
-        store: JobStore,
-        blocking: Callable,
-        stream_executor: Executor,
-        default_image: str,
-        watch_wait: float = 10.0,
-    ) -> None:
-        self.registry = registry
-        self.pool = pool
-        self.store = store
-        self.blocking = blocking
-        self.stream_executor = stream_executor
-        self.default_image = default_image
-        self.watch_wait = watch_wait
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        manager = self.parent
+        self.registry = registry = manager.registry
+        self.pool = manager.pool
+        self.store = store = manager.store
         # only live jobs in memory (records.py); ended ones are read from the store
         self.jobs: dict[str, dict] = {j["job_id"]: j for j in store.load_live("job")}
         self._ended: set[str] = set()  # jobs to drop from memory at the next tick
@@ -83,48 +63,10 @@ class JobService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stop_tried: dict[str, float] = {}
-        self.lost = LostTasks(registry=registry, blocking=blocking, changed=self._changed)
+        self.lost = LostTasks(registry=registry, changed=self._changed)
         self.lost.load(self.jobs)
         self.links = LinkWatch(registry)
         registry.listeners.append(self.on_node_state)
-
-    # -- models ------------------------------------------------------------------------
-    def model(self, job: dict) -> dict:
-        tasks = job["tasks"]
-        end = job["finished_at"] or time.time()
-        return {
-            **job,
-            "status": job_status(job),
-            "tasks_total": len(tasks),
-            "tasks_done": sum(t["status"] in TASK_FINAL for t in tasks),
-            "tasks_lost": sum(t["status"] == "lost" for t in tasks),
-            "degraded": any(t["status"] == "lost" for t in tasks),
-            "elapsed": round(end - job["created_at"], 3),
-            "nodes_used": sorted({t["node_id"] for t in tasks if t["node_id"]}),
-            "notices": [
-                f"task {t['index']} ({t['name']}): {t['reconciled']['message']}"
-                for t in tasks
-                if t.get("reconciled")
-            ],
-        }
-
-    def get(self, job_id: str) -> dict:
-        return self.model(self._job(job_id))
-
-    def _job(self, job_id: str) -> dict:
-        job = self.jobs.get(job_id) or self.store.get("job", job_id)
-        if job is None:
-            refuse_expired(self.store, "job", job_id)
-            was = " (it was deleted)" if job_id in self.deleted else ""
-            raise NotFound(f"no job {job_id!r}{was}", reason="job_not_found")
-        return job
-
-    def list(self, query: PageQuery) -> dict:
-        """One page, newest first by (created_at, id): from the store, live ones as in memory."""
-        rows = self.store.page("job", query.limit + 1, query.after())
-        rows = [self.jobs.get(r["job_id"], r) for r in rows]
-        got = finish_page(rows, query.limit, "created_at", "job_id")
-        return {**got, "items": [self.model(j) for j in got["items"]]}
 
     def _changed(self, job: dict) -> None:
         if job_status(job) in JOB_FINAL and not job["finished_at"]:
@@ -144,82 +86,6 @@ class JobService:
             self.by_agent_job.pop(task["agent_job_id"], None)
         self._locks.pop(job_id, None)
         self._stop_tried.pop(job_id, None)
-
-    # -- submitting --------------------------------------------------------------------
-    def parse(self, body: ServerJobBody, data: dict) -> dict:
-        """A complete job from a checked body: every task checked before anything is sent.
-
-        `data` is the body's JSON: task specs are forwarded as given, the agent applies its
-        own limits to them.
-        """
-        job_id = body.job_id or f"j-{uuid.uuid4().hex[:12]}"
-        self._refuse_duplicate(job_id)
-        raw = data.get("tasks") or [{k: data[k] for k in TASK_SPEC_FIELDS if k in data}]
-        defaults = {k: data[k] for k in JOB_DEFAULT_FIELDS if k in data}
-        tasks = [self._task(i, t, defaults) for i, t in enumerate(raw)]
-        for node_id in body.nodes or ():
-            self.registry.get(node_id)
-        for image in sorted({t["spec"]["image"] for t in tasks}):
-            self.pool.refuse_missing_image(image, body.nodes)
-        job = {
-            "job_id": job_id,
-            "name": body.name or job_id,
-            "created_at": time.time(),
-            "finished_at": None,
-            "autostop": body.autostop,
-            "stop_requested": False,
-            "parallelism": body.parallelism,
-            "nodes": body.nodes,
-            "tasks": tasks,
-        }
-        # Claimed with no await since the check above, and atomically in the store: of two
-        # requests with one job id, one gets here; the other is a 409.
-        if not self.store.reserve("job", job_id, job):
-            raise Conflict(f"job {job_id!r} exists already", reason="duplicate_job")
-        self.jobs[job_id] = job
-        return job
-
-    def _refuse_duplicate(self, job_id: str) -> None:
-        if self.store.expired("job", job_id) is not None:
-            raise Conflict(
-                f"job {job_id!r} ran and its record expired; a job id never runs twice",
-                reason="duplicate_job",
-            )
-        if job_id in self.deleted:
-            raise Conflict(
-                f"job {job_id!r} ran and was deleted; a job id never runs twice",
-                reason="duplicate_job",
-            )
-        first = self.jobs.get(job_id)
-        if first is not None:
-            raise Conflict(
-                f"job {job_id!r} exists already (status {job_status(first)})",
-                reason="duplicate_job",
-                job=self.model(first),
-            )
-
-    def _task(self, index: int, raw: object, defaults: dict) -> dict:
-        """One task with the job's defaults, checked by TaskBody (a 400 naming the task)."""
-        if not isinstance(raw, dict):
-            raise BadRequest(f"task {index} must be an object", reason="bad_tasks")
-        checked = parse_body(TaskBody, {**defaults, **raw}, where=f"task {index}")
-        spec = {**defaults, **{k: raw[k] for k in TASK_SPEC_FIELDS if k in raw}}
-        spec = {k: v for k, v in spec.items() if v is not None}
-        spec.setdefault("image", self.default_image)
-        return {
-            "index": index,
-            "name": checked.name or f"task-{index}",
-            "spec": spec,
-            "service": checked.service,
-            "status": "pending",
-            "node_id": None,
-            "agent_job_id": None,
-            "returncode": None,
-            "oom_killed": False,
-            "started_at": None,
-            "finished_at": None,
-            "message": None,
-        }
 
     async def submit(self, job: dict) -> dict:
         """Start a job that parse() reserved."""
@@ -261,7 +127,7 @@ class JobService:
         }
         try:
             # a cut link answers nothing for the read timeout: stop waiting once it is lost
-            await self.links.call(node, self.blocking(lambda: node.client.submit_job(**body)))
+            await self.links.call(node, node.client.submit_job(**body))
         except RemoteError as exc:
             if exc.status == 409:
                 pass  # it is there already: the change feed will tell its state
@@ -325,17 +191,13 @@ class JobService:
 
     async def _watch(self, node: Node) -> None:
         epoch, since = None, 0
-        loop = asyncio.get_running_loop()
         while node.node_id in self.registry.nodes:
             if node.state == "lost":  # its link may be cut: a long poll would hang for 40 s
                 await asyncio.sleep(0.25)
                 continue
             try:
                 feed = await self.links.call(  # ...so one under way is dropped when it turns lost
-                    node,
-                    loop.run_in_executor(
-                        self.stream_executor, node.client.job_changes, since, self.watch_wait
-                    ),
+                    node, node.client.job_changes(since, self.watch_wait)
                 )
             except RemoteError:
                 await asyncio.sleep(1.0)
@@ -422,7 +284,7 @@ class JobService:
             if node is None or node.state == "lost":
                 return
             try:
-                theirs = await self.blocking(node.client.stop_job, task["agent_job_id"])
+                theirs = await node.client.stop_job(task["agent_job_id"])
             except RemoteError as exc:
                 log.warning(
                     "could not stop %s on %s: %s", task["agent_job_id"], node.node_id, exc.message
@@ -431,78 +293,6 @@ class JobService:
             self._apply(node, theirs)
 
         await asyncio.gather(*(stop_one(t) for t in tasks))
-
-    # -- deleting ----------------------------------------------------------------------
-    async def delete(self, job_id: str, force: bool = False) -> dict:
-        """Delete a final job: each task's agent job on its node, then the server's record.
-
-        A node that does not answer keeps the whole record (503 naming it; delete again
-        later), unless `force`: then its tasks are forgotten here and listed in the answer's
-        `left_on_nodes`, never silently.
-        """
-        job = self._job(job_id)
-        status = job_status(job)
-        if status not in JOB_FINAL:
-            raise Conflict(
-                f"job {job_id!r} is {status}: stop it (or wait for it) first",
-                reason="job_not_final",
-                status=status,
-            )
-        left: list[dict] = []
-
-        async def delete_one(task: dict) -> RemoteError | None:
-            if not task["agent_job_id"] or task.get("deleted_on_node"):
-                return None
-            where = f"node {task['node_id']!r} (task {task['index']})"
-            node = self.registry.nodes.get(task["node_id"])
-            if node is None or not node.answering:
-                why = "is not in the pool" if node is None else f"does not answer ({node.state})"
-                error: RemoteError = Unavailable(
-                    f"{where} {why}: job {job_id!r} kept; delete it again when the node "
-                    "is back, or with force=1 to forget that node's copy",
-                    reason="node_unavailable",
-                    node_id=task["node_id"],
-                )
-            else:
-                try:
-                    await self.blocking(node.client.delete_job, task["agent_job_id"])
-                    error = None
-                except RemoteError as exc:
-                    if exc.status == 404:
-                        error = None  # gone there already (an earlier, cut-short delete)
-                    elif exc.status == 409:
-                        error = Conflict(
-                            f"{where}: {exc.message}", reason=exc.reason, node_id=node.node_id
-                        )
-                    else:
-                        error = (Unavailable if exc.status == 503 else ConnectionFailed)(
-                            f"{where} could not delete {task['agent_job_id']!r}: {exc.message}; "
-                            f"job {job_id!r} kept, delete it again later",
-                            reason="node_unavailable",
-                            node_id=node.node_id,
-                        )
-            if error is None:
-                task["deleted_on_node"] = True
-            elif force and error.status != 409:
-                left.append({"node_id": task["node_id"], "agent_job_id": task["agent_job_id"]})
-                error = None
-            return error
-
-        errors = await asyncio.gather(*(delete_one(t) for t in job["tasks"]))
-        errors = [e for e in errors if e is not None]
-        if errors:
-            self.store.save("job", job_id, job)  # which copies are gone already
-            raise errors[0]
-        self.store.save("job_deleted", job_id, {"job_id": job_id, "deleted_at": time.time()})
-        self.deleted.add(job_id)
-        self.store.delete("job", job_id)
-        self.jobs.pop(job_id, None)
-        for task in job["tasks"]:
-            self.by_agent_job.pop(task["agent_job_id"], None)
-        self._locks.pop(job_id, None)
-        self._stop_tried.pop(job_id, None)
-        self.changes.notify()
-        return {**self.model(job), "deleted": True, "left_on_nodes": left}
 
     async def wait(self, job_id: str, timeout: float) -> dict:
         """Long-poll: the job's model once it has ended, or after `timeout` seconds."""
@@ -532,16 +322,14 @@ class JobService:
         node = self.registry.answering(  # reading a log: any node that answers
             task["node_id"], f", which ran task {index}", "its log is there, to read later"
         )
-        pump = ThreadPump(
-            lambda: node.client.open_job_logs(task["agent_job_id"], 0, offset, follow),
-            f"node {node.node_id!r}",
-            self.stream_executor,
-        )
+        what = f"node {node.node_id!r}"
+        opening = node.client.open_job_logs(task["agent_job_id"], 0, offset, follow, what)
+        answer: Answer = await self.links.call(node, opening)
         try:
-            async for chunk in self.links.guard(node, pump.start()):  # a cut link ends it
+            async for chunk in self.links.guard(node, answer):  # a cut link ends it
                 yield chunk
         finally:
-            pump.close()
+            answer.close()
 
     def stop_watching(self) -> None:
         for watcher in self._watchers.values():

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-import threading
 
-from jupyter_remote.protocol.errors import Conflict, NotFound, RemoteError
+from traitlets.config import LoggingConfigurable
+
 from jupyter_remote.protocol.bodies import memory_bytes
-from jupyter_remote_server.nodes.registry import NodeRegistry
-from jupyter_remote_server.nodes.pool import ExecutorPool
-from jupyter_remote_server.store.jobstore import JobStore
+from jupyter_remote.protocol.errors import Conflict, NotFound, RemoteError
 
 log = logging.getLogger("jupyter_remote_server")
 
@@ -18,24 +17,28 @@ SESSION_FIELDS = ("image", "memory", "cpus", "pids_limit", "network")
 LIMIT_FIELDS = ("memory", "cpus", "pids_limit", "network")  # fixed when a session is made
 
 
-class KernelSessions:
-    """Maps (kernel, image) to one session on one node, so a kernel's files stay put."""
+class KernelSessions(LoggingConfigurable):
+    """Maps (kernel, image) to one session on one node, so a kernel's files stay put.
 
-    def __init__(self, registry: NodeRegistry, pool: ExecutorPool, store: JobStore) -> None:
-        self.registry = registry
-        self.pool = pool
-        self.store = store
-        self.sessions: dict[str, dict] = {r["key"]: r for r in store.load("kernel_session")}
-        self._lock = threading.Lock()
+    Made with `parent=` the RemoteManager, whose registry, pool and store it uses.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.registry = self.parent.registry
+        self.pool = self.parent.pool
+        self.store = self.parent.store
+        self.sessions: dict[str, dict] = {r["key"]: r for r in self.store.load("kernel_session")}
+        self._lock = asyncio.Lock()
 
     @staticmethod
     def key(kernel_id: str, image: str) -> str:
         return f"{kernel_id}/{image}"
 
-    def ensure(
+    async def ensure(
         self, kernel_id: str, image: str, node_id: str | None, body: dict, kind: str = "kernel"
     ) -> dict:
-        """The owner's session for this image, made on first use (blocking).
+        """The owner's session for this image, made on first use.
 
         Owners are kernels (removed when the kernel shuts down) or API clients such as
         RemoteDockerEnvironment (kind "client", removed by their cleanup()).
@@ -43,7 +46,7 @@ class KernelSessions:
         key = self.key(kernel_id, image)
         if node_id:
             self.registry.get(node_id)  # an unknown node is a 404 before anything else
-        with self._lock:
+        async with self._lock:
             known = self.sessions.get(key)
             if known:
                 if node_id and node_id != known["node_id"]:
@@ -64,7 +67,9 @@ class KernelSessions:
             digest = hashlib.sha1(image.encode()).hexdigest()[:8]
             session_id = f"k-{kernel_id}-{digest}"
             spec = {k: body[k] for k in SESSION_FIELDS if body.get(k) is not None}
-            made = node.client.create_session(session_id=session_id, **{**spec, "image": image})
+            made = await node.client.create_session(
+                session_id=session_id, **{**spec, "image": image}
+            )
             record = {
                 "key": key,
                 "kernel_id": kernel_id,
@@ -82,8 +87,7 @@ class KernelSessions:
     def forget(self, kernel_id: str, image: str) -> dict | None:
         """Drop the record of a session its node no longer has; the next ensure makes one."""
         key = self.key(kernel_id, image)
-        with self._lock:
-            record = self.sessions.pop(key, None)
+        record = self.sessions.pop(key, None)
         self.store.delete("kernel_session", key)
         return record
 
@@ -116,20 +120,19 @@ class KernelSessions:
             r["kernel_id"] for r in self.sessions.values() if r.get("kind", "kernel") == "kernel"
         }
 
-    def remove_kernel(self, kernel_id: str) -> list[dict]:
-        """Delete the kernel's session containers on their nodes (blocking)."""
+    async def remove_kernel(self, kernel_id: str) -> list[dict]:
+        """Delete the kernel's session containers on their nodes."""
         removed = []
         for record in self.for_kernel(kernel_id):
             try:
                 node = self.registry.get(record["node_id"])
-                node.client.delete_session(record["session_id"])
+                await node.client.delete_session(record["session_id"])
             except NotFound:
                 pass  # the node or the session is gone already
             except RemoteError as exc:
                 log.warning("could not remove session %s: %s", record["session_id"], exc)
                 continue  # kept, so a later clean-up tries again
-            with self._lock:
-                self.sessions.pop(record["key"], None)
+            self.sessions.pop(record["key"], None)
             self.store.delete("kernel_session", record["key"])
             removed.append(record)
         return removed

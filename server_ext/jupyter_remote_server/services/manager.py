@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
-from concurrent.futures import Executor, Future
 
-from jupyter_remote.protocol.errors import BadRequest, RemoteError
+from traitlets.config import LoggingConfigurable
+
 from jupyter_remote.gateway.core import StateGateway
 from jupyter_remote.gateway.jsonl import RotatingJsonl
+from jupyter_remote.protocol.errors import BadRequest, RemoteError
 from jupyter_remote.util.retention import Policy
+from jupyter_remote_server.nodes.pool import ExecutorPool
+from jupyter_remote_server.nodes.registry import NodeRegistry
 from jupyter_remote_server.services.executions import ExecutionService
 from jupyter_remote_server.services.jobs import JobService
 from jupyter_remote_server.services.kernels import KernelSessions
-from jupyter_remote_server.nodes.registry import NodeRegistry
-from jupyter_remote_server.nodes.pool import ExecutorPool, NodeChooser
 from jupyter_remote_server.store.retention import Retention
-from jupyter_remote_server.store.jobstore import JobStore
 
 log = logging.getLogger("jupyter_remote_server")
 
@@ -30,104 +28,27 @@ class Removed(RemoteError):
     reason = "node_removed"
 
 
-class AbandonedAtExit(Executor):
-    """A thread pool whose threads never hold up the process's exit.
+class RemoteManager(LoggingConfigurable):
+    """Nodes, the pool, kernel sessions, executions and jobs; handlers only call this.
 
-    Calls to agents block for long (a job feed's long poll, an execution's stream, a poll
-    of a frozen node). concurrent.futures joins its pools' threads at exit, so a stopping
-    server waited for them; these are abandoned instead: what they were reading is on the
-    agents, and a restarted server reattaches to it.
+    Made by the RemoteApp with `parent=app`: its settings are the app's traits (the
+    c.RemoteApp.* names), handed on to each service, itself made with `parent=self`.
     """
 
-    def __init__(self, max_workers: int, name: str) -> None:
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._max, self._name = max_workers, name
-        self._threads: list[threading.Thread] = []
-        self._idle = 0
-        self._closed = False
-        self._lock = threading.Lock()
-
-    def submit(self, fn, /, *args, **kwargs) -> Future:
-        future: Future = Future()
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"{self._name}: cannot take work after shutdown")
-            self._queue.put((future, fn, args, kwargs))
-            if self._idle:
-                self._idle -= 1
-            elif len(self._threads) < self._max:
-                name = f"{self._name}-{len(self._threads)}"
-                thread = threading.Thread(target=self._work, name=name, daemon=True)
-                self._threads.append(thread)
-                thread.start()
-        return future
-
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            future, fn, args, kwargs = item
-            del item
-            result = error = None
-            if future.set_running_or_notify_cancel():
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
-                    error = exc
-            with self._lock:  # free before the caller hears back, so its next call reuses us
-                self._idle += 1
-            if error is not None:
-                future.set_exception(error)
-            elif future.running():
-                future.set_result(result)
-            del future, fn, args, kwargs, result, error  # hold nothing while idle
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
-            self._closed = True
-            while cancel_futures:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    item[0].cancel()
-            for _ in self._threads:
-                self._queue.put(None)  # idle threads end now, busy ones after their call
-        if wait:
-            for thread in self._threads:
-                thread.join()
-
-
-class RemoteManager:
-    """Nodes, the pool, kernel sessions, executions and jobs; handlers only call this."""
-
-    def __init__(
-        self,
-        *,
-        store: JobStore,
-        chooser: NodeChooser,
-        kernel_manager,
-        config_nodes: list[dict],
-        default_image: str,
-        poll_interval: float,
-        suspect_after: float,
-        lost_after: float,
-        pool_connections: int,
-        pool_maxsize: int,
-        retention: Policy | None = None,
-    ) -> None:
-        self.store = store
-        self.kernel_manager = kernel_manager
-        self.pool_io = AbandonedAtExit(32, "remote-io")
-        self.stream_io = AbandonedAtExit(512, "remote-stream")
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        app = self.parent
+        store = self.store = app.job_store_class(app.db_path)
+        self.kernel_manager = app.serverapp.kernel_manager
+        self.default_image = app.default_image
         self.registry = NodeRegistry(
-            poll_interval=poll_interval,
-            suspect_after=suspect_after,
-            lost_after=lost_after,
-            pool_connections=pool_connections,
-            pool_maxsize=pool_maxsize,
-            blocking=self.blocking,
+            parent=self,
+            poll_interval=app.poll_interval,
+            suspect_after=app.suspect_after,
+            lost_after=app.lost_after,
+            pool_maxsize=app.pool_maxsize,
         )
-        for entry in config_nodes:
+        for entry in app._config_nodes():
             self.registry.add_known(
                 entry["url"], entry.get("token"), "config", entry.get("node_id")
             )
@@ -139,27 +60,11 @@ class RemoteManager:
                 node.instance = saved.get("instance")
         # agent instances whose node was removed: {instance: node_id}
         self.removed = {r["instance"]: r["node_id"] for r in store.load("node_removed")}
-        self.pool = ExecutorPool(self.registry, chooser)
-        self.kernels = KernelSessions(self.registry, self.pool, store)
-        self.executions = ExecutionService(
-            registry=self.registry,
-            pool=self.pool,
-            kernels=self.kernels,
-            store=store,
-            blocking=self.blocking,
-            stream_executor=self.stream_io,
-            default_image=default_image,
-            known_kernel=self.known_kernel,
-        )
-        self.jobs = JobService(
-            registry=self.registry,
-            pool=self.pool,
-            store=store,
-            blocking=self.blocking,
-            stream_executor=self.stream_io,
-            default_image=default_image,
-        )
-        self.retention = Retention(store, retention or Policy(max_bytes=1 << 30), self._forget)
+        self.pool = ExecutorPool(self.registry, app.node_chooser_class())
+        self.kernels = KernelSessions(parent=self)
+        self.executions = ExecutionService(parent=self, default_image=app.default_image)
+        self.jobs = JobService(parent=self, default_image=app.default_image)
+        self.retention = Retention(store, Policy.from_traits(app), self._forget)
         self._background: list[asyncio.Task] = []
         self.gateway: StateGateway | None = None
 
@@ -191,10 +96,6 @@ class RemoteManager:
             "listening": f"udp {self.gateway.bind}:{self.gateway.port}",
         }
 
-    async def blocking(self, fn, *args):
-        """Blocking I/O (requests to agents) on a thread, off tornado's event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool_io, fn, *args)
-
     def known_kernel(self, kernel_id: str) -> bool:
         return kernel_id in self.kernel_manager
 
@@ -219,8 +120,7 @@ class RemoteManager:
             self.gateway.stop()
         for task in self._background:
             task.cancel()
-        self.pool_io.shutdown(wait=False, cancel_futures=True)
-        self.stream_io.shutdown(wait=False, cancel_futures=True)
+        await self.registry.close()
         self.store.close()
 
     async def _every(self, seconds: float, fn) -> None:
@@ -241,7 +141,8 @@ class RemoteManager:
                 await self.kernel_gone(kernel_id)
 
     async def _retention(self) -> None:
-        await self.blocking(self.retention.sweep)
+        # SQLite: a blocking local call, on asyncio's default executor
+        await asyncio.get_running_loop().run_in_executor(None, self.retention.sweep)
 
     def _forget(self, kind: str, key: str) -> None:
         """Retention removed a record from the store (called on a worker thread)."""
@@ -250,7 +151,7 @@ class RemoteManager:
 
     async def kernel_gone(self, kernel_id: str) -> list[dict]:
         """Remove a kernel's session containers (it shut down, or was culled)."""
-        return await self.blocking(self.kernels.remove_kernel, kernel_id)
+        return await self.kernels.remove_kernel(kernel_id)
 
     async def on_kernel_event(self, logger, schema_id: str, data: dict) -> None:
         """jupyter_server's kernel_actions event: clean up when a kernel shuts down."""
@@ -264,7 +165,7 @@ class RemoteManager:
     async def add_node(
         self, url: str, token: str | None, source: str, instance: str | None = None
     ) -> tuple[dict, bool]:
-        node, new = await self.blocking(self.registry.add_checked, url, token, source)
+        node, new = await self.registry.add_checked(url, token, source)
         node.instance = instance or node.instance
         for gone, node_id in list(self.removed.items()):  # added again: it may re-join
             if node_id == node.node_id:

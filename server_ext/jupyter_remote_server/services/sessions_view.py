@@ -136,15 +136,15 @@ async def _agent_sessions(manager, node_id: str) -> dict[str, dict] | str:
         return f"node {node_id!r} is {node.state}: {node.reason}"
     try:
         models = await asyncio.wait_for(
-            manager.blocking(node.client.sessions, AGENT_TIMEOUT, True), AGENT_TIMEOUT + 1
+            node.client.sessions(AGENT_TIMEOUT, True), AGENT_TIMEOUT + 1
         )
     except (RemoteError, asyncio.TimeoutError) as exc:
         return f"node {node_id!r} did not answer: {exc}"
     return {m["session_id"]: m for m in models}
 
 
-def remove_one(manager, owner: str, image: str) -> dict:
-    """Remove one session of an owner (one image) on its node (blocking); 404 if unknown."""
+async def remove_one(manager, owner: str, image: str) -> dict:
+    """Remove one session of an owner (one image) on its node; 404 if unknown."""
     kernels = manager.kernels
     record = kernels.sessions.get(kernels.key(owner, image))
     if record is None:
@@ -154,7 +154,7 @@ def remove_one(manager, owner: str, image: str) -> dict:
     node = manager.registry.nodes.get(record["node_id"])
     if node is not None:
         try:
-            node.client.delete_session(record["session_id"])
+            await node.client.delete_session(record["session_id"])
         except NotFound:
             pass  # gone already: only the record is left
     kernels.forget(owner, image)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import time
 
-from jupyter_remote.protocol.errors import NotFound
 from jupyter_remote.protocol.common import EXECUTION_FINAL, JOB_FINAL, job_status
+from jupyter_remote.protocol.errors import NotFound
 from jupyter_remote.util.retention import Policy, to_remove
 
 log = logging.getLogger("jupyter_remote_server")
