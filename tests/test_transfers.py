@@ -258,7 +258,7 @@ def test_job_outputs_survive_autostop(stack, docker_client, tmp_path):
 def test_an_unframed_docker_archive_cut_short_is_an_error():
     """The agent reads Docker's archive unframed (HTTP/1.0, ended by a close): a daemon that
     dies mid-way must not pass for a whole tar (pure logic, so a stand-in response)."""
-    from jupyter_remote.agent.web.transfers import _unframed
+    from jupyter_remote.agent.docker_io import unframed as _unframed
     from jupyter_remote.protocol.tarstream import BadArchive
 
     buf = io.BytesIO()

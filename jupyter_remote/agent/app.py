@@ -445,7 +445,8 @@ class AgentApp(Application):
 
     async def _serve(self, host: str, port: int, token: str, limits: Limits) -> None:
         from jupyter_remote.agent.core import Agent
-        from jupyter_remote.agent.web.handlers import BodyLimits, make_app
+        from jupyter_remote.agent.web.base import BodyLimits
+        from jupyter_remote.agent.web.routes import make_app
 
         body_limits = BodyLimits(execution=self.max_execution_bytes, other=self.max_request_bytes)
 

@@ -25,8 +25,8 @@ from jupyter_remote.agent.pool import WarmPool
 from jupyter_remote.agent.retention import Retention
 from jupyter_remote.agent.sessions import SessionManager
 from jupyter_remote.agent.specs import Limits, check_host_fits
-from jupyter_remote.protocol.errors import BadRequest, Unavailable
 from jupyter_remote.protocol.bodies import SessionBody
+from jupyter_remote.protocol.errors import BadRequest, Unavailable
 from jupyter_remote.util.retention import Policy
 
 log = logging.getLogger("jupyter_remote.agent")

@@ -23,9 +23,9 @@ from docker.errors import DockerException
 
 from jupyter_remote.agent.containers import ContainerFactory
 from jupyter_remote.agent.expiry import expiry_label
+from jupyter_remote.agent.runner_client import RunnerClient, RunnerError
 from jupyter_remote.agent.specs import ContainerSpec, Limits, safe_name
 from jupyter_remote.protocol.errors import RemoteError
-from jupyter_remote.agent.runner_client import RunnerClient, RunnerError
 
 log = logging.getLogger("jupyter_remote.agent")
 

@@ -18,8 +18,8 @@ import logging
 import os
 import time
 
-from jupyter_remote.agent.ledger import Ledger
 from jupyter_remote.agent.index import disk_bytes
+from jupyter_remote.agent.ledger import Ledger
 from jupyter_remote.util.retention import Policy, to_remove
 
 log = logging.getLogger("jupyter_remote.agent")
@@ -42,12 +42,12 @@ class Retention:
         running = self.executions.running
         done = self.executions.index.refresh(running)
         total = self._rest() + sum(d.bytes for d in done.values())
-        total += sum(disk_bytes(self.executions._dir(eid)) for eid in list(running))
+        total += sum(disk_bytes(self.executions.record_dir(eid)) for eid in list(running))
         candidates = [(d.finished_at, "execution", eid, d.bytes) for eid, d in done.items()]
         for job_id, finished in self.jobs.finished():
             size = self._job_bytes.get(job_id)
             if size is None:
-                size = disk_bytes(self.jobs._path(job_id))
+                size = disk_bytes(self.jobs.path(job_id))
                 if finished is not None:
                     self._job_bytes[job_id] = size
             total += size

@@ -14,6 +14,7 @@ from docker.errors import DockerException
 from jupyter_remote.agent import labels
 from jupyter_remote.agent.containers import ContainerFactory
 from jupyter_remote.agent.expiry import expiry_label, write_lease
+from jupyter_remote.agent.runner_client import RunnerClient
 from jupyter_remote.agent.specs import (
     ContainerSpec,
     Limits,
@@ -22,9 +23,8 @@ from jupyter_remote.agent.specs import (
     safe_name,
 )
 from jupyter_remote.agent.tombstones import Tombstones
-from jupyter_remote.protocol.errors import Conflict, NotFound
 from jupyter_remote.protocol.bodies import SessionBody
-from jupyter_remote.agent.runner_client import RunnerClient
+from jupyter_remote.protocol.errors import Conflict, NotFound
 
 log = logging.getLogger("jupyter_remote.agent")
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from jupyter_remote.protocol.errors import BadRequest
 from jupyter_remote.protocol.bodies import CommandFields, ContainerFields, memory_bytes
 from jupyter_remote.protocol.common import ID_RE
+from jupyter_remote.protocol.errors import BadRequest
 from jupyter_remote.protocol.validation import parse_body
 
 _NAME_SAFE_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")

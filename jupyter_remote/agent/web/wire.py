@@ -1,8 +1,7 @@
-"""Request bytes to typed bodies, and the bearer token check, at the agent's edge."""
+"""Request bytes to typed bodies at the agent's edge."""
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import TypeVar
 
@@ -35,8 +34,3 @@ def read_body(raw: bytes, model: type[M]) -> M:
         parse_body(model, data)  # names the field; should it pass, the JSON rule still holds
         raise exc from None
     return parse_body(model, data)
-
-
-def token_matches(given: str, token: str) -> bool:
-    """Compare as bytes: a header tornado decoded as latin-1 may hold any character."""
-    return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8", "replace"))

@@ -1,0 +1,76 @@
+"""The base of every agent handler: the shared JSON contract (http/handler.py) on tornado's
+RequestHandler, with the agent's bearer token and body caps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tornado import web
+
+from jupyter_remote.agent.core import Agent
+from jupyter_remote.agent.web.wire import read_body
+from jupyter_remote.http.handler import JsonApiMixin, bearer, token_matches
+from jupyter_remote.protocol.errors import PayloadTooLarge, RemoteError, Unauthorized, Unavailable
+
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """Request body caps in bytes: executions carry whole cells, everything else is small."""
+
+    execution: int = 32 << 20
+    other: int = 1 << 20
+
+    @property
+    def largest(self) -> int:
+        return max(self.execution, self.other)
+
+
+@web.stream_request_body
+class AgentHandler(JsonApiMixin, web.RequestHandler):
+    """Bearer-token auth, a size cap on bodies, JSON in and out, JSON errors."""
+
+    agent: Agent
+    carries_cells = False  # True where a POST body holds a cell: it gets the larger cap
+
+    def initialize(self, agent: Agent, token: str | None, limits: BodyLimits) -> None:
+        self.agent = agent
+        agent.handlers.add(self)  # so a stopping agent can let answers in flight finish
+        self._token = token
+        self._max_body = limits.other
+        if self.carries_cells and self.request.method == "POST":
+            self._max_body = limits.execution
+        self._body = bytearray()
+
+    def prepare(self) -> None:
+        if self._token:
+            given = self.request.headers.get("Authorization", "")
+            scheme, value = bearer(given)
+            if scheme.lower() != "bearer" or not token_matches(value, self._token):
+                raise Unauthorized(
+                    "missing or wrong bearer token", reason="bad_token" if given else "no_token"
+                )
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > self._max_body:
+            raise PayloadTooLarge(
+                f"request body of {length} bytes is over the {self._max_body}-byte limit"
+            )
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body += chunk
+        if len(self._body) > self._max_body:
+            raise PayloadTooLarge(f"request body is over the {self._max_body}-byte limit")
+
+    def body_as(self, model: type[M]) -> M:
+        """The typed body, or a 400 naming the field and the rule; before anything happens."""
+        return read_body(bytes(self._body), model)
+
+    def send_error(self, status_code: int = 500, **kwargs) -> None:
+        """A request cut off by the loop's shutdown is told so (503), not a bare 500."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if status_code == 500 and not isinstance(exc, RemoteError) and self.agent.stopping:
+            exc = Unavailable("the agent is stopping", reason="agent_stopping")
+            kwargs["exc_info"] = (type(exc), exc, None)
+        super().send_error(status_code, **kwargs)
