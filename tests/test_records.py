@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jupyter_remote.protocol import records
-from jupyter_remote.runner.runnerd import encode, incomplete_tail
+from jupyter_remote.protocol.rules import incomplete_tail
+from jupyter_remote.runner.wire import encode
 
 # output that looks like record heads, JSON, exit events and torn characters
 TRICKY = st.sampled_from(

@@ -16,8 +16,8 @@ import uuid
 import pytest
 
 import jupyter_remote.runner
-from jupyter_remote.protocol import records
 from jupyter_remote.agent.runner_client import RunnerClient, RunnerRefused, RunnerUnavailable
+from jupyter_remote.protocol import records
 
 RUNNER_DIR = os.path.dirname(jupyter_remote.runner.__file__)
 PNG = base64.b64decode(
@@ -113,7 +113,7 @@ def test_exported_values_carry_over_exactly(runner, value):
 
 
 def test_export_p_output_is_parsed_or_refused():
-    from jupyter_remote.runner.runnerd import parse_export_p
+    from jupyter_remote.runner.shell_state import parse_export_p
 
     got = parse_export_p(b"export A='it'\"'\"'s'\nexport B\nexport C='x\ny'\"''\"''\n")
     assert got == {"A": "it's", "C": "x\ny''"}
@@ -231,6 +231,11 @@ def test_bad_requests_get_clear_errors(runner):
     with pytest.raises(RunnerRefused) as err:
         list(runner.client.run(new_id(), "perl", "1"))
     assert err.value.reason == "bad_request"
+    cid = new_id()  # the protocol's id rule, matched in full: no trailing newline
+    with pytest.raises(RunnerRefused) as err:
+        list(runner.client.run(cid + "\n", "shell", "true"))
+    assert err.value.reason == "bad_request"
+    assert not os.path.exists(os.path.join(runner.spool, cid + "\n.ndjson"))
     with pytest.raises(RunnerRefused) as err:
         runner.client.signal(new_id(), "SIGINT")
     assert err.value.reason == "unknown_id"
@@ -668,6 +673,9 @@ def test_files_refuse_bad_paths_and_missing_places(runner, tmp_path):
     with pytest.raises(RunnerRefused) as err:
         runner.client.put(str(tmp_path / "missing"), [b'{"end":true}\n'])
     assert err.value.reason == "path_not_found"
+    with pytest.raises(RunnerRefused) as err:
+        runner.client.stat("/" + "a" * 4096)  # the protocol's path rule: at most 4096
+    assert err.value.reason == "bad_request"
     with pytest.raises(RunnerRefused) as err:
         runner.client.stat("relative/path")
     assert err.value.reason == "bad_request"

@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 import jupyter_remote.runner
+from jupyter_remote.agent.containers import PROTOCOL_MOUNT, PROTOCOL_SRC
 from jupyter_remote.agent.runner_client import RunnerClient
 from processes import PYTHON, RUN_ID
 
@@ -35,6 +36,7 @@ def container(docker_client):
         mem_limit="256m",
         volumes={
             RUNNER_DIR: {"bind": "/opt/jupyter-remote/runner", "mode": "ro"},
+            PROTOCOL_SRC: {"bind": PROTOCOL_MOUNT, "mode": "ro"},  # records, rules
             host_dir: {"bind": "/run/jupyter-remote", "mode": "rw"},
         },
         labels={
