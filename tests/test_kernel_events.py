@@ -17,8 +17,9 @@ import pytest
 
 from conftest import ipython_shell
 from jupyter_remote.kernel.client import ExecutionStream, RemoteClient
+from jupyter_remote.kernel.execution import EventFold, RemoteResult
+from jupyter_remote.kernel.magics import RemoteMagics
 from jupyter_remote.protocol.errors import ConnectionFailed
-from jupyter_remote.kernel.magics import EventFold, RemoteMagics, RemoteResult
 
 STARTED = {"event": "started", "node_id": "n1"}
 DONE = {"event": "exit", "returncode": 0, "status": "completed", "duration": 0.1}

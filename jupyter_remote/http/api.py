@@ -1,8 +1,9 @@
-"""HTTP plumbing shared by the agent and server clients.
+"""The synchronous HTTP client every kernel-side client is built on (HttpApi).
 
 Seed 000's rules hold here: one pooled keep-alive requests.Session, no retries of any kind
-(a command may have side effects), a request timeout of max(1800, timeout + 30), and
-errors rebuilt from the API's JSON as exception classes.
+(a command may have side effects), a request timeout of max(1800, timeout + 30), and every
+error answer read by `error_from_body` into the exception class of its status. A streamed
+POST (a cell) takes http.client's faster path where it can (lean_stream.py).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from collections.abc import Iterator
 import requests
 from requests.adapters import HTTPAdapter
 
-from jupyter_remote.protocol.errors import ConnectionFailed, TimedOut, error_from_response
+from jupyter_remote.http.lean_stream import LeanStreams, usable, why_failed
+from jupyter_remote.protocol.errors import ConnectionFailed, TimedOut, error_from_body
 from jupyter_remote.protocol.records import RECORDS_TYPE, Splitter, events
-
-DEFAULT_TIMEOUT = 1800
+from jupyter_remote.protocol.rules import DEFAULT_COMMAND_TIMEOUT as DEFAULT_TIMEOUT
 
 
 def request_timeout(command_timeout: float | None) -> float:
-    """How long to wait for an answer: never less than 30 minutes (seed 000)."""
+    """How long to wait for an answer: never less than the command's default time limit
+    (seed 000), and the command's own limit and 30 s more."""
     return max(DEFAULT_TIMEOUT, (command_timeout or 0) + 30)
 
 
@@ -34,7 +36,8 @@ class HttpApi:
 
     It never holds more than `pool_maxsize` connections to its peer: work requests (and
     the streams they return, until closed) take one of `pool_maxsize - 2` slots, waiting
-    when all are taken; health polls and the job feed use the two kept free.
+    when all are taken; health polls and the job feed use the two kept free. With `lean`,
+    streamed POSTs over plain HTTP without a proxy go over http.client (lean_stream.py).
     """
 
     auth_scheme = "Bearer"
@@ -47,6 +50,7 @@ class HttpApi:
         pool_connections: int = 5,
         pool_maxsize: int = 10,
         connect_timeout: float = 10.0,
+        lean: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
         self.connect_timeout = connect_timeout
@@ -73,6 +77,11 @@ class HttpApi:
         self.http.headers["Accept"] = f"{RECORDS_TYPE}, application/json, */*;q=0.1"
         if token:
             self.http.headers["Authorization"] = f"{self.auth_scheme} {token}"
+        self._lean = (
+            LeanStreams(self.url, dict(self.http.headers), connect_timeout)
+            if lean and usable(self.url, self.http.proxies)
+            else None
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -133,17 +142,25 @@ class HttpApi:
             message = f"{method} {url} failed: {why_failed(exc)}"
             raise ConnectionFailed(message, sent=not refused) from None
         if resp.status_code >= 400:
-            try:
-                body = resp.json()
-            except ValueError:
-                body = {"message": resp.text[:500] or resp.reason}
-            raise error_from_response(resp.status_code, body)
+            data = resp.content
+            resp.close()
+            raise error_from_body(resp.status_code, data, f"{method} {url}")
         return resp
 
     def _json(self, method: str, path: str, **kw) -> dict:
         return self._request(method, path, **kw).json()
 
-    # -- node --------------------------------------------------------------------------
+    def _post_stream(self, path: str, body: dict, timeout: float):
+        """A streamed POST of a JSON body (a cell): over http.client where it can, else
+        requests; either answer holds a work slot until it is closed."""
+        if self._lean is None:
+            return self._request("POST", path, json=body, stream=True, timeout=timeout)
+        self.slots.acquire()
+        try:
+            return self._lean.post(path, body, timeout, self.slots.release)
+        except BaseException:
+            self.slots.release()
+            raise
 
     def _events(self, resp: requests.Response, what: str) -> Iterator[dict]:
         """The events of a streamed response (records or NDJSON), as they arrive."""
@@ -178,10 +195,4 @@ def _once(fn):
     return call
 
 
-def why_failed(exc: BaseException) -> str:
-    """A failed connection in a few words (refused, reset, timed out, ...)."""
-    text = str(exc)
-    for word in ("refused", "reset", "timed out", "aborted", "Name or service not known"):
-        if word.lower() in text.lower():
-            return f"connection {word}" if word in ("refused", "reset", "aborted") else word
-    return text
+__all__ = ["DEFAULT_TIMEOUT", "HttpApi", "request_timeout", "stream_chunks", "why_failed"]

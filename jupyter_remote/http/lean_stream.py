@@ -1,10 +1,11 @@
-"""A cell's streamed POST to the server over http.client, without requests.
+"""HttpApi's fast path for a cell's streamed POST: http.client, without requests.
 
 requests and urllib3 cost ~0.4 ms of a `print(1)` cell's ~4 ms through the server (measured:
 3.97 -> 3.56 ms median), a tenth of what a notebook user compares with ipyparallel. Plain
-HTTP without a proxy only; anything else keeps requests. The rules stay HttpApi's: no
-retries, keep-alive connections reused only after an answer read to its end (and not
-dropped by the peer meanwhile), errors rebuilt from the API's JSON.
+HTTP without a proxy only; HttpApi (api.py) takes this path where it can and requests
+otherwise. The rules stay HttpApi's: no retries, keep-alive connections reused only after
+an answer read to its end (and not dropped by the peer meanwhile), error answers read by
+`error_from_body`, failed connections said by `why_failed`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ import threading
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
-from jupyter_remote.protocol.errors import ConnectionFailed, TimedOut, error_from_response
-from jupyter_remote.http.api import why_failed
+from jupyter_remote.protocol.errors import ConnectionFailed, TimedOut, error_from_body
 
 IDLE_KEPT = 2  # a kernel runs one cell at a time, plus a side cell moving variables
-ERROR_BODY_LIMIT = 1 << 20
+ERROR_BODY_LIMIT = 1 << 20  # bytes of an error answer read (its message is at the start)
+
+
+def why_failed(exc: BaseException) -> str:
+    """A failed connection in a few words (refused, reset, timed out, ...)."""
+    text = str(exc)
+    for word in ("refused", "reset", "timed out", "aborted", "Name or service not known"):
+        if word.lower() in text.lower():
+            return f"connection {word}" if word in ("refused", "reset", "aborted") else word
+    return text
 
 
 def usable(url: str, proxies: dict) -> bool:
@@ -78,13 +87,7 @@ class LeanStreams:
             except (OSError, http.client.HTTPException):
                 raw = b""
             conn.close()
-            try:
-                answer = json.loads(raw)
-            except ValueError:
-                answer = None
-            if not isinstance(answer, dict):
-                answer = {"message": raw[:500].decode("utf-8", "replace") or resp.reason}
-            raise error_from_response(resp.status, answer)
+            raise error_from_body(resp.status, raw, what)
         return LeanAnswer(self, conn, resp, what, on_close)
 
     def _connection(self, what: str) -> http.client.HTTPConnection:

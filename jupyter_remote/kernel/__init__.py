@@ -1,1 +1,2 @@
-"""What runs in a user's kernel: magics, widgets, the Python API, variables, transfers, engine states."""
+"""What runs in a user's kernel: magics, widgets, the Python API, the Execution handle,
+variables, transfers and engine states."""

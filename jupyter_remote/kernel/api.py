@@ -6,9 +6,9 @@ import sys
 import uuid
 
 from jupyter_remote.kernel.client import RemoteClient
+from jupyter_remote.kernel.execution import Execution
 from jupyter_remote.protocol.errors import RemoteError
-
-DEFAULT_TIMEOUT = 1800
+from jupyter_remote.protocol.rules import DEFAULT_COMMAND_TIMEOUT
 
 
 class RemoteDockerEnvironment:
@@ -28,7 +28,7 @@ class RemoteDockerEnvironment:
         self,
         server_url: str | None = None,
         image: str | None = None,
-        timeout: int = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_COMMAND_TIMEOUT,
         *,
         token: str | None = None,
         node: str | None = None,
@@ -53,37 +53,32 @@ class RemoteDockerEnvironment:
 
     def execute(self, command: str, timeout: int | None = None, **kw) -> dict:
         """Run `command` once in this environment: {"output", "returncode", ...}."""
-        output: list[str] = []
-        notices: list[str] = []
-        final: dict = {}
         try:
             session = self._ensure_session()
-            for event in self.client.execute_stream(
-                execution_id=f"x-{uuid.uuid4().hex}",
-                node=session["node_id"],
-                session_id=session["session_id"],
-                command=command,
-                timeout=timeout or self.timeout,
-                **kw,
-            ):
-                if event["event"] in ("stdout", "stderr"):
-                    output.append(event["data"])
-                elif event["event"] == "notice":
-                    notices.append(event.get("message", ""))
-                elif event["event"] == "exit":
-                    final = event  # the stream ends at the first exit: the true one
         except RemoteError as exc:
-            return {"output": "".join(output) + f"Error: {exc.message}", "returncode": -1}
-        if final.get("returncode") == -1 and final.get("message"):
-            output.append(f"Error: {final['message']}")
+            return {"output": f"Error: {exc.message}", "returncode": -1}
+        body = {
+            "node": session["node_id"],
+            "session_id": session["session_id"],
+            "command": command,
+            "timeout": timeout or self.timeout,
+            **kw,
+        }
+        execution = Execution.submit(self.client, body, echo=False)
+        result = execution.wait()
+        output = execution.output
+        if execution.error is not None:
+            return {"output": output + f"Error: {execution.error.message}", "returncode": -1}
+        if result.returncode == -1 and result.message:
+            output += f"Error: {result.message}"
         answer = {
-            "output": "".join(output),
-            "returncode": final.get("returncode", -1),
-            "status": final.get("status"),
+            "output": output,
+            "returncode": -1 if result.returncode is None else result.returncode,
+            "status": result.status,
             "node_id": session["node_id"],
         }
-        if notices:  # what the server said about the session (replaced, limits kept)
-            answer["notices"] = notices
+        if result.notices:  # what the server said about the session (replaced, limits kept)
+            answer["notices"] = result.notices
         return answer
 
     def put(self, local: str, remote: str = ".", progress: bool | None = None) -> dict:

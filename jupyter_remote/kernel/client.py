@@ -13,10 +13,8 @@ from collections.abc import Callable, Iterator
 
 import requests
 
-from jupyter_remote.protocol.errors import ConnectionFailed, NotFound, RemoteError
 from jupyter_remote.http.api import HttpApi, request_timeout, stream_chunks
-from jupyter_remote.http.lean_stream import LeanStreams
-from jupyter_remote.http.lean_stream import usable as lean_usable
+from jupyter_remote.protocol.errors import ConnectionFailed, NotFound, RemoteError
 from jupyter_remote.util.workers import Workers
 
 ENV_URL = "JUPYTER_REMOTE_SERVER_URL"
@@ -61,12 +59,7 @@ class RemoteClient(HttpApi):
     def __init__(self, server_url: str | None = None, token: str | None = None, **kw) -> None:
         url, token = discover(server_url, token)
         self.server_url = url
-        super().__init__(f"{url}/remote/api", token, **kw)
-        self._lean = (
-            LeanStreams(self.url, dict(self.http.headers), self.connect_timeout)
-            if lean_usable(self.url, self.http.proxies)
-            else None
-        )
+        super().__init__(f"{url}/remote/api", token, lean=True, **kw)
 
     # -- nodes -------------------------------------------------------------------------
     def status(self) -> dict:
@@ -93,16 +86,7 @@ class RemoteClient(HttpApi):
     # -- executions --------------------------------------------------------------------
     def execute_stream(self, **body) -> ExecutionStream:
         """Run one execution; its events as they arrive (started ... the first exit)."""
-        timeout = request_timeout(body.get("timeout"))
-        if self._lean is None:
-            resp = self._request("POST", "/executions", json=body, stream=True, timeout=timeout)
-        else:  # a cell's hop without requests' per-request work (lean_stream.py)
-            self.slots.acquire()  # held until the answer is closed, as _request does
-            try:
-                resp = self._lean.post("/executions", body, timeout, self.slots.release)
-            except BaseException:
-                self.slots.release()
-                raise
+        resp = self._post_stream("/executions", body, request_timeout(body.get("timeout")))
         what = f"execution {body.get('execution_id', '')}".strip()
         return ExecutionStream(self._events(resp, what), resp.close)
 

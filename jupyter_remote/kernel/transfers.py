@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 
-from jupyter_remote.protocol.errors import BadRequest
 from jupyter_remote.http.api import stream_chunks
+from jupyter_remote.protocol.errors import BadRequest
 from jupyter_remote.protocol.tarstream import Packed, local_size, unpack
 
 BAR_AFTER = 16 << 20  # bytes: smaller uploads show no bar

@@ -4,34 +4,28 @@ container, or out of a job task's saved outputs."""
 from __future__ import annotations
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from jupyter_remote.kernel.magics import _one_line_errors
+from jupyter_remote.kernel.magics.args import UsesRemote, no_progress, one_line_errors
 
 
 @magics_class
-class TransferMagics(Magics):
+class TransferMagics(UsesRemote):
     """Copy files like `docker cp`, through the Jupyter server, streamed both ways."""
-
-    def _remote(self):
-        magics = self.shell.magics_manager.registry.get("RemoteMagics")
-        if magics is None:
-            raise UsageError("[remote] load the extension first: %load_ext jupyter_remote")
-        return magics
 
     def _owner(self) -> str:
         """The owner the %%remote cells of this kernel use: the same session container."""
         body: dict = {}
-        self._remote()._place(body, False)
+        self.remote._place(body, False)
         return body.get("kernel_id") or body["owner"]
 
     def _image(self, given: str | None) -> str | None:
-        return given or self._remote().default_image or None
+        return given or self.remote.default_image or None
 
     @magic_arguments()
     @argument("--image", help="The session's image (default: as %%remote cells).")
-    @argument("--no-progress", action="store_true", help="Never show a progress bar.")
+    @no_progress
     @argument("local", help="Local file or directory.")
     @argument("remote", nargs="?", default=".", help="Where in the container (default: workdir).")
     @line_magic
@@ -48,10 +42,10 @@ class TransferMagics(Magics):
         """
         args = parse_argstring(self.remote_put, line)
         progress = False if args.no_progress else None
-        with _one_line_errors():
-            client = self._remote().client
+        with one_line_errors():
+            client = self.client
             owner, image = self._owner(), self._image(args.image)
-            if owner == self._remote().owner:  # the magics' own session: made on first use
+            if owner == self.remote.owner:  # the magics' own session: made on first use
                 client.create_session(owner=owner, **({"image": image} if image else {}))
             done = client.put_files(owner, args.local, args.remote, image, progress)
         print(f"[remote] put {args.local} -> {done['path']} ({_size(done['size'])})")
@@ -60,7 +54,7 @@ class TransferMagics(Magics):
     @argument("--image", help="The session's image (default: as %%remote cells).")
     @argument("--job", help="Fetch a saved output of this job's task instead.")
     @argument("--task", type=int, default=0, help="The job's task index (0).")
-    @argument("--no-progress", action="store_true", help="Never show a progress bar.")
+    @no_progress
     @argument("remote", nargs="?", help="Container path, or the job task's output path/name.")
     @argument("local", nargs="?", default=".", help="Local destination (default: here).")
     @line_magic
@@ -75,8 +69,8 @@ class TransferMagics(Magics):
         """
         args = parse_argstring(self.remote_get, line)
         progress = False if args.no_progress else None
-        with _one_line_errors():
-            client = self._remote().client
+        with one_line_errors():
+            client = self.client
             if args.job:
                 names = client.get_output(args.job, args.task, args.remote, args.local, progress)
             else:

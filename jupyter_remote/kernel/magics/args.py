@@ -1,0 +1,120 @@
+"""What the magics share: argument types checked with the protocol's own types, shared
+options, one-line errors, this kernel's id, and the way to the RemoteMagics state."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics
+from IPython.core.magic_arguments import argument
+from pydantic import TypeAdapter, ValidationError
+
+from jupyter_remote.protocol.bodies import Memory
+from jupyter_remote.protocol.common import MAX_TIMEOUT, Cpus, PidsLimit, Seconds
+from jupyter_remote.protocol.errors import RemoteError
+from jupyter_remote.protocol.rules import DEFAULT_COMMAND_TIMEOUT
+
+DEFAULT = f"{DEFAULT_COMMAND_TIMEOUT:g} s"  # the agent's time limit when none is given
+
+
+def _checked(kind, text: str, what: str, rule: str, convert=float):
+    """A magic's argument through the protocol's own type, so the kernel refuses exactly
+    what the server would (one line, before anything is sent)."""
+    try:
+        return TypeAdapter(kind).validate_python(convert(text.strip()))
+    except (ValueError, ValidationError):
+        raise argparse.ArgumentTypeError(f"{what} must be {rule}; got {text!r}") from None
+
+
+def timeout(text: str, zero_means_default: bool = False) -> float:
+    """Seconds > 0 and finite: 0 would silently mean the agent's default, 1800 s."""
+    if zero_means_default and text.strip() in ("0", "0.0"):
+        return 0.0
+    rule = f"> 0 seconds and at most {int(MAX_TIMEOUT)} (30 days)"
+    if not zero_means_default:
+        rule += f" (leave it out for the default, {DEFAULT})"
+    return _checked(Seconds, text, "timeout", rule)
+
+
+def memory(text: str) -> str:
+    """A size the agent takes (512m, 2g, 1.5GiB, bytes), checked before anything is sent."""
+    rule = "a size like 512m or 2g (units k, m, g, t; at least 6m)"
+    _checked(Memory, text, "memory", rule, convert=lambda t: int(t) if t.isdigit() else t)
+    return text.strip()
+
+
+def cpus(text: str) -> float:
+    return _checked(Cpus, text, "cpus", "a finite number of CPUs like 0.5 or 2 (0.01 to 1024)")
+
+
+def pids(text: str) -> int:
+    rule = "a whole number of processes, at least 16"
+    return _checked(PidsLimit, text, "pids-limit", rule, convert=int)
+
+
+def names(text: str) -> list[str]:
+    """NAME[,NAME...] of Python variables."""
+    found = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in found if not n.isidentifier()]
+    if not found or bad:
+        raise argparse.ArgumentTypeError(f"expected NAME[,NAME...] of variables; got {text!r}")
+    return found
+
+
+def env_pairs(items: list[str]) -> dict[str, str]:
+    """--env NAME=VALUE, repeated, as a dict."""
+    env = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--env takes NAME=VALUE; got {item!r}")
+        env[name] = value
+    return env
+
+
+def no_progress(func):
+    """--no-progress: the transfer magics' switch for their progress bar."""
+    return argument("--no-progress", action="store_true", help="Never show a progress bar.")(func)
+
+
+def kernel_id() -> str | None:
+    """This kernel's id, from its connection file (None outside a Jupyter kernel)."""
+    try:
+        from ipykernel.connect import get_connection_file
+    except ImportError:
+        return None
+    try:
+        name = os.path.basename(get_connection_file())
+    except RuntimeError:
+        return None
+    return name[len("kernel-") : -len(".json")] if name.startswith("kernel-") else None
+
+
+class one_line_errors:
+    """Turn a RemoteError into one clear line (a UsageError), not a traceback."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, RemoteError):
+            raise UsageError(f"[remote] {exc.message}") from None
+        return False
+
+
+class UsesRemote(Magics):
+    """Base of the magics that work with RemoteMagics' client, session and defaults."""
+
+    @property
+    def remote(self):
+        """The RemoteMagics of this shell (registered by %load_ext jupyter_remote)."""
+        magics = self.shell.magics_manager.registry.get("RemoteMagics")
+        if magics is None:
+            raise UsageError("[remote] load the extension first: %load_ext jupyter_remote")
+        return magics
+
+    @property
+    def client(self):
+        return self.remote.client

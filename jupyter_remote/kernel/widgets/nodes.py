@@ -1,0 +1,113 @@
+"""The pool's nodes: one row per node (state, CPU / memory / disk bars, running work,
+health warnings), updated in place."""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as w
+
+from jupyter_remote.kernel.widgets.base import Refreshing, close_all
+
+STATE_COLORS = {
+    "healthy": "#2e7d32",
+    "busy": "#b26a00",
+    "unhealthy": "#ef6c00",
+    "suspect": "#f9a825",
+    "lost": "#c62828",
+    "unknown": "#757575",
+}
+
+
+class _Bar(w.HBox):
+    """A labelled percentage bar, updated in place."""
+
+    def __init__(self, label: str) -> None:
+        self.bar = w.FloatProgress(min=0, max=100, layout=w.Layout(width="9em"))
+        self.figure = w.Label(layout=w.Layout(width="3.5em"))
+        super().__init__([w.Label(label, layout=w.Layout(width="3.5em")), self.bar, self.figure])
+
+    def update(self, percent: float | None) -> None:
+        value = percent or 0.0
+        self.bar.value = value
+        self.bar.bar_style = "danger" if value > 90 else "warning" if value > 75 else "success"
+        self.figure.value = f"{value:.0f}%"
+
+
+def health_problems(node: dict) -> tuple[list[str], list[str]]:
+    """(warnings, critical) messages of a node model's failing checks: a warning (CPU or
+    memory pressure) makes a node busy but usable; a critical one makes it unusable."""
+    listed = set(node.get("warnings") or [])
+    warnings, critical = [], []
+    for check in node.get("health") or []:
+        if check.get("ok", True):
+            continue
+        message = str(check.get("message") or check.get("name") or "check failed")
+        is_warning = check.get("severity") == "warning" or message in listed
+        (warnings if is_warning else critical).append(message)
+    return warnings, critical
+
+
+class NodeRow(w.HBox):
+    """One node: state (reason on hover), CPU / memory / disk bars, running work, and the
+    health warnings; its widgets are made once and updated on each refresh."""
+
+    def __init__(self) -> None:
+        self.name = w.HTML(layout=w.Layout(width="14em"))
+        self.bars = {
+            key: _Bar(label) for key, label in (("cpu", "CPU"), ("memory", "mem"), ("disk", "disk"))
+        }
+        self.work = w.HTML()
+        self.problems = w.HTML()
+        super().__init__(
+            [self.name, w.VBox(list(self.bars.values())), w.VBox([self.work, self.problems])]
+        )
+
+    def update(self, node: dict) -> None:
+        state = node["state"]
+        marker = {"healthy": "", "busy": "⚠ "}.get(state, "✖ ")
+        color = STATE_COLORS.get(state, "#757575")
+        self.name.value = (
+            f"<b>{html.escape(node['node_id'])}</b><br>"
+            f"<span style='color:{color}' title='{html.escape(node.get('reason') or '')}'>"
+            f"{marker}{html.escape(state)}</span>"
+        )
+        for key, bar in self.bars.items():
+            bar.update((node.get(key) or {}).get("percent"))
+        self.work.value = f"{node.get('running_executions', 0)} running"
+        warnings, critical = health_problems(node)
+        lines = [f"<span style='color:#c62828'>✖ {html.escape(m)}</span>" for m in critical]
+        lines += [
+            f"<span style='color:{STATE_COLORS['busy']}'>⚠ {html.escape(m)}</span>"
+            for m in warnings
+        ]
+        self.problems.value = "<br>".join(lines)
+
+
+class NodesWidget(Refreshing):
+    """One row per node: state (with its reason), CPU / memory / disk, running work, health
+    warnings. Rows are kept per node and updated in place, so refreshing leaks nothing."""
+
+    def __init__(self, client, interval: float | None = None, **kw) -> None:
+        super().__init__(client, interval, **kw)
+        self.header = w.HTML()
+        self.rows: dict[str, NodeRow] = {}
+        self.children = [self.header, self.error_view]
+
+    def refresh(self) -> None:
+        nodes = self.client.nodes()
+        for node_id in set(self.rows) - {n["node_id"] for n in nodes}:
+            close_all(self.rows.pop(node_id))
+        for node in nodes:
+            if node["node_id"] not in self.rows:
+                self.rows[node["node_id"]] = NodeRow()
+            self.rows[node["node_id"]].update(node)
+        busy = sum(n["state"] == "busy" for n in nodes)
+        self.header.value = (
+            f"<b>{len(nodes)} node(s)</b>" + (f", {busy} busy" if busy else "")
+            if nodes
+            else "<i>no nodes: add one with %remote_nodes --add URL</i>"
+        )
+        children = (self.header, *(self.rows[n["node_id"]] for n in nodes), self.error_view)
+        if tuple(self.children) != children:
+            self.children = children
