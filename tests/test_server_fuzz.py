@@ -121,7 +121,7 @@ def test_every_route_is_in_the_document():
 
 def test_real_answers_fit_the_response_models(server):
     """A job that ran, its nodes and the engine states parse as the document says."""
-    from jupyter_remote.protocol.server_openapi import EngineStates, Job, Node
+    from jupyter_remote.protocol.server_answers import EngineStates, Job, Node
 
     job = server.post("jobs", body={"image": BUSYBOX, "tasks": [{"command": "true"}] * 2})
     Job.model_validate(job)

@@ -1,16 +1,15 @@
-"""The agent API as an OpenAPI 3.1 document, generated from the request models.
+"""The agent API as an OpenAPI 3.1 document: its paths table.
 
-Request bodies come from the pydantic models (so the document and the validation cannot
-disagree); the paths table below is written once. Responses are documented by their
-top-level shape and allow more fields: clients ignore what they do not know.
+Request bodies come from the pydantic models of bodies.py (so the document and the
+validation cannot disagree). Responses are documented by their top-level shape and allow
+more fields: clients ignore what they do not know.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic.json_schema import models_json_schema
-
+from jupyter_remote.protocol import openapi as oa
 from jupyter_remote.protocol.bodies import (
     CancelBody,
     ExecutionBody,
@@ -21,66 +20,31 @@ from jupyter_remote.protocol.bodies import (
 from jupyter_remote.protocol.common import ID_PATTERN
 from jupyter_remote.protocol.queries import PageQuery, query_parameters
 
-REF = "#/components/schemas/{model}"
-NDJSON = "application/x-ndjson"
 BODIES = (ExecutionBody, SessionBody, JobBody, CancelBody, LegacyExecuteBody)
 
-ERROR = {
-    "type": "object",
-    "description": "Every error: what went wrong and a stable reason word (bad_FIELD, ...).",
-    "required": ["message", "reason"],
-    "properties": {
-        "message": {"type": "string"},
-        "reason": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"field": {"type": "string"}, "rule": {"type": "string"}},
-            },
-        },
-    },
-    "additionalProperties": True,
-}
-
-
-def _obj(*required: str, **props: dict) -> dict:
-    return {"type": "object", "required": list(required), "properties": props}
-
-
-_ARRAY_OF_OBJECTS = {"type": "array", "items": {"type": "object"}}
-_NEXT = {"type": ["string", "null"], "description": "?before= for the next page; null: last"}
+OBJECTS = {"type": "array", "items": {"type": "object"}}
 SHAPES = {
-    "Info": _obj("node_id", "api_version", node_id={"type": "string"}),
-    "Health": _obj("status", "healthy", status={"type": "string"}, healthy={"type": "boolean"}),
-    "Resources": _obj("node_id", node_id={"type": "string"}),
-    "Session": _obj("session_id", session_id={"type": "string"}),
-    "SessionList": _obj("sessions", sessions=_ARRAY_OF_OBJECTS),
-    "Execution": _obj("execution_id", "status", execution_id={"type": "string"}),
-    "ExecutionList": _obj("executions", executions=_ARRAY_OF_OBJECTS, next=_NEXT),
-    "Job": _obj("job_id", "status", "tasks", job_id={"type": "string"}, tasks=_ARRAY_OF_OBJECTS),
-    "JobList": _obj("jobs", jobs=_ARRAY_OF_OBJECTS, next=_NEXT),
-    "Transfer": _obj("path", "size", path={"type": "string"}, size={"type": "integer"}),
-    "ExecuteResult": _obj(
-        "output",
-        "returncode",
-        output={"type": "string"},
-        returncode={"type": ["integer", "null"]},
-    ),
+    "Info": oa.obj(["node_id", "api_version"], node_id=oa.STRING),
+    "Health": oa.obj(["status", "healthy"], status=oa.STRING, healthy={"type": "boolean"}),
+    "Resources": oa.obj(["node_id"], node_id=oa.STRING),
+    "Session": oa.obj(["session_id"], session_id=oa.STRING),
+    "SessionList": oa.obj(["sessions"], sessions=OBJECTS),
+    "Execution": oa.obj(["execution_id", "status"], execution_id=oa.STRING),
+    "ExecutionList": oa.obj(["executions"], executions=OBJECTS, next=oa.NEXT),
+    "Job": oa.obj(["job_id", "status", "tasks"], job_id=oa.STRING, tasks=OBJECTS),
+    "JobList": oa.obj(["jobs"], jobs=OBJECTS, next=oa.NEXT),
+    "Transfer": oa.obj(path=oa.STRING, size={"type": "integer"}),
+    "ExecuteResult": oa.obj(output=oa.STRING, returncode={"type": ["integer", "null"]}),
+    "Document": {"type": "object", "additionalProperties": True},
 }
-
-
-def _ref(name: str) -> dict:
-    return {"$ref": REF.format(model=name)}
 
 
 def _json(status: str, name: str, what: str) -> dict:
-    return {status: {"description": what, "content": {"application/json": {"schema": _ref(name)}}}}
+    return {status: {"description": what, **oa.json_content(oa.ref(name))}}
 
 
-def _stream(what: str, media: str = NDJSON) -> dict:
-    schema = {"type": "string"}
-    return {"200": {"description": what, "content": {media: {"schema": schema}}}}
+def _stream(what: str, media: str = oa.NDJSON) -> dict:
+    return {"200": {"description": what, "content": {media: {"schema": oa.STRING}}}}
 
 
 def _op(summary: str, responses: dict, body: str | None = None, params=()) -> dict:
@@ -91,15 +55,12 @@ def _op(summary: str, responses: dict, body: str | None = None, params=()) -> di
             **responses,
             "default": {
                 "description": "an error (4xx: bad input, unknown id, conflict, too large)",
-                "content": {"application/json": {"schema": _ref("Error")}},
+                **oa.json_content(oa.ref("Error")),
             },
         },
     }
     if body:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": _ref(body)}},
-        }
+        op["requestBody"] = {"required": True, **oa.json_content(oa.ref(body))}
     return op
 
 
@@ -107,21 +68,6 @@ def _path(name: str) -> dict:
     schema = {"type": "string", "pattern": ID_PATTERN}
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
-
-def _query(name: str, schema: dict, what: str) -> dict:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": what}
-
-
-_COUNT = {"type": "integer", "minimum": 0, "maximum": 2**53}
-_FLAG = {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]}
-OFFSET = _query("offset", _COUNT, "bytes of the log already read")
-FOLLOW = _query("follow", _FLAG, "keep the stream open until the end")
-
-TAR = {"type": "string", "format": "binary"}
-PATH = {
-    **_query("path", {"type": "string", "minLength": 1}, "absolute, or relative to the workdir"),
-    "required": True,
-}
 
 PATHS = {
     "/v1": {"get": _op("node id and API version", _json("200", "Info", "the node"))},
@@ -157,7 +103,7 @@ PATHS = {
         "get": _op(
             "its events from an offset",
             _stream("NDJSON events"),
-            params=[_path("execution_id"), OFFSET, FOLLOW],
+            params=[_path("execution_id"), oa.OFFSET, oa.FOLLOW],
         )
     },
     "/v1/executions/{execution_id}/cancel": {
@@ -175,8 +121,8 @@ PATHS = {
             _json("200", "JobList", "jobs newest first, next, epoch and version"),
             params=[
                 *query_parameters(PageQuery),
-                _query("since", _COUNT, "version already seen"),
-                _query("wait", {"type": "integer", "minimum": 0, "maximum": 60}, "seconds"),
+                oa.query("since", oa.COUNT, "version already seen"),
+                oa.query("wait", {"type": "integer", "minimum": 0, "maximum": 60}, "seconds"),
             ],
         ),
         "post": _op("submit a job", _json("201", "Job", "accepted"), "JobBody"),
@@ -194,7 +140,12 @@ PATHS = {
         "get": _op(
             "a task's log",
             _stream("the log text", "text/plain"),
-            params=[_path("job_id"), _query("task", _COUNT, "task index"), OFFSET, FOLLOW],
+            params=[
+                _path("job_id"),
+                oa.query("task", oa.COUNT, "task index"),
+                oa.OFFSET,
+                oa.FOLLOW,
+            ],
         )
     },
     "/v1/jobs/{job_id}/stop": {
@@ -203,26 +154,26 @@ PATHS = {
     "/v1/sessions/{session_id}/files": {
         "get": _op(
             "a tar stream of a path in the session's container (docs/agent-api.md#files)",
-            _stream("the tar", "application/x-tar"),
-            params=[_path("session_id"), PATH],
+            _stream("the tar", oa.TAR),
+            params=[_path("session_id"), oa.PATH],
         ),
         "put": {
             **_op(
                 "put a tar (one top-level entry) at a path; checked whole before any write",
                 _json("200", "Transfer", "written"),
-                params=[_path("session_id"), PATH],
+                params=[_path("session_id"), oa.PATH],
             ),
-            "requestBody": {"required": True, "content": {"application/x-tar": {"schema": TAR}}},
+            "requestBody": {"required": True, "content": {oa.TAR: {"schema": oa.BINARY}}},
         },
     },
     "/v1/jobs/{job_id}/outputs": {
         "get": _op(
             "a task's saved output as a tar stream",
-            _stream("the tar", "application/x-tar"),
+            _stream("the tar", oa.TAR),
             params=[
                 _path("job_id"),
-                _query("task", _COUNT, "task index"),
-                _query("path", {"type": "string"}, "the output's path or name"),
+                oa.query("task", oa.COUNT, "task index"),
+                oa.query("path", {"type": "string"}, "the output's path or name"),
             ],
         )
     },
@@ -238,24 +189,15 @@ PATHS = {
 
 @lru_cache(maxsize=1)
 def agent_openapi() -> dict:
-    """The agent API's OpenAPI 3.1 document (built once; treat it as read-only)."""
-    _, defs = models_json_schema([(m, "validation") for m in BODIES], ref_template=REF)
-    schemas = {**defs.get("$defs", {}), "Error": ERROR}
-    for name, shape in {**SHAPES, "Document": {"type": "object"}}.items():
-        schemas[name] = {**shape, "additionalProperties": True}
+    """The agent API's OpenAPI 3.1 oa.document (built once; treat it as read-only)."""
     from jupyter_remote._version import __version__
 
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "jupyter-remote executor agent",
-            "version": __version__,
-            "description": "See docs/agent-api.md. Every call needs `Authorization: Bearer TOKEN`.",
-        },
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{"bearer": []}],
-        "paths": PATHS,
-    }
+    return oa.document(
+        "jupyter-remote executor agent",
+        __version__,
+        "See docs/agent-api.md. Every call needs `Authorization: Bearer TOKEN`.",
+        {**oa.model_schemas(BODIES), **SHAPES},
+        PATHS,
+        {"bearer": {"type": "http", "scheme": "bearer"}},
+        [{"bearer": []}],
+    )
