@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import ssl
+import subprocess
 
 import pytest
 
@@ -128,3 +131,154 @@ def test_a_silent_agent_times_out_and_a_refused_connection_was_not_sent():
 
     err = asyncio.run(refused())
     assert err.details["sent"] is False and "connection refused" in err.message
+
+
+class Hangup:
+    """Reads each request's head, then either answers a health check or hangs up on it;
+    counts the requests that reached it."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+
+    async def serve(self, reader, writer) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append(head)
+                if not head.startswith(b"GET /v1/health"):
+                    break  # no answer: the connection drops under the request
+                body = b'{"healthy": true}'
+                writer.write(OK_HEAD + chunked(body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+def test_a_dropped_connection_is_never_re_sent_even_for_an_idempotent_call():
+    async def main():
+        agent = Hangup()
+        server = await asyncio.start_server(agent.serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = NodeClient(f"http://127.0.0.1:{port}", None)
+        try:
+            with pytest.raises(ConnectionFailed) as err:
+                await client.job("j-1")  # a GET: aiohttp would re-send it once by itself
+            return agent, err.value
+        finally:
+            server.close()
+            await client.close()
+
+    agent, err = asyncio.run(main())
+    assert len(agent.requests) == 1 and err.details["sent"] is True
+
+
+def test_liveness_calls_never_wait_behind_work_calls():
+    """Every work connection held by a stalled call, a health check still answers at once."""
+
+    async def main():
+        agent = Hangup()
+        stalled: list = []
+
+        async def serve(reader, writer):
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head.startswith(b"GET /v1/health"):
+                agent.requests.append(head)
+                writer.write(OK_HEAD + chunked(b'{"healthy": true}'))
+                await writer.drain()
+                await agent.serve(reader, writer)
+                return
+            stalled.append(head)
+            await asyncio.sleep(30)  # a work call the agent never answers
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = NodeClient(f"http://127.0.0.1:{port}", None, pool_maxsize=4)  # 2 for work
+        try:
+            work = [asyncio.ensure_future(client.job(f"j-{n}")) for n in range(4)]
+            await asyncio.sleep(0.2)
+            assert len(stalled) == 2  # the work connections are all taken; two calls wait
+            health = await asyncio.wait_for(client.health(5), 2)
+            for call in work:
+                call.cancel()
+            return health
+        finally:
+            server.close()
+            await client.close()
+
+    assert asyncio.run(main()) == {"healthy": True}
+
+
+def serve_health(requests: list[bytes]):
+    async def serve(reader, writer) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                requests.append(head)
+                writer.write(OK_HEAD + chunked(b'{"healthy": true}'))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    return serve
+
+
+def test_https_with_a_self_signed_certificate_from_the_ca_bundle(tmp_path, monkeypatch):
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+
+    async def main(bundle: str | None):
+        if bundle:
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", bundle)
+        else:
+            monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+            monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        seen: list[bytes] = []
+        server = await asyncio.start_server(serve_health(seen), "127.0.0.1", 0, ssl=tls)
+        port = server.sockets[0].getsockname()[1]
+        client = NodeClient(f"https://127.0.0.1:{port}", "tok")
+        try:
+            return [await client.health(5) for _ in range(3)], seen
+        finally:
+            server.close()
+            await client.close()
+
+    answers, seen = asyncio.run(main(str(cert)))
+    assert answers == [{"healthy": True}] * 3 and len(seen) == 3
+    with pytest.raises(ConnectionFailed) as err:  # an unknown certificate is refused
+        asyncio.run(main(None))
+    assert err.value.details["sent"] is False
+
+
+def test_an_environment_proxy_is_used_read_once_per_node(monkeypatch):
+    async def main():
+        seen: list[bytes] = []
+        proxy = await asyncio.start_server(serve_health(seen), "127.0.0.1", 0)
+        port = proxy.sockets[0].getsockname()[1]
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        client = NodeClient("http://agent.invalid:9527", None)  # only the proxy knows it
+        for name in ("HTTP_PROXY", "http_proxy"):  # read once, when the client was made
+            monkeypatch.delenv(name)
+        try:
+            return await client.health(5), seen
+        finally:
+            proxy.close()
+            await client.close()
+
+    answer, seen = asyncio.run(main())
+    assert answer == {"healthy": True}
+    assert seen[0].startswith(b"GET http://agent.invalid:9527/v1/health HTTP/1.1")
