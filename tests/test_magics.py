@@ -187,6 +187,16 @@ def test_remote_docker_environment_keeps_state_and_cleans_up(stack, docker_clien
     ]
 
 
+def test_the_python_api_runs_an_execution_through_its_handle(stack):
+    from jupyter_remote import RemoteClient
+
+    execution = RemoteClient().execute(command="echo hi; exit 3", image=BUSYBOX, fresh=True)
+    result = execution.wait()
+    assert (result.returncode, result.status, result.stdout) == (3, "failed", "hi\n")
+    assert execution.done and execution.exit["returncode"] == 3 and execution.output == "hi\n"
+    assert result.execution_id == execution.execution_id and result.node_id
+
+
 def test_remote_environment_submit_autostop_blocks_until_the_end(stack):
     from jupyter_remote import RemoteEnvironment
 

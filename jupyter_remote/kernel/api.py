@@ -6,7 +6,6 @@ import sys
 import uuid
 
 from jupyter_remote.kernel.client import RemoteClient
-from jupyter_remote.kernel.execution import Execution
 from jupyter_remote.protocol.errors import RemoteError
 from jupyter_remote.protocol.rules import DEFAULT_COMMAND_TIMEOUT
 
@@ -57,14 +56,13 @@ class RemoteDockerEnvironment:
             session = self._ensure_session()
         except RemoteError as exc:
             return {"output": f"Error: {exc.message}", "returncode": -1}
-        body = {
-            "node": session["node_id"],
-            "session_id": session["session_id"],
-            "command": command,
-            "timeout": timeout or self.timeout,
+        execution = self.client.execute(
+            node=session["node_id"],
+            session_id=session["session_id"],
+            command=command,
+            timeout=timeout or self.timeout,
             **kw,
-        }
-        execution = Execution.submit(self.client, body, echo=False)
+        )
         result = execution.wait()
         output = execution.output
         if execution.error is not None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import requests
 
 from jupyter_remote.http.api import HttpApi, request_timeout, stream_chunks
+from jupyter_remote.kernel.execution import Execution
 from jupyter_remote.protocol.errors import ConnectionFailed, NotFound, RemoteError
 from jupyter_remote.util.workers import Workers
 
@@ -84,6 +85,11 @@ class RemoteClient(HttpApi):
         return answer
 
     # -- executions --------------------------------------------------------------------
+    def execute(self, *, echo: bool = False, **body) -> Execution:
+        """Send one execution; its handle (`wait()`, `cancel()`, `result`). With `echo`,
+        `wait()` writes its output to stdout/stderr and the notebook as it comes."""
+        return Execution.submit(self, body, echo)
+
     def execute_stream(self, **body) -> ExecutionStream:
         """Run one execution; its events as they arrive (started ... the first exit)."""
         resp = self._post_stream("/executions", body, request_timeout(body.get("timeout")))

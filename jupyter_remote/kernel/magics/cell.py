@@ -16,7 +16,7 @@ from IPython.display import display
 from traitlets import Float, Int, Unicode
 
 from jupyter_remote.kernel.client import RemoteClient
-from jupyter_remote.kernel.execution import Execution, RemoteResult
+from jupyter_remote.kernel.execution import RemoteResult
 from jupyter_remote.kernel.magics import args as types
 from jupyter_remote.kernel.magics.args import DEFAULT, kernel_id
 from jupyter_remote.kernel.magics.sessions import KernelSession
@@ -194,7 +194,7 @@ class RemoteMagics(KernelSession, Magics):
         except RemoteError as exc:
             result = RemoteResult("", returncode=-1, status=exc.reason, message=exc.message)
         else:
-            execution = Execution.submit(self.client, body)
+            execution = self.client.execute(echo=True, **body)
             result = execution.wait(interrupt_signal=sig, interrupt_wait=self.interrupt_wait)
         self.shell.user_ns["_remote"] = result
         if args.result:

@@ -11,7 +11,6 @@ from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from jupyter_remote.kernel import variables
-from jupyter_remote.kernel.execution import Execution
 from jupyter_remote.kernel.magics.args import (
     UsesRemote,
     kernel_id,
@@ -71,9 +70,8 @@ class KernelSession:
         """Run `code` in the same interpreter as the cell, quietly; its stdout."""
         side = {k: v for k, v in body.items() if k not in ("command", "python", "timeout")}
         side.update(python=code, timeout=SIDE_CELL_TIMEOUT)
-        side.pop("execution_id", None)
         with one_line_errors():
-            execution = Execution.submit(self.client, side, echo=False)
+            execution = self.client.execute(**side)
             result = execution.wait()
             if execution.error is not None:
                 raise execution.error
