@@ -1,0 +1,243 @@
+"""The agent's options: every setting of `jupyter-remote agent`, its help and default,
+and the values the agent is built from (where to listen, the token, container limits)."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+
+from traitlets import Bool, Float, HasTraits, Int, Unicode, default
+
+from jupyter_remote.agent.specs import KEPT_CAPS, Limits, parse_caps, parse_memory
+from jupyter_remote.protocol.errors import RemoteError
+
+ENV = "JUPYTER_REMOTE_AGENT_"
+
+
+class UsageFailure(Exception):
+    """A mistake in how the agent was started: one line to the user, exit status 2."""
+
+
+class AgentOptions(HasTraits):
+    """The agent's settings (retention's come from util.retention.RetentionTraits); mixed
+    into AgentApp, so each stays `c.AgentApp.NAME` and `--NAME`."""
+
+    listen = Unicode(
+        "127.0.0.1:9527",
+        help="HOST:PORT to listen on; a non-loopback host needs a token.",
+        config=True,
+    )
+    token = Unicode(
+        "", help="Bearer token clients must send (Authorization: Bearer TOKEN).", config=True
+    )
+    token_file = Unicode("", help="File holding the bearer token (first line).", config=True)
+    data_dir = Unicode(
+        os.path.expanduser("~/.local/share/jupyter-remote/agent"),
+        help="Where execution logs, job logs and records live.",
+        config=True,
+    )
+    node_id = Unicode(
+        help="This node's name in the pool and in container labels "
+        "(default: the host name, plus -PORT when the port is not 9527).",
+        config=True,
+    )
+    daemon = Bool(
+        False, help="Detach and run in the background, logging to --log-file.", config=True
+    )
+    log_file = Unicode(help="Log file in daemon mode (default: DATA_DIR/agent.log).", config=True)
+    pid_file = Unicode(help="Pid file in daemon mode (default: DATA_DIR/agent.pid).", config=True)
+    default_image = Unicode(
+        "jupyter-remote/python:local", help="Image used when a request names none.", config=True
+    )
+    default_timeout = Float(
+        1800.0,
+        help="Seconds before a command is killed when the request "
+        "gives no timeout; 0 means no limit.",
+        config=True,
+    )
+    idle_timeout = Float(
+        3600.0,
+        help="Seconds a session container may sit idle before it is "
+        "removed; 0 keeps it until deleted.",
+        config=True,
+    )
+    memory = Unicode("2g", help="Default memory limit per container (e.g. 512m, 2g).", config=True)
+    cpus = Float(1.0, help="Default CPU limit per container.", config=True)
+    pids_limit = Int(1024, help="Default process limit per container.", config=True)
+    max_memory = Unicode(
+        "", help="Largest memory limit a request may ask for (empty: none).", config=True
+    )
+    max_cpus = Float(0.0, help="Largest CPU limit a request may ask for (0: none).", config=True)
+    allow_network = Bool(
+        False, help="Let requests ask for network host or bridge instead of none.", config=True
+    )
+    allow_extra_caps = Unicode(
+        "",
+        help="Comma-separated Linux capabilities a request's cap_add may give its container "
+        "on top of the few every container keeps (" + ", ".join(KEPT_CAPS) + "), e.g. "
+        "NET_RAW,SYS_PTRACE; ALL allows any. Empty (the default): requests may add none.",
+        config=True,
+    )
+    tmp_size = Unicode(
+        "256m",
+        help="Size of the writable /tmp (a tmpfs, counted in the container's memory) that a "
+        "container asked for with read_only: true gets.",
+        config=True,
+    )
+    max_request_bytes = Int(
+        1 << 20,
+        help="Largest request body accepted, except for the bodies that carry a cell "
+        "(see --max-execution-bytes).",
+        config=True,
+    )
+    max_execution_bytes = Int(
+        32 << 20,
+        help="Largest body of POST /v1/executions and POST /execute, which carry the cell "
+        "itself; a cell travels on stdin, so it may be far larger than the 128 KiB argv cap.",
+        config=True,
+    )
+    join = Unicode(
+        "",
+        help="Jupyter server URL whose pool this agent joins by itself (needs --join-token).",
+        config=True,
+    )
+    join_token = Unicode(
+        "",
+        help="The server's join token (c.RemoteApp.join_token). Env: "
+        "JUPYTER_REMOTE_AGENT_JOIN_TOKEN.",
+        config=True,
+    )
+    advertise_url = Unicode(
+        "",
+        help="URL the server should use to reach this agent when "
+        "joining (default: http://LISTEN_HOST:PORT).",
+        config=True,
+    )
+    kill_grace = Float(
+        5.0,
+        help="Seconds a cancelled or timed-out command has, after its signal (SIGINT, "
+        "SIGTERM), to write its last lines and exit with its own code before SIGKILL.",
+        config=True,
+    )
+    runner = Bool(
+        True,
+        help="Run a runner process (docs/runner.md) as the main process of session and warm "
+        "containers of images with python3 >= 3.8: cells go over its unix socket, shell state "
+        "and Python state persist, cancel needs no host PID. --no-runner: every cell is a "
+        "docker exec, as before.",
+        config=True,
+    )
+    warm_images = Unicode(
+        "",
+        help="Comma-separated images to keep warm containers of, for fresh executions "
+        "(default: the default image). Only images with python3 >= 3.8 are pooled.",
+        config=True,
+    )
+    warm_pool_size = Int(
+        1,
+        help="Warm containers kept per image in --warm-images, started in the background; "
+        "a fresh execution with the default limits takes one instead of creating a container. "
+        "0 turns the pool off.",
+        config=True,
+    )
+    sample_interval = Float(2.0, help="Seconds between resource samples.", config=True)
+    cpu_max = Float(
+        95.0,
+        help="CPU percent above which the node reports busy (a warning: it still takes work).",
+        config=True,
+    )
+    memory_max = Float(
+        95.0,
+        help="Memory percent above which the node reports busy (a warning: it still takes work).",
+        config=True,
+    )
+    disk_max = Float(
+        90.0,
+        help="Disk percent (of --data-dir) above which the node is unhealthy: it takes no work.",
+        config=True,
+    )
+
+    def check_numbers(self) -> None:
+        """Every number from the command line or environment: finite and in range."""
+        rules = [
+            ("--default-timeout", self.default_timeout, 0, None, "0 means no limit"),
+            ("--idle-timeout", self.idle_timeout, 0, None, "0 keeps sessions"),
+            ("--cpus", self.cpus, 0.01, None, ""),
+            ("--pids-limit", self.pids_limit, 16, None, ""),
+            ("--max-cpus", self.max_cpus, 0, None, "0 means no ceiling"),
+            ("--max-request-bytes", self.max_request_bytes, 1, None, ""),
+            ("--max-execution-bytes", self.max_execution_bytes, 1, None, ""),
+            ("--kill-grace", self.kill_grace, 0, 3600, ""),
+            ("--sample-interval", self.sample_interval, 0.05, 3600, ""),
+            ("--warm-pool-size", self.warm_pool_size, 0, 64, "0 turns the pool off"),
+            ("--cpu-max", self.cpu_max, 0, 100, "percent"),
+            ("--memory-max", self.memory_max, 0, 100, "percent"),
+            ("--disk-max", self.disk_max, 0, 100, "percent"),
+        ]
+        for flag, value, low, high, note in rules:
+            if not math.isfinite(value) or value < low or (high is not None and value > high):
+                span = f">= {low:g}" if high is None else f"between {low:g} and {high:g}"
+                extra = f" ({note})" if note else ""
+                raise UsageFailure(f"{flag} must be {span}{extra}; got {value!r}")
+
+    @default("node_id")
+    def _d_node_id(self):
+        host, port = self.host_port()
+        name = socket.gethostname()
+        return name if port == 9527 else f"{name}-{port}"
+
+    @default("log_file")
+    def _d_log_file(self):
+        return os.path.join(self.data_dir, "agent.log")
+
+    @default("pid_file")
+    def _d_pid_file(self):
+        return os.path.join(self.data_dir, "agent.pid")
+
+    def host_port(self) -> tuple[str, int]:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageFailure(f"--listen must be HOST:PORT; got {self.listen!r}")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    def read_token(self) -> str:
+        if self.token_file:
+            try:
+                with open(self.token_file) as fh:
+                    mode = os.fstat(fh.fileno()).st_mode & 0o777
+                    token = fh.readline().strip()
+            except OSError as exc:
+                raise UsageFailure(f"cannot read --token-file: {exc}") from None
+            if mode & 0o077:  # a secret at rest: only its owner should read it
+                print(
+                    f"warning: --token-file {self.token_file} is readable by others (mode "
+                    f"{mode:04o}); make it private with: chmod 600 {self.token_file}",
+                    file=sys.stderr,
+                )
+            return token
+        return self.token
+
+    def limits(self) -> Limits:
+        try:
+            allow_caps = parse_caps(self.allow_extra_caps)
+        except ValueError as exc:
+            raise UsageFailure(f"--allow-extra-caps: {exc}") from None
+        try:
+            tmp_size = parse_memory(self.tmp_size)
+        except RemoteError as exc:
+            raise UsageFailure(f"--tmp-size: {exc.message}") from None
+        try:
+            return Limits(
+                allow_caps=allow_caps,
+                tmp_size=tmp_size,
+                memory=parse_memory(self.memory),
+                cpus=self.cpus,
+                pids_limit=self.pids_limit,
+                max_memory=parse_memory(self.max_memory) if self.max_memory else 0,
+                max_cpus=self.max_cpus,
+                allow_network=self.allow_network,
+            )
+        except RemoteError as exc:
+            raise UsageFailure(exc.message) from None
