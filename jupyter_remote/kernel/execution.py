@@ -129,12 +129,13 @@ class EventFold:
 class Execution:
     """One execution sent to the server: stream it, wait for it, cancel it, read its result.
 
-    Made by `Execution.submit`; a request the server refused (or could not be sent) is
-    already in `result` (returncode -1, the reason as status) and kept in `error`.
+    Made by `RemoteClient.execute` (`Execution.submit`); a request the server refused (or
+    that could not be sent) is already in `result` (returncode -1, the reason as status)
+    and kept in `error`.
 
     Example::
 
-        execution = Execution.submit(client, {"command": "echo hi", "kernel_id": kid})
+        execution = client.execute(echo=True, command="echo hi", kernel_id=kid)
         result = execution.wait(interrupt_signal="SIGTERM")   # output streams meanwhile
         result.returncode, result.stdout
     """
@@ -162,7 +163,7 @@ class Execution:
     @property
     def done(self) -> bool:
         """The exit event came, or the stream failed."""
-        return self._fold.ended or self.error is not None or self._stream is None
+        return self._fold.ended or self.error is not None
 
     @property
     def exit(self) -> dict | None:
@@ -213,6 +214,8 @@ class Execution:
         shows what the command wrote after the signal and the result its real returncode.
         The wait is bounded by `wait` seconds; a second interrupt ends it at once."""
         result, fold, stream = self.result, self._fold, self._stream
+        if stream is None:  # never sent: nothing to cancel
+            return result
         result.interrupted = True
         cancel = {"message": f"{signal} sent to the command on node {result.node_id}"}
         sender = threading.Thread(
