@@ -14,6 +14,7 @@ from traitlets import Float, Int
 from traitlets.config import LoggingConfigurable
 
 from jupyter_remote.protocol.errors import BadRequest, Conflict, NotFound, RemoteError, Unavailable
+from jupyter_remote.protocol.server_answers import Node as NodeAnswer
 from jupyter_remote.protocol.server_bodies import check_url as url_rule
 from jupyter_remote_server.agents.client import NodeClient
 
@@ -74,28 +75,29 @@ class Node:
         return running, -free
 
     def to_json(self) -> dict:
+        """Its answer (GET nodes), built and checked by the protocol's Node model."""
         res = self.resources
-        return {
-            "node_id": self.node_id,
-            "url": self.url,
-            "source": self.source,
-            "state": self.state,
-            "reason": self.reason,
-            "added_at": self.added_at,
-            "last_seen_at": self.last_seen_at,
-            "health": self.health.get("checks", []),
-            "warnings": self.warnings,
-            "cpu": res.get("cpu"),
-            "memory": res.get("memory"),
-            "disk": res.get("disk"),
-            "load_avg": res.get("load_avg"),
-            "containers": res.get("docker", {}).get("containers"),
-            "running_executions": self.load()[0],
-            "inflight": self.inflight,
-            "sessions": res.get("sessions", {}).get("count"),
-            "own_containers": res.get("own_containers", []),
-            "images": res.get("images", []),
-        }
+        return NodeAnswer.answer(
+            node_id=self.node_id,
+            url=self.url,
+            source=self.source,
+            state=self.state,
+            reason=self.reason,
+            added_at=self.added_at,
+            last_seen_at=self.last_seen_at,
+            health=self.health.get("checks", []),
+            warnings=self.warnings,
+            cpu=res.get("cpu"),
+            memory=res.get("memory"),
+            disk=res.get("disk"),
+            load_avg=res.get("load_avg"),
+            containers=res.get("docker", {}).get("containers"),
+            running_executions=self.load()[0],
+            inflight=self.inflight,
+            sessions=res.get("sessions", {}).get("count"),
+            own_containers=res.get("own_containers", []),
+            images=res.get("images", []),
+        )
 
 
 def severity(check: dict) -> str:
