@@ -127,9 +127,12 @@ class JsonApiMixin:
         self.finish(json.dumps(body))
 
     def log_exception(self, typ, value, tb) -> None:
-        """A RemoteError is an answer, not a crash: one line, no traceback, below 500."""
-        if isinstance(value, RemoteError) and value.status < 500:
-            log.debug("%s %s: %s", self.request.method, self.request.path, value.message)
+        """A RemoteError is an answer, not a crash: one line, no traceback (a warning
+        when it is the peer's or the pool's fault: 5xx)."""
+        if isinstance(value, RemoteError):
+            level = logging.WARNING if value.status >= 500 else logging.DEBUG
+            req = self.request
+            log.log(level, "%s %s: %d %s", req.method, req.path, value.status, value.message)
             return
         super().log_exception(typ, value, tb)
 

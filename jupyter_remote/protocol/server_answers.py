@@ -53,8 +53,16 @@ class Node(Answer):
 
     @classmethod
     def answer(cls, **fields: object) -> dict:
-        """The JSON of a node from its fields, checked against this model."""
-        return cls.model_validate(fields).model_dump(exclude_unset=True)
+        """The JSON of a node: this model's fields, in its order.
+
+        Not validated on the way out (~2 us a node, not ~60 us, and an agent's odd resource
+        report never turns GET nodes into a 500); the schemathesis run checks answers
+        against the model's schema. A field the model lacks is a programming error.
+        """
+        unknown = fields.keys() - cls.model_fields.keys()
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+        return {name: fields[name] for name in cls.model_fields if name in fields}
 
 
 class Task(Answer):
