@@ -21,11 +21,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from jupyter_remote.http.api import DEFAULT_TIMEOUT, why_failed
+from jupyter_remote.http.api import CONTROL_CONNECTIONS, DEFAULT_TIMEOUT, why_failed
 from jupyter_remote.protocol.errors import ConnectionFailed, TimedOut, error_from_body
 from jupyter_remote.protocol.records import RECORDS_TYPE
 
-CONTROL_CONNECTIONS = 2  # kept free for a health poll and the job feed's long poll
 ERROR_BODY_LIMIT = 1 << 20  # most bytes of a refusal's body read
 DRAIN_WAIT = 5.0  # seconds to read an answer's end after its last event, for reuse
 KEEPALIVE = 60.0  # seconds an idle connection is kept
