@@ -137,7 +137,7 @@ class Agent:
         )
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="agent-io")
         self.stopping = False  # set at SIGTERM: requests still in flight then get a 503
-        self.handlers: weakref.WeakSet = weakref.WeakSet()  # requests being answered
+        self.handlers: weakref.WeakSet = weakref.WeakSet()  # requests not answered yet
         self._default_session_lock = threading.Lock()
 
     def start(self) -> None:
@@ -195,7 +195,7 @@ class Agent:
         """At stop, after running executions were ended: let their streams send the exit
         line and other answers finish, for at most `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while any(not h._finished for h in list(self.handlers)) and time.monotonic() < deadline:
+        while len(self.handlers) and time.monotonic() < deadline:  # each leaves when answered
             await asyncio.sleep(0.02)
 
     async def blocking(self, fn, *args):

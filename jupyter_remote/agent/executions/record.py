@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 
 from jupyter_remote.agent.eventlog import EventLog
 from jupyter_remote.agent.specs import ContainerSpec
-
-_RUNNER_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+from jupyter_remote.protocol.rules import valid_id
 
 
 def runner_id(execution_id: str) -> str:
     """The id a cell has in the runner (which takes no ':'): the execution id when it can."""
-    if _RUNNER_ID_RE.match(execution_id):
+    if valid_id(execution_id):  # the runner checks ids with this very rule
         return execution_id
     return "x-" + hashlib.sha256(execution_id.encode()).hexdigest()[:40]
 

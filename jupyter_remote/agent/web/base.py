@@ -44,6 +44,9 @@ class AgentHandler(JsonApiMixin, web.RequestHandler):
             self._max_body = limits.execution
         self._body = bytearray()
 
+    def on_finish(self) -> None:
+        self.agent.handlers.discard(self)  # answered: a stopping agent need not wait for it
+
     def prepare(self) -> None:
         if self._token:
             given = self.request.headers.get("Authorization", "")

@@ -78,6 +78,7 @@ class FilesHandler(AgentHandler):
 
     def on_finish(self) -> None:
         self._restore_reads()
+        super().on_finish()
 
     def on_connection_close(self) -> None:
         if getattr(self, "_channel", None) is not None:
