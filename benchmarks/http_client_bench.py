@@ -4,6 +4,7 @@
 process of its own, one after another and 8 at a time, with:
   - aiohttp, through the server's own client (jupyter_remote_server.agents.http.NodeHttp:
     keep-alive per node, a timeout on every call),
+  - httpx's AsyncClient (keep-alive, the same connection cap), when httpx is installed,
   - tornado's AsyncHTTPClient (simple_httpclient, the default: a new connection per request).
 Prints wall time, requests per second and the connections the server accepted.
 
@@ -103,10 +104,23 @@ async def main() -> None:
         )
         json.loads(answer.body)
 
-    clients = {
-        "aiohttp (NodeHttp, keep-alive)": with_aiohttp,
-        "tornado simple_httpclient": with_tornado,
-    }
+    clients = {"aiohttp (NodeHttp, keep-alive)": with_aiohttp}
+    try:
+        import httpx
+    except ImportError:
+        httpx = None
+    if httpx is not None:
+        limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+        httpx_client = httpx.AsyncClient(limits=limits, timeout=10, trust_env=False)
+
+        async def with_httpx() -> None:
+            answer = await httpx_client.get(
+                f"{url}/v1/health", headers={"Authorization": "Bearer token"}
+            )
+            answer.json()
+
+        clients["httpx (keep-alive)"] = with_httpx
+    clients["tornado simple_httpclient"] = with_tornado
     print(f"{REQUESTS} GETs of /v1/health on loopback, best of {ROUNDS} rounds taken in turns")
     print(f"{'client':<34}{'in flight':>10}{'seconds':>9}{'req/s':>8}{'us/req':>8}{'conns':>7}")
     try:
@@ -126,6 +140,8 @@ async def main() -> None:
                 )
     finally:
         await node.close()
+        if httpx is not None:
+            await httpx_client.aclose()
         server.terminate()
 
 
