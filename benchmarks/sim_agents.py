@@ -89,7 +89,6 @@ class Sim:
                 get("/v1/sessions/{id}", self.get_session),
                 delete("/v1/sessions/{id}", self.delete_session),
                 post("/v1/executions", self.execute),
-                get("/v1/executions", self.list_executions),
                 get("/v1/executions/{id}", self.get_execution),
                 post("/v1/executions/{id}/cancel", self.cancel),
                 get("/v1/jobs", self.jobs),
@@ -261,10 +260,6 @@ class Sim:
         now = time.time()
         model.update(returncode=returncode, status=status, finished_at=now)
         model["duration"] = now - model["started_at"]
-
-    async def list_executions(self, request: web.Request) -> web.Response:
-        models = list(self.node(request).executions.values())[-100:]
-        return web.json_response({"executions": models[::-1], "next": None})
 
     async def get_execution(self, request: web.Request) -> web.Response:
         node, eid = self.node(request), request.match_info["id"]
