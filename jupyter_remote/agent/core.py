@@ -16,11 +16,12 @@ import docker
 
 from jupyter_remote._version import __version__
 from jupyter_remote.agent import expiry
-from jupyter_remote.agent.containers import ContainerFactory, OomWatcher
+from jupyter_remote.agent.containers import ContainerFactory
 from jupyter_remote.agent.executions import ExecutionManager
 from jupyter_remote.agent.jobs import JobManager
 from jupyter_remote.agent.ledger import Ledger
 from jupyter_remote.agent.monitor import ResourceMonitor
+from jupyter_remote.agent.oom import OomWatcher
 from jupyter_remote.agent.pool import WarmPool
 from jupyter_remote.agent.retention import Retention
 from jupyter_remote.agent.sessions import SessionManager

@@ -11,7 +11,7 @@ import time
 
 from docker.errors import DockerException
 
-from jupyter_remote.agent.containers import ContainerFactory, OomWatcher
+from jupyter_remote.agent.containers import ContainerFactory
 from jupyter_remote.agent.deadlines import Deadline, Deadlines
 from jupyter_remote.agent.eventlog import EventLog
 from jupyter_remote.agent.executions import exec_path, outcome, recovery
@@ -20,6 +20,7 @@ from jupyter_remote.agent.executions.record import Execution, Killed, RunnerGone
 from jupyter_remote.agent.executions.runner_path import RunnerPath
 from jupyter_remote.agent.executions.store import ExecutionStore
 from jupyter_remote.agent.expiry import expiry_label
+from jupyter_remote.agent.oom import OomWatcher
 from jupyter_remote.agent.specs import safe_name
 from jupyter_remote.protocol.bodies import ExecutionBody
 from jupyter_remote.protocol.errors import Conflict

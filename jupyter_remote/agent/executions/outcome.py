@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from jupyter_remote.agent.containers import OomWatcher
 from jupyter_remote.agent.executions.record import Execution
+from jupyter_remote.agent.oom import OomWatcher
 from jupyter_remote.protocol.common import EXECUTION_FINAL
 
 
