@@ -29,6 +29,8 @@ ERROR_BODY_LIMIT = 1 << 20  # most bytes of a refusal's body read
 DRAIN_WAIT = 5.0  # seconds to read an answer's end after its last event, for reuse
 KEEPALIVE = 60.0  # seconds an idle connection is kept
 
+_draining: set[asyncio.Task] = set()
+
 
 def environ_proxy(url: str) -> str | None:
     """The proxy the environment names for `url` (no_proxy honoured), read once."""
@@ -204,7 +206,9 @@ class Answer:
         if self.resp.content.at_eof():
             self.resp.release()
         elif reuse:
-            asyncio.get_running_loop().create_task(self._drain())
+            draining = asyncio.get_running_loop().create_task(self._drain())
+            _draining.add(draining)  # held until done: the loop keeps only a weak reference
+            draining.add_done_callback(_draining.discard)
         else:
             self.resp.close()
 
