@@ -70,11 +70,10 @@ class AgentApp(AgentOptions, RetentionTraits, Application):
     jupyter-remote agent stop
     """
 
-    retention_default_bytes = 4 << 30  # a busy week of small cells at ~12 KB each
-    # the same setting with its default in the class, so --help-all shows the real one
-    retention_max_bytes = Int(
-        retention_default_bytes, help=RetentionTraits.retention_max_bytes.help
-    ).tag(config=True)
+    # an agent keeps logs too: 4 GiB, a busy week of small cells at ~12 KB each
+    retention_max_bytes = Int(4 << 30, help=RetentionTraits.retention_max_bytes.help).tag(
+        config=True
+    )
 
     aliases = {
         "listen": "AgentApp.listen",

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from traitlets import Float, HasTraits, Int, TraitError, default, validate
+from traitlets import Float, HasTraits, Int, TraitError, validate
 
 DAY = 24 * 3600.0
 # name: (lowest, highest or None, what 0 means): the one range rule of both apps' traits
@@ -80,17 +80,17 @@ class RetentionTraits(HasTraits):
     """The retention settings, one definition for the agent's and the server's app.
 
     Mixed into AgentApp and RemoteApp, so they stay `c.AgentApp.retention_max_age` and
-    `c.RemoteApp.retention_max_age`; each app says what its records are in
-    `retention_subject` and picks its byte budget in `retention_default_bytes`.
+    `c.RemoteApp.retention_max_age`. The byte budget's default is the server's (1 GiB);
+    the agent redeclares the trait with its own (4 GiB: logs too).
     """
 
-    retention_default_bytes = 1 << 30
     retention_max_age = Float(
         7 * DAY,
         help="Seconds an ended execution or job (record and output) is kept after it ended "
         "(default a week); older ones are removed oldest-first. 0: no age limit.",
     ).tag(config=True)
     retention_max_bytes = Int(
+        1 << 30,
         help="Most bytes the ended execution and job records (and, on an agent, their logs) "
         "take in all (1 GiB on the server, 4 GiB on an agent); over it, the oldest ended "
         "ones are removed. 0: no size limit.",
@@ -112,10 +112,6 @@ class RetentionTraits(HasTraits):
         help="Seconds an id removed by retention keeps answering 404 expired (with its "
         "outcome) and is refused for a new run; after that it is forgotten.",
     ).tag(config=True)
-
-    @default("retention_max_bytes")
-    def _default_retention_max_bytes(self) -> int:
-        return self.retention_default_bytes
 
     @validate(*RANGES)
     def _check_retention(self, proposal):

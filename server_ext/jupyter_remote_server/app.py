@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Int, List, TraitError, Type, Unicode, default, validate
+from traitlets import Float, Int, List, Type, Unicode, default
 
 from jupyter_remote.protocol.server_bodies import MAX_EXECUTION_BODY, MAX_JOB_BODY
+from jupyter_remote.util.retention import RetentionTraits
 from jupyter_remote_server.nodes.pool import NodeChooser
 from jupyter_remote_server.routes import handlers
 from jupyter_remote_server.services.manager import RemoteManager
@@ -22,7 +22,7 @@ ENV_TOKEN = "JUPYTER_REMOTE_SERVER_TOKEN"
 LOGGER = "jupyter_remote_server"  # the logger every module of the extension uses
 
 
-class RemoteApp(ExtensionApp):
+class RemoteApp(RetentionTraits, ExtensionApp):
     """jupyter-remote: runs notebook cells on a pool of Docker hosts through their agents."""
 
     name = "jupyter_remote_server"
@@ -92,49 +92,7 @@ class RemoteApp(ExtensionApp):
         MAX_EXECUTION_BODY,
         help="Largest execution request body in bytes (32 MiB: cells may carry data).",
     ).tag(config=True)
-    retention_max_age = Float(
-        7 * 24 * 3600.0,
-        help="Seconds an ended execution or job record is kept in the store after it ended "
-        "(default a week); older ones are removed oldest-first. 0: no age limit.",
-    ).tag(config=True)
-    retention_max_bytes = Int(
-        1 << 30,
-        help="Most bytes the ended and live execution and job records take in the store "
-        "(default 1 GiB: a busy week of cells at ~0.5-4 KB each); over it, the oldest ended "
-        "ones are removed. 0: no size limit.",
-    ).tag(config=True)
-    retention_min_age = Float(
-        600.0,
-        help="Seconds a record is kept after it ended whatever the limits (the Lab panel "
-        "and %remote_jobs still show what just finished).",
-    ).tag(config=True)
-    retention_interval = Float(
-        60.0, help="Seconds between retention passes over the store (in the background)."
-    ).tag(config=True)
-    retention_per_pass = Int(
-        1000, help="Most records one retention pass removes (bounds its time)."
-    ).tag(config=True)
-    expired_keep = Float(
-        30 * 24 * 3600.0,
-        help="Seconds an id removed by retention keeps answering 404 expired (with its "
-        "outcome) and is refused for a new run; after that it is forgotten.",
-    ).tag(config=True)
     manager: RemoteManager | None = None
-
-    @validate(
-        "retention_max_age",
-        "retention_max_bytes",
-        "retention_min_age",
-        "retention_interval",
-        "retention_per_pass",
-        "expired_keep",
-    )
-    def _check_retention(self, proposal):
-        value, name = proposal["value"], proposal["trait"].name
-        low = 1 if name == "retention_per_pass" else 0.1 if name == "retention_interval" else 0
-        if not math.isfinite(value) or value < low:
-            raise TraitError(f"c.RemoteApp.{name} must be a finite number >= {low}; got {value!r}")
-        return value
 
     @default("join_token")
     def _default_join_token(self) -> str:
