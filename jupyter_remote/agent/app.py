@@ -79,6 +79,8 @@ class AgentApp(AgentOptions, RetentionTraits, Application):
         "listen": "AgentApp.listen",
         "token": "AgentApp.token",
         "token-file": "AgentApp.token_file",
+        "certfile": "AgentApp.certfile",
+        "keyfile": "AgentApp.keyfile",
         "data-dir": "AgentApp.data_dir",
         "node-id": "AgentApp.node_id",
         "log-file": "AgentApp.log_file",

@@ -28,11 +28,11 @@ class Removed(JoinRefused):
     """The server's operator removed this agent from the pool: stay out until restarted."""
 
 
-def advertised_url(host: str, port: int) -> str:
+def advertised_url(host: str, port: int, scheme: str = "http") -> str:
     """How the server should reach us: a wildcard bind is advertised by host name."""
     if host in ("0.0.0.0", "::", ""):
         host = socket.getfqdn()
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def _endpoint(server_url: str) -> str:

@@ -54,6 +54,7 @@ def build(app, limits: Limits) -> Agent:
 async def serve(app, host: str, port: int, token: str, limits: Limits) -> None:
     """Run the agent until SIGTERM or SIGINT; `app` is the AgentApp with its options."""
     body_limits = BodyLimits(execution=app.max_execution_bytes, other=app.max_request_bytes)
+    tls = app.ssl_context()  # a bad certificate is refused before anything starts
     agent = build(app, limits)
     loop = asyncio.get_running_loop()
     agent.jobs.changes.loop = loop
@@ -63,6 +64,7 @@ async def serve(app, host: str, port: int, token: str, limits: Limits) -> None:
         make_app(agent, token or None, body_limits),
         max_body_size=body_limits.largest + 1,
         idle_connection_timeout=300,
+        ssl_options=tls,
     )
     try:
         server.listen(port, address=host)
@@ -71,15 +73,16 @@ async def serve(app, host: str, port: int, token: str, limits: Limits) -> None:
     reaper = loop.create_task(reap(agent))
     joiner = None
     if app.join:
-        url = app.advertise_url or advertised_url(host, port)
+        url = app.advertise_url or advertised_url(host, port, "https" if tls else "http")
         joiner = loop.create_task(keep_joined(app.join, app.join_token, url, token))
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     log.info(
-        "agent %s (node %s) listening on http://%s:%d, data in %s%s",
+        "agent %s (node %s) listening on %s://%s:%d, data in %s%s",
         __version__,
         app.node_id,
+        "https" if tls else "http",
         host,
         port,
         app.data_dir,

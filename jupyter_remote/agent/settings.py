@@ -33,6 +33,13 @@ class AgentOptions(HasTraits):
         "", help="Bearer token clients must send (Authorization: Bearer TOKEN).", config=True
     )
     token_file = Unicode("", help="File holding the bearer token (first line).", config=True)
+    certfile = Unicode(
+        "",
+        help="TLS certificate (PEM, with its chain) to serve https; with --keyfile. Without "
+        "it the agent speaks plain HTTP (behind a TLS proxy, or on loopback).",
+        config=True,
+    )
+    keyfile = Unicode("", help="The private key (PEM) of --certfile.", config=True)
     data_dir = Unicode(
         os.path.expanduser("~/.local/share/jupyter-remote/agent"),
         help="Where execution logs, job logs and records live.",
@@ -201,6 +208,21 @@ class AgentOptions(HasTraits):
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise UsageFailure(f"--listen must be HOST:PORT; got {self.listen!r}")
         return host.strip("[]") or "127.0.0.1", int(port)
+
+    def ssl_context(self):
+        """The TLS context for --certfile/--keyfile, or None for plain HTTP."""
+        if not self.certfile and not self.keyfile:
+            return None
+        if not (self.certfile and self.keyfile):
+            raise UsageFailure("--certfile and --keyfile go together")
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.certfile, self.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageFailure(f"cannot load --certfile/--keyfile: {exc}") from None
+        return context
 
     def read_token(self) -> str:
         if self.token_file:

@@ -45,6 +45,7 @@ class Node:
     polling: bool = False
     provisional: bool = False  # named after its URL until the agent tells its own id
     instance: str | None = None  # a joined agent's process (made at its start)
+    poll_error: str | None = None  # why the last poll failed (a refused certificate, say)
 
     @property
     def usable(self) -> bool:
@@ -299,13 +300,14 @@ class NodeRegistry(LoggingConfigurable):
             health = await node.client.health(wait)
             resources = await node.client.resources(wait)
         except RemoteError as exc:
+            node.poll_error = exc.message
             if node.state == "unknown" or node.answering:
                 node.reason = f"last poll failed: {exc.message}"
             return
         finally:
             node.polling = False
         node.last_seen, node.last_seen_at = time.monotonic(), time.time()
-        node.health, node.resources = health, resources
+        node.health, node.resources, node.poll_error = health, resources, None
         own_id = health.get("node_id")
         if node.provisional and own_id and own_id not in self.nodes:
             # before any work reached it (work needs a first answer): take the agent's name
@@ -317,14 +319,16 @@ class NodeRegistry(LoggingConfigurable):
     def _age(self, node: Node) -> None:
         seen = node.last_seen
         silent = time.monotonic() - (seen if seen is not None else self._added_mono(node))
+        why = f"; last poll failed: {node.poll_error}" if node.poll_error else ""
         if silent > self.lost_after and node.state != "lost":
-            self._set(node, "lost", f"silent for {silent:.0f} s (lost after {self.lost_after:g} s)")
+            limit = f"lost after {self.lost_after:g} s"
+            self._set(node, "lost", f"silent for {silent:.0f} s ({limit}){why}")
         elif self.suspect_after < silent <= self.lost_after and node.state not in (
             "suspect",
             "lost",
         ):
-            why = f"silent for {silent:.0f} s (suspect after {self.suspect_after:g} s)"
-            self._set(node, "suspect", why)
+            limit = f"suspect after {self.suspect_after:g} s"
+            self._set(node, "suspect", f"silent for {silent:.0f} s ({limit}){why}")
 
     def _added_mono(self, node: Node) -> float:
         return time.monotonic() - (time.time() - node.added_at)
