@@ -23,9 +23,9 @@ from jupyter_remote.agent.executions import ExecutionManager
 from jupyter_remote.agent.jobs import JobManager
 from jupyter_remote.agent.sessions import SessionManager
 from jupyter_remote.agent.specs import ContainerSpec, Limits, command_of, safe_name
-from jupyter_remote.protocol.errors import BadRequest
 from jupyter_remote.protocol.bodies import ExecutionBody, JobBody, SessionBody, TaskBody
 from jupyter_remote.protocol.common import ID_RE, MAX_TIMEOUT
+from jupyter_remote.protocol.errors import BadRequest
 from jupyter_remote.protocol.validation import parse_body
 
 LIMITS = Limits(host_cpus=8.0, host_memory=16 << 30)

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from jupyter_remote.kernel.engine_states import latest_engine_states, load_engine_states
 from jupyter_remote.gateway.core import StateGateway
 from jupyter_remote.gateway.jsonl import RotatingJsonl
 from jupyter_remote.gateway.states import REASONS
+from jupyter_remote.kernel.engine_states import latest_engine_states, load_engine_states
 
 
 def state(engine: str = "e1", ts: int | None = None, **extra) -> dict:

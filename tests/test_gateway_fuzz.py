@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_remote.kernel.engine_states import SCHEMA, load_engine_states
 from jupyter_remote.gateway.salvage import surely_bad
 from jupyter_remote.gateway.states import (
     INT64_MAX,
@@ -22,6 +21,7 @@ from jupyter_remote.gateway.states import (
     log_line,
     parse_state,
 )
+from jupyter_remote.kernel.engine_states import SCHEMA, load_engine_states
 
 OPTIONS = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
 GOOD = {

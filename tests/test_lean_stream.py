@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from jupyter_remote.protocol.errors import BadRequest, ConnectionFailed
 from jupyter_remote.http.api import HttpApi
 from jupyter_remote.http.lean_stream import LeanStreams
+from jupyter_remote.protocol.errors import BadRequest, ConnectionFailed
 
 EVENTS = [{"event": "started"}, {"event": "stdout", "data": "1\n"}, {"event": "exit"}]
 

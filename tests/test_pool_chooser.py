@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from jupyter_remote_server.nodes.registry import Node
 from jupyter_remote_server.nodes.pool import NodeChooser
+from jupyter_remote_server.nodes.registry import Node
 
 
 def node(name: str, state: str, running: int, free: int = 1 << 30) -> Node:

@@ -13,8 +13,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from jupyter_remote.protocol.errors import BadRequest
 from jupyter_remote.protocol.common import Id
+from jupyter_remote.protocol.errors import BadRequest
 from jupyter_remote.protocol.validation import parse_body
 
 MAX_PAGE = 1000

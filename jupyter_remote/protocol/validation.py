@@ -7,8 +7,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from jupyter_remote.protocol.errors import BadRequest
 from jupyter_remote.protocol.common import MAX_JSON_DEPTH
+from jupyter_remote.protocol.errors import BadRequest
 
 M = TypeVar("M", bound=BaseModel)
 

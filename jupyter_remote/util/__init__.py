@@ -1,1 +1,1 @@
-"""Small stdlib helpers shared by the agent and the server (change notices, worker pool, retention policy)."""
+"""Small shared helpers (change notices, a worker pool, the retention policy and settings)."""

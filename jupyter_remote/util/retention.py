@@ -123,4 +123,3 @@ class RetentionTraits(HasTraits):
 
     def retention_policy(self) -> Policy:
         return Policy.from_traits(self)
-
