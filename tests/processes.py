@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -18,6 +19,23 @@ BUSYBOX = "jupyter-remote/busybox:local"
 PYTHON = "jupyter-remote/python:local"
 SCIPY = "jupyter-remote/scipy:local"  # numpy, pandas, matplotlib
 RUN_ID = uuid.uuid4().hex[:6]
+# BENCH_TLS=1 benchmarks/run.sh ...: every agent serves https (a CA made for the run, trusted
+# through REQUESTS_CA_BUNDLE by this process and the servers it starts)
+TLS = os.environ.get("BENCH_TLS") == "1"
+_run_ca = None
+
+
+def run_ca():
+    """The run's own certificate authority (trustme), trusted from now on."""
+    global _run_ca
+    if _run_ca is None:
+        import trustme
+
+        _run_ca = trustme.CA()
+        bundle = os.path.join(tempfile.mkdtemp(prefix="jr-ca-"), "ca.pem")
+        _run_ca.cert_pem.write_to_path(bundle)
+        os.environ["REQUESTS_CA_BUNDLE"] = bundle
+    return _run_ca
 
 
 def free_port(host: str) -> int:
@@ -54,15 +72,19 @@ class AgentProcess(ChildProcess):
         host: str = "127.0.0.1",
         token: str | None = "t0ken",
         extra: tuple[str, ...] = (),
+        ca=None,
     ) -> None:
         self.host = host
         self.port = free_port(host)
         self.token = token
         self.data_dir = data_dir
         self.node_id = f"pytest-{RUN_ID}-{uuid.uuid4().hex[:6]}"
+        ca = ca or (run_ca() if TLS else None)
+        if ca is not None:  # serve https with a certificate for this host from `ca`
+            extra = (*extra, *tls_options(ca, host))
         self.extra = extra
         self.proc: subprocess.Popen | None = None
-        self.url = f"http://{host}:{self.port}"
+        self.url = f"{'https' if ca else 'http'}://{host}:{self.port}"
         self.client = AgentClient(self.url, token)
 
     def argv(self) -> list[str]:
@@ -109,6 +131,17 @@ class AgentProcess(ChildProcess):
         return docker_client.containers.list(
             all=True, filters={"label": wanted}, ignore_removed=True
         )
+
+
+def tls_options(ca, host: str) -> tuple[str, ...]:
+    """--certfile/--keyfile of a certificate for `host` signed by `ca` (a trustme.CA)."""
+    where = tempfile.mkdtemp(prefix="jr-tls-")
+    cert = ca.issue_cert(host)
+    chain, key = os.path.join(where, "chain.pem"), os.path.join(where, "key.pem")
+    cert.private_key_pem.write_to_path(key)
+    with open(chain, "wb") as fh:
+        fh.write(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    return ("--certfile", chain, "--keyfile", key)
 
 
 FAST = {"poll_interval": 0.3, "suspect_after": 1.5, "lost_after": 4.0}

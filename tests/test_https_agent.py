@@ -20,16 +20,6 @@ from server_process import ServerProcess
 pytestmark = pytest.mark.docker
 
 
-class HttpsAgent(AgentProcess):
-    def __init__(self, data_dir: str, cert: trustme.LeafCert, tmp) -> None:
-        chain, key = tmp / "agent-chain.pem", tmp / "agent-key.pem"
-        cert.private_key_pem.write_to_path(str(key))
-        chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-        super().__init__(data_dir, extra=("--certfile", str(chain), "--keyfile", str(key)))
-        self.url = self.url.replace("http://", "https://")
-        self.client.url = self.url
-
-
 @pytest.fixture
 def ca(tmp_path, monkeypatch):
     authority = trustme.CA()
@@ -43,7 +33,7 @@ def ca(tmp_path, monkeypatch):
 def https_agent(docker_client, tmp_path, ca):
     data = tmp_path / "agent"
     data.mkdir()
-    agent = HttpsAgent(str(data), ca.issue_cert("127.0.0.1"), tmp_path).start()
+    agent = AgentProcess(str(data), ca=ca).start()
     yield agent
     agent.stop()
 
