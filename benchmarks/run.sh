@@ -4,6 +4,8 @@
 #   benchmarks/run.sh agent | server | cells | gateway | transfer | soak | scale     only that one
 #   (soak is not part of "all": it runs 10 minutes; SOAK_SECONDS=60 for a short try;
 #    scale is not either: ~2-3 minutes of 1,000 cells against 200 simulated agents)
+#   BENCH_TLS=1 benchmarks/run.sh ...   the same with every agent reached over https (a CA made
+#   for the run, trusted through REQUESTS_CA_BUNDLE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
