@@ -14,7 +14,8 @@ cell streams 10 lines over 5 s. Scenarios, each against a baseline of the same r
 Per scenario: cells ok and failed (by reason), TTFB p50/p99, the server process's threads
 and open fds (psutil, every 0.25 s during the burst), its CPU, and node state changes to
 suspect or lost in its log. `SCALE_CELLS`, `SCALE_NEW`, `SCALE_NODES` change the sizes;
-`SCALE_SERVER_TREE=DIR` runs the server from another checkout (its `server_ext` beside it).
+`SCALE_SERVER_TREE=DIR` runs the server from another checkout (its `server_ext` beside it);
+`BENCH_TLS=1` has the agents serve https.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import aiohttp
 import psutil
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from processes import TLS, run_ca, tls_options  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 
 CELLS = int(os.environ.get("SCALE_CELLS", "1000"))
@@ -58,8 +60,11 @@ def raise_open_files() -> None:
 
 
 def start_sim(nodes: int, tmp: Path) -> tuple[subprocess.Popen, dict]:
+    """The simulated agents; over https with BENCH_TLS=1 (the run's CA trusted from here on,
+    by this process and the servers it starts)."""
+    tls = tls_options(run_ca(), "127.0.0.1") if TLS else ()
     sim = subprocess.Popen(
-        [sys.executable, str(HERE / "sim_agents.py"), "--nodes", str(nodes)]
+        [sys.executable, str(HERE / "sim_agents.py"), "--nodes", str(nodes), *tls]
         + ["--lines", str(LINES), "--interval", str(INTERVAL), "--max-seconds", "600"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -295,8 +300,9 @@ def main() -> None:
     by = {r["scenario"]: r for r in results}
     one, small, big = (by[f"existing N={n}"] for n in (1, SMALL, NODES))
     new = by[f"new sessions N={NODES}"]
+    over = " (https agents)" if TLS else ""
     print(
-        f"SUMMARY: N={NODES}, {CELLS} cells: {big['ok']}/{CELLS} ok, TTFB p50 "
+        f"SUMMARY{over}: N={NODES}, {CELLS} cells: {big['ok']}/{CELLS} ok, TTFB p50 "
         f"{big['ttfb_p50_ms']:.0f} ms = {big['ttfb_p50_ms'] / one['ttfb_p50_ms']:.2f}x N=1's; "
         f"server threads max {big['threads_max']} at N={NODES} vs {small['threads_max']} at "
         f"N={SMALL} = {big['threads_max'] / small['threads_max']:.2f}x; "

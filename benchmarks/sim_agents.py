@@ -8,12 +8,13 @@ them, else NDJSON), `GET /v1/executions/{id}`, cancel,
 and the jobs list and change feed (long-polled, never changing). Any session id names a
 session the node has. `POST /v1/sessions` takes `session_delay` s (a container start).
 
-    python benchmarks/sim_agents.py --nodes 200 --max-seconds 300
+    python benchmarks/sim_agents.py --nodes 200 --max-seconds 300 [--certfile C --keyfile K]
 
-prints one JSON line (`{"control": URL, "nodes": [{"url", "node_id", "token"}]}`) and serves
-until stdin closes, SIGTERM, or `--max-seconds`. The control port answers `GET /stats`
-(calls by route, streams now and at most, session creations) and `POST /control`
-(`{"session_delay": s}`; `{"reset": true}` zeroes the counters).
+(with a certificate the nodes serve https) prints one JSON line (`{"control": URL,
+"nodes": [{"url", "node_id", "token"}]}`) and serves until stdin closes, SIGTERM, or
+`--max-seconds`. The control port answers `GET /stats` (calls by route, streams now and
+at most, session creations) and `POST /control` (`{"session_delay": s}`; `{"reset": true}`
+zeroes the counters).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import json
 import signal
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -324,13 +326,18 @@ async def serve(args: argparse.Namespace) -> None:
     sim = Sim(args)
     runner = web.AppRunner(sim.app(), access_log=None, handle_signals=False)
     await runner.setup()
+    tls = None
+    if args.certfile:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.certfile, args.keyfile)
+    scheme = "https" if tls else "http"
     nodes = []
     for i in range(args.nodes):
         sock = listening(args.host)
         port = sock.getsockname()[1]
         sim.by_port[port] = Node(f"sim-{i:03d}")
-        await web.SockSite(runner, sock).start()
-        url = f"http://{args.host}:{port}"
+        await web.SockSite(runner, sock, ssl_context=tls).start()
+        url = f"{scheme}://{args.host}:{port}"
         nodes.append({"url": url, "node_id": f"sim-{i:03d}", "token": args.token})
     control = web.Application()
     control.add_routes([web.get("/stats", sim.stats), web.post("/control", sim.control)])
@@ -362,6 +369,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--session-delay", type=float, default=0.0)
     parser.add_argument("--max-seconds", type=float, default=300)
+    parser.add_argument("--certfile", help="serve https with this certificate chain")
+    parser.add_argument("--keyfile")
     asyncio.run(serve(parser.parse_args()))
 
 
