@@ -46,9 +46,11 @@ class RemoteApp(RetentionTraits, ExtensionApp):
         help="Seconds of silence after which a node is lost (its running "
         "tasks are marked lost, never re-run).",
     ).tag(config=True)
-    pool_connections = Int(5, help="Connection pools kept per node session (seed 000).").tag(
-        config=True
-    )
+    pool_connections = Int(
+        5,
+        help="Ignored since the server's agent client is async (one connection pool per node "
+        "already); kept so that existing configurations still load. See pool_maxsize.",
+    ).tag(config=True)
     pool_maxsize = Int(10, help="Most keep-alive connections per node (seed 000).").tag(config=True)
     default_image = Unicode(
         "jupyter-remote/python:local", help="Image used when a request names none."
