@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from jupyter_remote.http.tornado_io import BodyWriter, read_body_in  # noqa: F401 (moved)
 from jupyter_remote.protocol.records import RECORDS_TYPE, Splitter, to_ndjson
 
 

@@ -78,7 +78,8 @@ def error_from_body(status: int, data: bytes, what: str = "") -> RemoteError:
         body = None
     if not isinstance(body, dict):
         text = data[:500].decode("utf-8", "replace").strip()
-        body = {"message": f"{what}: HTTP {status}: {text}".strip(": ") if what or text else None}
+        parts = [what, f"HTTP {status}", text] if what or text else []
+        body = {"message": ": ".join(p for p in parts if p) or None}
     return error_from_response(status, body)
 
 
