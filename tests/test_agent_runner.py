@@ -191,7 +191,7 @@ _ = BUSYBOX
 def test_output_streams_as_records_to_those_who_ask_and_as_ndjson_to_others(
     agent, client, py_session
 ):
-    """Output crosses runner, log and HTTP as sized records (runner/records.py): a client
+    """Output crosses runner, log and HTTP as sized records (protocol/records.py): a client
     sending Accept: RECORDS_TYPE gets them as they are; any other gets NDJSON lines with
     the same events; an offset inside an event is a 400, not a garbled stream."""
     import json

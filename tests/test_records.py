@@ -1,4 +1,4 @@
-"""Event records (runner/records.py): output as sized records, everything else JSON lines.
+"""Event records (protocol/records.py): output as sized records, everything else JSON lines.
 
 Pure logic: bytes in, records and events out, wherever the stream is cut."""
 

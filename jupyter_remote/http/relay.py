@@ -56,7 +56,7 @@ async def relay(
 
 
 def wants_records(accept: str | None) -> bool:
-    """The client reads event records (runner/records.py), not only NDJSON."""
+    """The client reads event records (protocol/records.py), not only NDJSON."""
     return bool(accept) and RECORDS_TYPE in accept
 
 
