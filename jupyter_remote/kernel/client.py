@@ -161,7 +161,7 @@ class RemoteClient(HttpApi):
         resp = self._request("GET", f"/jobs/{job_id}/logs", params=params, stream=True)
         return stream_chunks(resp, f"logs of job {job_id}")
 
-    # -- file transfers (jupyter_remote/transfers.py) ----------------------------------
+    # -- file transfers (kernel/transfers.py) ------------------------------------------
     def put_files(
         self,
         owner: str,
