@@ -10,7 +10,9 @@ execution's events.
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import signal as signals
 import sys
 import threading
 import time
@@ -224,22 +226,26 @@ class Execution:
         sender.start()
         deadline = time.monotonic() + wait
         why = f"no exit within {wait:g} s"
+        again = threading.Event()
         try:
-            while not fold.ended and time.monotonic() < deadline:
-                try:
-                    event = stream.next(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    continue
-                if event is None:
-                    why = "the stream ended without an exit event"
-                    break
-                fold.feed(event)
+            with _second_interrupt_sets(again):
+                while not fold.ended and not again.is_set() and time.monotonic() < deadline:
+                    try:
+                        event = stream.next(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+                    except queue.Empty:
+                        continue
+                    if event is None:
+                        why = "the stream ended without an exit event"
+                        break
+                    fold.feed(event)
             if fold.ended:
                 sender.join(timeout=5)
         except KeyboardInterrupt:
-            why = "interrupted again"
+            again.set()
         except RemoteError as exc:
             why = exc.message
+        if again.is_set() and not fold.ended:
+            why = "interrupted again"
         fold.finish()
         if fold.ended:
             result.message = f"{cancel['message']}; it exited {result.returncode} ({result.status})"
@@ -251,3 +257,21 @@ class Execution:
             f"its record: GET /remote/api/executions/{self.execution_id}"
         )
         return result
+
+
+@contextlib.contextmanager
+def _second_interrupt_sets(flag: threading.Event):
+    """While reading on after an interrupt, a second SIGINT sets `flag` instead of raising.
+
+    A KeyboardInterrupt can land anywhere, even where no `try` covers it (CPython checks
+    for signals on a loop's back edge, outside the loop's handler); a flag cannot.
+    Off the main thread, where no handler can be set, nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signals.signal(signals.SIGINT, lambda *_: flag.set())
+    try:
+        yield
+    finally:
+        signals.signal(signals.SIGINT, previous)
