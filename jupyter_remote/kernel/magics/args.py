@@ -92,6 +92,19 @@ def kernel_id() -> str | None:
     return name[len("kernel-") : -len(".json")] if name.startswith("kernel-") else None
 
 
+def cell_id() -> str | None:
+    """The running cell's id as JupyterLab sent it (the execute request's metadata
+    `cellId`): the server files the execution under it, so a reloaded page finds it."""
+    try:
+        from IPython import get_ipython
+
+        parent = get_ipython().kernel.get_parent()
+    except Exception:  # noqa: BLE001 - a terminal IPython has no kernel, older ones no get_parent
+        return None
+    value = (parent or {}).get("metadata", {}).get("cellId")
+    return value if isinstance(value, str) and 0 < len(value) <= 256 else None
+
+
 class one_line_errors:
     """Turn a RemoteError into one clear line (a UsageError), not a traceback."""
 
