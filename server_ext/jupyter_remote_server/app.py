@@ -149,5 +149,14 @@ class RemoteApp(RetentionTraits, ExtensionApp):
         )
 
     async def stop_extension(self) -> None:
+        """The server stops its extensions, then shuts its kernels down: their sessions go
+        first, while the agents can still be reached."""
         if self.manager is not None:
+            kernels, removed = await self.manager.kernels.remove_at_stop()
+            if kernels:
+                self.log.info(
+                    "jupyter-remote: removed %d session container(s) of %d kernel(s) at stop",
+                    len(removed),
+                    kernels,
+                )
             await self.manager.stop()

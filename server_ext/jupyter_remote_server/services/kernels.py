@@ -30,6 +30,7 @@ class KernelSessions(LoggingConfigurable):
         self.store = self.parent.store
         self.sessions: dict[str, dict] = {r["key"]: r for r in self.store.load("kernel_session")}
         self._lock = asyncio.Lock()
+        self.closed = False  # set at the server's stop: nothing is removed after it
 
     @staticmethod
     def key(kernel_id: str, image: str) -> str:
@@ -123,6 +124,8 @@ class KernelSessions(LoggingConfigurable):
     async def remove_kernel(self, kernel_id: str) -> list[dict]:
         """Delete the kernel's session containers on their nodes."""
         removed = []
+        if self.closed:  # the server stopped: its agent connections and store are closed
+            return removed
         for record in self.for_kernel(kernel_id):
             try:
                 node = self.registry.get(record["node_id"])
@@ -136,6 +139,26 @@ class KernelSessions(LoggingConfigurable):
             self.store.delete("kernel_session", record["key"])
             removed.append(record)
         return removed
+
+    async def remove_at_stop(self) -> tuple[int, list[dict]]:
+        """The server is stopping and shuts its kernels down next: remove their sessions
+        now, while the agent connections and the store are open (the kernels' shutdown
+        events come after the extension has stopped). All kernels at once, so a stop takes
+        about as long as one removal; a session that could not be removed is kept in the
+        store, and the next start's housekeeping removes it (its kernel is gone then).
+        Client-owned sessions stay: their owners remove them. Answers (kernels, removed)."""
+        kernels = sorted(self.kernel_ids())
+        done = await asyncio.gather(
+            *(self.remove_kernel(k) for k in kernels), return_exceptions=True
+        )
+        self.closed = True
+        removed = []
+        for kernel_id, outcome in zip(kernels, done, strict=True):
+            if isinstance(outcome, BaseException):  # one line: the server is stopping
+                log.warning("could not remove the sessions of kernel %s: %r", kernel_id, outcome)
+            else:
+                removed += outcome
+        return len(kernels), removed
 
 
 def _normal(field: str, value: object) -> object:
