@@ -156,6 +156,19 @@ class ExecutionBody(CommandFields, ContainerFields):
 
     execution_id: Id
     session_id: Id | None = None
+    execution_count: (
+        Annotated[
+            int,
+            Field(
+                ge=0,
+                le=2**31 - 1,
+                strict=True,
+                description="The kernel's In[N] number: a Python cell's traceback names it "
+                "Cell In[N]",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class SessionBody(ContainerFields):
