@@ -1,4 +1,4 @@
-"""`jupyter-remote agent` start-up rules, daemon mode and `agent stop`."""
+"""`jupyter-remote agent` start-up rules, daemon mode, `agent stop` and `agent cleanup`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 
 import requests
 
-from conftest import BUSYBOX, free_port
+from conftest import BUSYBOX, PYTHON, RUN_ID, free_port, remove_containers
+from jupyter_remote.agent.client import AgentClient
 
 
 def agent_cmd(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -111,3 +112,58 @@ def test_an_idle_timeout_from_the_environment_reaches_the_sessions(make_agent, m
     model = node.client.create_session(image=BUSYBOX, memory="64m")
     assert model["idle_timeout"] == 77
     node.client.delete_session(model["session_id"])
+
+
+def test_stop_remove_containers_and_cleanup_remove_what_the_agent_made(docker_client, tmp_path):
+    """Sessions on both paths (runner and exec) outlive a plain stop, as designed; the
+    clean-up removes them with their runner directories, refusing while the agent runs."""
+    port = free_port("127.0.0.1")
+    node_id = f"pytest-{RUN_ID}-cleanup"
+    data = tmp_path / "data"
+    env = {**os.environ, "JUPYTER_REMOTE_AGENT_DATA_DIR": str(data)}
+    started = agent_cmd(
+        "--daemon",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--node-id",
+        node_id,
+        "--warm-pool-size",
+        "0",
+        env=env,
+    )
+    assert started.returncode == 0, started.stderr
+    mine = {"label": [f"jupyter-remote.node={node_id}"]}
+    try:
+        client = AgentClient(f"http://127.0.0.1:{port}")
+        for image in (BUSYBOX, PYTHON):
+            client.create_session(image=image, memory="64m")
+        assert len(docker_client.containers.list(all=True, filters=mine)) == 2
+        assert os.listdir(data / "r"), "the python session has a runner directory"
+
+        refused = agent_cmd("cleanup", env=env)
+        assert refused.returncode == 1 and "is running" in refused.stderr, refused
+        assert "agent stop --remove-containers" in refused.stderr
+        assert len(docker_client.containers.list(all=True, filters=mine)) == 2
+
+        stopped = agent_cmd("stop", "--remove-containers", env=env)
+        assert stopped.returncode == 0, stopped.stderr
+        assert "stopped" in stopped.stdout
+        assert f"removed 2 session containers of node {node_id!r}" in stopped.stdout
+        assert docker_client.containers.list(all=True, filters=mine) == []
+        assert os.listdir(data / "r") == []
+
+        again = agent_cmd("cleanup", env=env)
+        assert again.returncode == 0 and again.stderr == "", again
+        assert again.stdout.strip() == f"no container of node {node_id!r} left to remove"
+    finally:
+        agent_cmd("stop", env=env)
+        remove_containers(docker_client.containers.list(all=True, filters=mine))
+
+
+def test_cleanup_without_a_noted_node_is_one_line(tmp_path):
+    result = agent_cmd("cleanup", "--data-dir", str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: no node id noted in {tmp_path}; give --node-id (an agent's default is its "
+        "host name, plus -PORT when its port is not 9527)"
+    )

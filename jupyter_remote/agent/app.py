@@ -1,5 +1,5 @@
 """`jupyter-remote agent`: the command line (options in settings.py), start-up checks,
-daemon mode and `agent stop`; serving itself is serve.py."""
+daemon mode, `agent stop` and `agent cleanup`; serving itself is serve.py."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import logging
 import os
 import sys
 
-from traitlets import Int, TraitError, Unicode, default
+from traitlets import Bool, Int, TraitError, Unicode, default
 from traitlets.config import Application, Config
 
 from jupyter_remote._version import __version__
-from jupyter_remote.agent import daemon
+from jupyter_remote.agent import cleanup, daemon
 from jupyter_remote.agent.settings import ENV, AgentOptions, UsageFailure
 from jupyter_remote.util.retention import RetentionTraits
 
@@ -37,7 +37,28 @@ class AgentStopApp(Application):
     description = "Stop an agent that runs as a daemon (SIGTERM, then wait)."
     pid_file = Unicode(help="The daemon's pid file (default: DATA_DIR/agent.pid).", config=True)
     data_dir = Unicode(help="The agent's data directory.", config=True)
-    aliases = {"pid-file": "AgentStopApp.pid_file", "data-dir": "AgentStopApp.data_dir"}
+    node_id = Unicode(
+        help="The node whose containers are removed (default: the one the "
+        "agent last ran as, noted in DATA_DIR).",
+        config=True,
+    )
+    remove_containers = Bool(
+        False,
+        help="After the agent stopped, remove every container it made (sessions, jobs, "
+        "warm pool): their files go too. Without it they are kept for its next start.",
+        config=True,
+    )
+    aliases = {
+        "pid-file": "AgentStopApp.pid_file",
+        "data-dir": "AgentStopApp.data_dir",
+        "node-id": "AgentStopApp.node_id",
+    }
+    flags = {
+        "remove-containers": (
+            {"AgentStopApp": {"remove_containers": True}},
+            remove_containers.help,
+        )
+    }
 
     @default("data_dir")
     def _default_data_dir(self) -> str:
@@ -47,12 +68,65 @@ class AgentStopApp(Application):
     def _default_pid_file(self) -> str:
         return _env("PID_FILE", os.path.join(self.data_dir, "agent.pid"))
 
+    @default("node_id")
+    def _default_node_id(self) -> str:
+        return _env("NODE_ID", cleanup.recorded_node(self.data_dir) or "")
+
     def start(self) -> None:
         try:
             print(daemon.stop(self.pid_file))
         except (LookupError, TimeoutError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             self.exit(1)
+        if self.remove_containers:
+            self.remove()
+
+    def remove(self) -> None:
+        """Remove the node's containers: one summary line, a line per failure."""
+        if not self.node_id:
+            print(
+                f"error: no node id noted in {self.data_dir}; give --node-id (an agent's "
+                "default is its host name, plus -PORT when its port is not 9527)",
+                file=sys.stderr,
+            )
+            self.exit(1)
+        from docker.errors import DockerException
+
+        try:
+            line, failed = cleanup.cleanup(self.node_id, self.data_dir)
+        except DockerException as exc:
+            print(f"error: cannot reach the Docker engine: {exc}", file=sys.stderr)
+            self.exit(1)
+        print(line)
+        for failure in failed:
+            print(f"error: could not remove {failure}", file=sys.stderr)
+        if failed:
+            self.exit(1)
+
+
+class AgentCleanupApp(AgentStopApp):
+    name = "jupyter-remote agent cleanup"
+    description = (
+        "Remove every container a stopped agent made on this Docker engine (sessions, "
+        "jobs, warm pool) and their runner directories."
+    )
+    aliases = {
+        "pid-file": "AgentCleanupApp.pid_file",
+        "data-dir": "AgentCleanupApp.data_dir",
+        "node-id": "AgentCleanupApp.node_id",
+    }
+    flags = {}
+
+    def start(self) -> None:
+        pid = daemon.read_pid(self.pid_file)
+        if pid is not None and daemon.is_alive(pid):
+            print(
+                f"error: the agent (pid {pid}) is running; stop it and remove its "
+                "containers with: jupyter-remote agent stop --remove-containers",
+                file=sys.stderr,
+            )
+            self.exit(1)
+        self.remove()
 
 
 class AgentApp(AgentOptions, RetentionTraits, Application):
@@ -67,7 +141,8 @@ class AgentApp(AgentOptions, RetentionTraits, Application):
     jupyter-remote agent                                  # 127.0.0.1:9527, no token
     jupyter-remote agent --listen 0.0.0.0:9527 --token-file /etc/jupyter-remote/token
     jupyter-remote agent --daemon --log-file /var/log/jupyter-remote-agent.log
-    jupyter-remote agent stop
+    jupyter-remote agent stop --remove-containers
+    jupyter-remote agent cleanup                          # what a stopped agent left
     """
 
     # an agent keeps logs too: 4 GiB, a busy week of small cells at ~12 KB each
@@ -126,7 +201,10 @@ class AgentApp(AgentOptions, RetentionTraits, Application):
             "Every cell is a docker exec (no runner in containers, no warm pool).",
         ),
     }
-    subcommands = {"stop": (AgentStopApp, AgentStopApp.description)}
+    subcommands = {
+        "stop": (AgentStopApp, AgentStopApp.description),
+        "cleanup": (AgentCleanupApp, AgentCleanupApp.description),
+    }
 
     @default("log_level")
     def _d_log_level(self):
@@ -180,6 +258,7 @@ class AgentApp(AgentOptions, RetentionTraits, Application):
         if self.join and not self.join_token:
             raise UsageFailure("--join needs --join-token (the server's c.RemoteApp.join_token)")
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        cleanup.remember_node(self.data_dir, self.node_id)  # for `agent cleanup`
         if self.daemon:
             daemon.daemonize(self.log_file, self.pid_file, host, port)
         logging.basicConfig(
