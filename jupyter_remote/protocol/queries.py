@@ -49,6 +49,16 @@ class ExecutionPageQuery(PageQuery):
     kernel_id: Id | None = Field(None, description="Only this kernel's executions.")
 
 
+class NotebookCellsQuery(BaseModel):
+    """?path=NOTEBOOK: the latest execution and job of each cell of one notebook."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Annotated[
+        str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")
+    ] = Field(description="The notebook's path as the Jupyter server names it.")
+
+
 def make_cursor(when: float, record_id: str) -> str:
     return f"{float(when)!r}~{record_id}"
 

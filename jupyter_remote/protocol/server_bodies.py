@@ -81,6 +81,15 @@ Url = Annotated[
 ]
 
 
+# nbformat's cell id rule (JupyterLab sends the cell's id as `cellId` with each execution)
+CELL_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+CellId = Annotated[
+    str,
+    StringConstraints(pattern=CELL_ID_PATTERN),
+    Field(description="The notebook cell's id: a reloaded page finds the cell's output by it."),
+]
+
+
 class ServerExecutionBody(ExecutionBody):
     """POST /remote/api/executions: a cell, placed in its kernel's or owner's session."""
 
@@ -89,6 +98,7 @@ class ServerExecutionBody(ExecutionBody):
     owner: Id | None = None
     node: NodeId | None = None
     fresh: StrictBool = False
+    cell_id: CellId | None = None
 
 
 class ServerJobBody(JobBody):
@@ -96,6 +106,8 @@ class ServerJobBody(JobBody):
 
     nodes: Annotated[list[NodeId], Field(min_length=1, max_length=1000)] | None = None
     autostop: StrictBool = False
+    kernel_id: Id | None = None  # with cell_id: a notebook cell's job (--detach), filed under it
+    cell_id: CellId | None = None
     # checked one by one with the job's defaults filled in (JobService); documented as TaskBody
     tasks: (
         Annotated[

@@ -29,7 +29,12 @@ from jupyter_remote.protocol.openapi import (
     query,
     ref,
 )
-from jupyter_remote.protocol.queries import ExecutionPageQuery, PageQuery, query_parameters
+from jupyter_remote.protocol.queries import (
+    ExecutionPageQuery,
+    NotebookCellsQuery,
+    PageQuery,
+    query_parameters,
+)
 from jupyter_remote.protocol.server_answers import (
     ANSWERS,
     EngineStates,
@@ -151,6 +156,31 @@ PATHS: dict[str, dict[str, tuple]] = {
             "Send a signal to a running execution",
             CancelBody,
             {200: ("the node's answer", ANY), 404: "", 503: "its node does not answer"},
+        ),
+    },
+    "/notebook-cells": {
+        "get": (
+            "The latest execution and job of each cell of a notebook (a reloaded page "
+            "renders what its cells miss from them)",
+            None,
+            {
+                200: (
+                    "cells",
+                    obj(
+                        path=STRING,
+                        cells={
+                            "type": "array",
+                            "items": obj(
+                                cell_id=STRING,
+                                execution={"anyOf": [EXECUTION, {"type": "null"}]},
+                                job={"anyOf": [JOB, {"type": "null"}]},
+                            ),
+                        },
+                    ),
+                ),
+                400: "no or bad path",
+            },
+            query_parameters(NotebookCellsQuery),
         ),
     },
     "/kernels/{kernel_id}/sessions": {

@@ -20,6 +20,7 @@ ROUTES: list[tuple[str, type]] = [
     (f"executions/{ID}", executions.ExecutionHandler),
     (f"executions/{ID}/events", executions.ExecutionEventsHandler),
     (f"executions/{ID}/cancel", executions.ExecutionCancelHandler),
+    ("notebook-cells", executions.NotebookCellsHandler),
     (f"kernels/{ID}/sessions", sessions.KernelSessionsHandler),
     ("sessions", sessions.SessionsHandler),
     (f"sessions/{ID}", sessions.SessionOwnerHandler),

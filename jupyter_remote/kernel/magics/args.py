@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics
@@ -15,6 +16,7 @@ from jupyter_remote.protocol.bodies import Memory
 from jupyter_remote.protocol.common import MAX_TIMEOUT, Cpus, PidsLimit, Seconds
 from jupyter_remote.protocol.errors import RemoteError
 from jupyter_remote.protocol.rules import DEFAULT_COMMAND_TIMEOUT
+from jupyter_remote.protocol.server_bodies import CELL_ID_PATTERN
 
 DEFAULT = f"{DEFAULT_COMMAND_TIMEOUT:g} s"  # the agent's time limit when none is given
 
@@ -102,7 +104,8 @@ def cell_id() -> str | None:
     except Exception:  # noqa: BLE001 - a terminal IPython has no kernel, older ones no get_parent
         return None
     value = (parent or {}).get("metadata", {}).get("cellId")
-    return value if isinstance(value, str) and 0 < len(value) <= 256 else None
+    # the server's rule (nbformat's): an id it would refuse is not sent at all
+    return value if isinstance(value, str) and re.fullmatch(CELL_ID_PATTERN, value) else None
 
 
 class one_line_errors:

@@ -1,13 +1,15 @@
-"""Cells run through the server: start one (streamed), list, look at, reattach, cancel."""
+"""Cells run through the server: start one (streamed), list, look at, reattach, cancel;
+the latest of each cell of a notebook."""
 
 from __future__ import annotations
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from jupyter_remote.protocol.queries import ExecutionPageQuery, page_query
+from jupyter_remote.protocol.queries import ExecutionPageQuery, NotebookCellsQuery, page_query
 from jupyter_remote.protocol.server_bodies import CancelBody, ServerExecutionBody
 from jupyter_remote_server.handlers.base import RemoteHandler
+from jupyter_remote_server.services.notebook_cells import notebook_cells
 
 
 class ExecutionsHandler(RemoteHandler):
@@ -48,3 +50,11 @@ class ExecutionCancelHandler(RemoteHandler):
     async def post(self, execution_id: str) -> None:
         body, _ = self.body(CancelBody)
         self.send(await self.manager.executions.cancel(execution_id, body.signal))
+
+
+class NotebookCellsHandler(RemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        query = page_query(NotebookCellsQuery, self.request.query_arguments)
+        self.send(notebook_cells(self.manager, query.path))

@@ -23,8 +23,8 @@ class JobsHandler(RemoteHandler):
     @authorized
     async def post(self) -> None:
         body, data = self.body(ServerJobBody, "max_job_body")
-        jobs = self.manager.jobs
-        self.send(await jobs.submit(jobs.parse(body, data)), 201)
+        jobs, notebook = self.manager.jobs, await self.manager.notebook_of(body.kernel_id)
+        self.send(await jobs.submit(jobs.parse(body, data, notebook)), 201)
 
 
 class JobHandler(RemoteHandler):

@@ -94,6 +94,9 @@ class ExecutionRecords:
             "node_id": node,
             "kernel_id": kernel_id,
             "session_id": body.get("session_id"),
+            "cell_id": body.get("cell_id"),
+            "notebook_path": None,  # set by run() from the kernel's Jupyter session
+            "image": body.get("image") or self.default_image,
             "status": "placing",
             "returncode": None,
             "message": None,

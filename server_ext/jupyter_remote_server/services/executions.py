@@ -41,6 +41,7 @@ class ExecutionService(ExecutionRecords, ExecutionPlacement, LoggingConfigurable
         self.kernels = manager.kernels
         self.store = manager.store
         self.known_kernel = manager.known_kernel
+        self.notebook_of = manager.notebook_of
         self.links = LinkWatch(self.registry)  # ends streams from a node that turns lost
         self._settling: set[asyncio.Task] = set()
         self.registry.listeners.append(self._on_node_state)
@@ -51,14 +52,20 @@ class ExecutionService(ExecutionRecords, ExecutionPlacement, LoggingConfigurable
         """Whole NDJSON event lines as the agent sends them, ending in one exit event."""
         req = self.reserve(body)
         eid = req["execution_id"]
+        record = self.records[eid]
         try:
+            if record["cell_id"] is not None:  # a notebook's cell: file it under its path
+                record["notebook_path"] = await self.notebook_of(req["kernel_id"])
             node, agent_body, notices = self.place_known(req) or await self.place(req)
         except BaseException:
             self._release(eid)
             raise
-        record = self.records[eid]
         for attempt in (1, 2):
-            record.update(node_id=node.node_id, session_id=agent_body.get("session_id"))
+            record.update(
+                node_id=node.node_id,
+                session_id=agent_body.get("session_id"),
+                image=agent_body.get("image") or record["image"],
+            )
             try:
                 answer, events, first = await self._open(node, record, agent_body)
                 break

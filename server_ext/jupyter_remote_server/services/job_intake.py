@@ -63,11 +63,11 @@ class JobIntake:
         return {**got, "items": [self.model(j) for j in got["items"]]}
 
     # -- submitting --------------------------------------------------------------------
-    def parse(self, body: ServerJobBody, data: dict) -> dict:
+    def parse(self, body: ServerJobBody, data: dict, notebook_path: str | None = None) -> dict:
         """A complete job from a checked body: every task checked before anything is sent.
 
         `data` is the body's JSON: task specs are forwarded as given, the agent applies its
-        own limits to them.
+        own limits to them. `notebook_path`: the notebook of the kernel that sent it, if any.
         """
         job_id = body.job_id or f"j-{uuid.uuid4().hex[:12]}"
         self._refuse_duplicate(job_id)
@@ -89,6 +89,8 @@ class JobIntake:
             "nodes": body.nodes,
             "tasks": tasks,
         }
+        if body.cell_id is not None:  # a notebook cell's --detach: a reloaded page finds it
+            job.update(kernel_id=body.kernel_id, cell_id=body.cell_id, notebook_path=notebook_path)
         # Claimed with no await since the check above, and atomically in the store: of two
         # requests with one job id, one gets here; the other is a 409.
         if not self.store.reserve("job", job_id, job):

@@ -99,6 +99,18 @@ class RemoteManager(LoggingConfigurable):
     def known_kernel(self, kernel_id: str) -> bool:
         return kernel_id in self.kernel_manager
 
+    async def notebook_of(self, kernel_id: str | None) -> str | None:
+        """The path of the notebook whose kernel this is; None for a kernel no notebook of
+        this server opened (a console, nbval, a script)."""
+        sessions = getattr(self.parent.serverapp, "session_manager", None)
+        if kernel_id is None or sessions is None:
+            return None
+        try:
+            model = await sessions.get_session(kernel_id=kernel_id)
+        except Exception:  # noqa: BLE001 - tornado's 404 for a kernel without a session
+            return None
+        return model.get("path") or None
+
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
         """Start polling nodes, watching jobs, settling executions and reaping sessions."""

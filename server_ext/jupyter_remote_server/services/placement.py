@@ -6,7 +6,7 @@ from __future__ import annotations
 from jupyter_remote.protocol.errors import RemoteError
 from jupyter_remote_server.nodes.registry import Node
 
-SERVER_FIELDS = ("execution_id", "kernel_id", "owner", "node", "fresh", "session_id")
+SERVER_FIELDS = ("execution_id", "kernel_id", "owner", "node", "fresh", "session_id", "cell_id")
 SESSION_GONE = ("session_not_found", "session_expired")
 
 Placed = tuple[Node, dict, list[str]]  # the node, the agent's body, notices for the user

@@ -45,6 +45,10 @@ class JobStore:
         """Up to `limit` records newest first by (time, key), older than `after`."""
         raise NotImplementedError
 
+    def of_notebook(self, kind: str, path: str, limit: int) -> list[dict]:
+        """Up to `limit` records filed under notebook `path`, newest first."""
+        raise NotImplementedError
+
     def ended(self, kinds: tuple[str, ...], limit: int) -> list[tuple[str, str, float, int]]:
         """The `limit` records that ended first: (kind, key, end time, bytes)."""
         raise NotImplementedError
@@ -115,6 +119,9 @@ class SQLiteJobStore(JobStore):
             "CREATE INDEX IF NOT EXISTS records_owner ON records (kind, owner, at, key)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS records_ended ON records (ended, kind)")
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS records_notebook ON records (kind, notebook, at)"
+        )
         self._db.execute("CREATE INDEX IF NOT EXISTS records_live ON records (kind, live)")
         # expired ids apart: small rows, one index, none of the listing columns
         self._db.execute(
@@ -195,6 +202,15 @@ class SQLiteJobStore(JobStore):
                 f"SELECT body FROM records WHERE {' AND '.join(where)} "
                 "ORDER BY at DESC, key DESC LIMIT ?",
                 (*args, limit),
+            ).fetchall()
+        return [json.loads(body) for (body,) in rows]
+
+    def of_notebook(self, kind: str, path: str, limit: int) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM records WHERE kind = ? AND notebook = ? "
+                "ORDER BY at DESC, key DESC LIMIT ?",
+                (kind, path, limit),
             ).fetchall()
         return [json.loads(body) for (body,) in rows]
 

@@ -29,6 +29,7 @@ COLUMNS = (
     ("ended", "REAL"),
     ("live", "INTEGER"),
     ("size", "INTEGER"),
+    ("notebook", "TEXT"),
 )
 KINDS = ("execution", "job")
 
@@ -53,7 +54,7 @@ def is_live(kind: str, record: dict) -> bool:
 def columns_of(kind: str, record: dict, body: str) -> tuple:
     """The COLUMNS values of a record of any kind (other kinds: only the size)."""
     if kind not in KINDS:
-        return (None, None, None, 0, len(body))
+        return (None, None, None, 0, len(body), None)
     final = status_of(kind, record) in (EXECUTION_FINAL if kind == "execution" else JOB_FINAL)
     ended = (record.get("finished_at") or time.time()) if final else None
     return (
@@ -62,6 +63,7 @@ def columns_of(kind: str, record: dict, body: str) -> tuple:
         ended,
         int(is_live(kind, record)),
         len(body),
+        record.get("notebook_path"),
     )
 
 
