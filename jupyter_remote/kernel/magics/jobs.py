@@ -3,13 +3,12 @@ kernel restart."""
 
 from __future__ import annotations
 
-import html
 import sys
 
 from IPython.core.error import UsageError
 from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import HTML, display
+from IPython.display import display
 
 from jupyter_remote.kernel.magics.args import UsesRemote, one_line_errors
 
@@ -18,34 +17,28 @@ from jupyter_remote.kernel.magics.args import UsesRemote, one_line_errors
 class JobMagics(UsesRemote):
     """List, follow, stop and delete the server's jobs."""
 
+    _job_list = None  # the last %remote_jobs list: showing a new one stops it refreshing
+
     @line_magic
     def remote_jobs(self, line: str):
         """List the newest 100 jobs the server knows (older pages: the REST `before` cursor):
-        status, tasks done/total, elapsed, autostop.
+        status, tasks done/total, elapsed, autostop; it refreshes while shown (the next
+        %remote_jobs replaces it).
 
         Example::
 
             %remote_jobs
         """
+        from jupyter_remote.kernel.widgets import JobListWidget
+
         with one_line_errors():
-            jobs = self.client.jobs()
-        esc = html.escape
-        rows = "".join(
-            f"<tr><td>{esc(j['job_id'])}</td><td>{esc(j['name'])}</td>"
-            f"<td>{esc(j['status'])}</td>"
-            f"<td>{j['tasks_done']}/{j['tasks_total']}</td><td>{j['elapsed']:.1f} s</td>"
-            f"<td>{'yes' if j['autostop'] else ''}</td>"
-            f"<td>{'degraded' if j['degraded'] else ''}</td></tr>"
-            for j in jobs
-        )
-        display(
-            HTML(
-                "<table><tr><th>job</th><th>name</th><th>status</th><th>tasks</th>"
-                f"<th>elapsed</th><th>autostop</th><th></th></tr>{rows}</table>"
-                if jobs
-                else "<i>no jobs</i>"
-            )
-        )
+            widget = JobListWidget(self.client)
+            widget.refresh()
+        if self._job_list is not None:
+            self._job_list.close()
+        self._job_list = widget
+        display(widget)
+        widget.start()
 
     @magic_arguments()
     @argument("job_id", help="The job's id (also after a kernel restart).")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from jupyter_remote.kernel.widgets.base import Refreshing, close_all
 from jupyter_remote.kernel.widgets.engines import ENGINE_COLUMNS, EngineStateWidget
+from jupyter_remote.kernel.widgets.job_list import JobListWidget
 from jupyter_remote.kernel.widgets.jobs import JOB_COLORS, JobWidget, wait_with_progress
 from jupyter_remote.kernel.widgets.nodes import (
     STATE_COLORS,
@@ -19,6 +20,7 @@ __all__ = [
     "JOB_COLORS",
     "STATE_COLORS",
     "EngineStateWidget",
+    "JobListWidget",
     "JobWidget",
     "NodeRow",
     "NodesWidget",

@@ -22,7 +22,8 @@ JOB_COLORS = {
 
 
 class JobWidget(Refreshing):
-    """A job's status, elapsed time, tasks done/total, log tail and a Stop button."""
+    """A job's status, elapsed time, tasks done/total, log tail and a Stop button (while it
+    has not ended)."""
 
     interval = 0.5
     tail_lines = 15
@@ -89,7 +90,8 @@ class JobWidget(Refreshing):
             "completed": "success",
         }.get(status, "info")
         self.counts.value = f"{job['tasks_done']}/{job['tasks_total']} tasks"
-        self.stop_button.disabled = self.ended
+        # a finished job has nothing to stop: no button at all, not a disabled one
+        self.stop_button.layout.display = "none" if self.ended else None
         self._refresh_log()
 
     def _refresh_log(self) -> None:
