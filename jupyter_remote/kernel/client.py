@@ -99,6 +99,14 @@ class RemoteClient(HttpApi):
     def execution(self, execution_id: str) -> dict:
         return self._json("GET", f"/executions/{execution_id}")
 
+    def execution_events(self, execution_id: str, follow: bool = True) -> ExecutionStream:
+        """An execution's events again from the start, from its node's log; with `follow`,
+        live to its end (%remote_output, a reloaded page)."""
+        params = {"offset": 0, "follow": int(follow)}
+        path = f"/executions/{execution_id}/events"
+        resp = self._request("GET", path, params=params, stream=True, timeout=request_timeout(None))
+        return ExecutionStream(self._events(resp, f"execution {execution_id}"), resp.close)
+
     def executions(self, kernel_id: str | None = None, limit: int = 100) -> list[dict]:
         params = {"limit": limit, **({"kernel_id": kernel_id} if kernel_id else {})}
         return self._json("GET", "/executions", params=params)["executions"]

@@ -12,10 +12,19 @@ from jupyter_remote.kernel.execution import EventFold, Execution, RemoteResult
 from jupyter_remote.kernel.magics.cell import RemoteCommandFailed, RemoteMagics
 from jupyter_remote.kernel.magics.jobs import JobMagics
 from jupyter_remote.kernel.magics.nodes import EngineStateMagics, NodeMagics
+from jupyter_remote.kernel.magics.output import OutputMagics
 from jupyter_remote.kernel.magics.sessions import SessionMagics
 from jupyter_remote.kernel.magics.transfers import TransferMagics
 
-MAGICS = (RemoteMagics, SessionMagics, NodeMagics, JobMagics, TransferMagics, EngineStateMagics)
+MAGICS = (
+    RemoteMagics,
+    SessionMagics,
+    NodeMagics,
+    JobMagics,
+    TransferMagics,
+    EngineStateMagics,
+    OutputMagics,
+)
 
 
 def load_ipython_extension(ipython) -> None:
@@ -29,6 +38,7 @@ __all__ = [
     "Execution",
     "JobMagics",
     "NodeMagics",
+    "OutputMagics",
     "RemoteCommandFailed",
     "RemoteMagics",
     "RemoteResult",
