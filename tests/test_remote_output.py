@@ -8,9 +8,9 @@ import time
 import pytest
 import requests
 from jupyter_client import BlockingKernelClient
+from test_kernel import run, stack
 
 from conftest import BUSYBOX
-from test_kernel import run, stack
 
 __all__ = ["stack"]
 
