@@ -18,7 +18,7 @@ from traitlets import Float, Int, Unicode
 from jupyter_remote.kernel.client import RemoteClient
 from jupyter_remote.kernel.execution import RemoteResult
 from jupyter_remote.kernel.magics import args as types
-from jupyter_remote.kernel.magics.args import DEFAULT, kernel_id
+from jupyter_remote.kernel.magics.args import DEFAULT, cell_id, kernel_id
 from jupyter_remote.kernel.magics.sessions import KernelSession
 from jupyter_remote.protocol import SIGNALS
 from jupyter_remote.protocol.common import MAX_TIMEOUT
@@ -182,6 +182,8 @@ class RemoteMagics(KernelSession, Magics):
                 body[key] = value
         if env:
             body["env"] = env
+        if (cid := cell_id()) is not None:  # a reloaded page finds the cell's output by it
+            body["cell_id"] = cid
         if (args.input or args.output) and (not args.python or args.detach or args.fresh):
             raise UsageError("-i/-o move Python variables: they need --python in the session")
         if args.detach:
@@ -222,6 +224,8 @@ class RemoteMagics(KernelSession, Magics):
 
         if name:
             body["name"] = name
+        if body.get("cell_id") and (kid := kernel_id()):
+            body["kernel_id"] = kid  # with cell_id: the job is filed under this notebook's cell
         try:
             job = self.client.submit_job(**body)
         except RemoteError as exc:
