@@ -26,7 +26,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     labShell: ILabShell,
     restorer: ILayoutRestorer | null
   ) => {
-    const panel = new RemotePanel();
+    const panel = new RemotePanel(app.commands);
     panel.title.icon = remoteIcon;
     panel.title.caption = 'Remote';
     labShell.add(panel, 'left', { rank: 900 });

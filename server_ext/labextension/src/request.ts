@@ -18,6 +18,21 @@ export async function requestAPI<T>(
   init: RequestInit = {},
   asText = false
 ): Promise<T> {
+  const text = await (await call(path, init)).text();
+  return (asText ? text : text ? JSON.parse(text) : {}) as T;
+}
+
+/** One request whose answer is counted in bytes (a log read by offset). */
+export async function requestBytes(path: string, init: RequestInit = {}): Promise<Uint8Array> {
+  return new Uint8Array(await (await call(path, init)).arrayBuffer());
+}
+
+/** One request whose answer is read as it streams (an execution's events, followed). */
+export async function requestResponse(path: string, init: RequestInit = {}): Promise<Response> {
+  return call(path, init);
+}
+
+async function call(path: string, init: RequestInit): Promise<Response> {
   const settings = ServerConnection.makeSettings();
   const url = URLExt.join(settings.baseUrl, 'remote', 'api', path);
   let response: Response;
@@ -26,8 +41,8 @@ export async function requestAPI<T>(
   } catch (error) {
     throw new RemoteApiError(0, `the Jupyter server did not answer: ${error}`);
   }
-  const text = await response.text();
   if (!response.ok) {
+    const text = await response.text();
     let message = text;
     try {
       message = JSON.parse(text).message ?? text;
@@ -36,5 +51,5 @@ export async function requestAPI<T>(
     }
     throw new RemoteApiError(response.status, message || response.statusText);
   }
-  return (asText ? text : text ? JSON.parse(text) : {}) as T;
+  return response;
 }

@@ -1,19 +1,18 @@
 // The panel's "Sessions" section: each session container, whose notebook, where, how busy;
-// Interrupt the running cell, Remove the session (after a confirmation).
+// a click on its name opens its notebook; Interrupt the running cell, Remove the session
+// (after a confirmation).
+import type { JupyterFrontEnd } from '@jupyterlab/application';
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { find, h, KeyedRows, setAttr, setText, show } from './dom';
 import { requestAPI } from './request';
+import { Section } from './section';
 import { bytes, duration } from './time';
 
 import type { components } from './api'; // generated from the server's OpenAPI
 
 type ISessionList = components['schemas']['SessionList'];
 type ISession = components['schemas']['SessionView'];
-
-function esc(text: unknown): string {
-  const div = document.createElement('div');
-  div.textContent = String(text);
-  return div.innerHTML;
-}
+type CommandRegistry = JupyterFrontEnd['commands'];
 
 function title(s: ISession): string {
   return s.notebook ? s.notebook.name : `owner ${s.owner}`;
@@ -32,7 +31,7 @@ function activity(s: ISession): string {
     }
     return s.idle_for < 5 ? 'idle since just now' : `idle for ${duration(s.idle_for)}`;
   }
-  return esc(s.reason ?? s.state);
+  return s.reason ?? s.state;
 }
 
 function usage(s: ISession): string {
@@ -41,34 +40,101 @@ function usage(s: ISession): string {
   return `CPU ${cpu} · mem ${bytes(s.memory_bytes)}${limit}`;
 }
 
-function row(s: ISession): string {
-  const hover = s.notebook
-    ? s.notebook.path
-    : `${s.owner}: not a notebook of this Jupyter server (an API client or another kernel)`;
-  const state = s.state.replace(/ /g, '-');
-  const canInterrupt = s.state === 'running' && !!s.running?.execution_id;
-  return `<div class="jr-session" data-session="${esc(s.session_id)}">
-    <div><b class="jr-notebook" title="${esc(hover)}">${esc(title(s))}</b>
-      <span class="jr-state jr-${esc(state)}" title="${esc(s.reason ?? '')}">${esc(s.state)}</span></div>
-    <div class="jr-where">${esc(s.node_id)} · <code>${esc(s.image)}</code> · ${esc(s.path ?? '?')}</div>
-    <div class="jr-usage">${usage(s)}</div>
-    <div class="jr-activity">${activity(s)}</div>
-    <button class="jr-interrupt" data-execution="${esc(s.running?.execution_id ?? '')}"
-      title="Send SIGINT to the running cell" ${canInterrupt ? '' : 'disabled'}>Interrupt</button>
-    <button class="jr-remove-session" data-session="${esc(s.session_id)}"
-      title="Remove this session container">Remove</button></div>`;
+function makeRow(s: ISession): HTMLElement {
+  return h(
+    'div',
+    { class: 'jr-session jr-row', 'data-session': s.session_id },
+    h(
+      'div',
+      { class: 'jr-line' },
+      h('a', { class: 'jr-notebook' }),
+      h('span', { class: 'jr-state' }),
+      h(
+        'span',
+        { class: 'jr-actions' },
+        h(
+          'button',
+          { class: 'jr-interrupt', title: 'Send SIGINT to the running cell' },
+          'Interrupt'
+        ),
+        h(
+          'button',
+          {
+            class: 'jr-remove-session',
+            'data-session': s.session_id,
+            title: 'Remove this session container'
+          },
+          'Remove'
+        )
+      )
+    ),
+    h('div', { class: 'jr-where' }),
+    h(
+      'div',
+      { class: 'jr-meta' },
+      h('span', { class: 'jr-activity' }),
+      ' · ',
+      h('span', { class: 'jr-usage' })
+    )
+  );
 }
 
-/** Renders the sessions into `body` and carries out its buttons' actions. */
+function updateRow(row: HTMLElement, s: ISession): void {
+  // a notebook of this server opens on a click (or Enter); another owner is only named
+  const name = find(row, '.jr-notebook');
+  setText(name, title(s));
+  setAttr(
+    name,
+    'title',
+    s.notebook
+      ? s.notebook.path
+      : `${s.owner}: not a notebook of this Jupyter server (an API client or another kernel)`
+  );
+  setAttr(name, 'data-path', s.notebook?.path ?? null);
+  setAttr(name, 'role', s.notebook ? 'link' : null);
+  setAttr(name, 'tabindex', s.notebook ? '0' : null);
+  const state = find(row, '.jr-state');
+  setText(state, s.state);
+  setAttr(state, 'class', `jr-state jr-${s.state.replace(/ /g, '-')}`);
+  setAttr(state, 'title', s.reason ?? '');
+  setText(find(row, '.jr-where'), `${s.node_id} · ${s.image} · ${s.path ?? '?'}`);
+  setText(find(row, '.jr-activity'), activity(s));
+  setText(find(row, '.jr-usage'), usage(s));
+  const interrupt = find<HTMLButtonElement>(row, '.jr-interrupt');
+  setAttr(interrupt, 'data-execution', s.running?.execution_id ?? '');
+  interrupt.disabled = !(s.state === 'running' && s.running?.execution_id);
+}
+
+/** Renders the sessions into their section and carries out its buttons' actions. */
 export class SessionsView {
+  readonly section = new Section('sessions', 'Sessions');
   private sessions: ISession[] = [];
   private pending = false;
+  private readonly rows: KeyedRows<ISession>;
+  private readonly empty = h(
+    'i',
+    { class: 'jr-empty' },
+    "No sessions. A notebook's first ",
+    h('code', {}, '%%remote'),
+    ' cell starts one.'
+  );
+  private readonly problem = h('div', { class: 'jr-problem' });
 
   constructor(
-    private readonly body: HTMLElement,
+    private readonly commands: CommandRegistry,
     private readonly changed: () => Promise<void>
   ) {
-    body.addEventListener('click', event => void this.onClick(event));
+    const list = h('div', { class: 'jr-rows' });
+    this.rows = new KeyedRows(list, s => s.session_id, makeRow, updateRow);
+    show(this.empty, false);
+    show(this.problem, false);
+    this.section.body.append(this.problem, list, this.empty);
+    list.addEventListener('click', event => void this.onClick(event));
+    list.addEventListener('keydown', event => {
+      if (event.key === 'Enter') {
+        void this.onClick(event);
+      }
+    });
   }
 
   /** One refresh; a slow node must not hold up the rest of the panel, so it runs alone. */
@@ -78,9 +144,13 @@ export class SessionsView {
     }
     this.pending = true;
     requestAPI<ISessionList>('sessions', { signal: AbortSignal.timeout(20000) })
-      .then(answer => this.render(answer.sessions))
+      .then(answer => {
+        this.render(answer.sessions);
+        show(this.problem, false);
+      })
       .catch(error => {
-        this.body.innerHTML = `<i>${esc((error as Error).message)}</i>`;
+        setText(this.problem, `${(error as Error).message}`);
+        show(this.problem, true);
       })
       .finally(() => {
         this.pending = false;
@@ -89,13 +159,27 @@ export class SessionsView {
 
   render(sessions: ISession[]): void {
     this.sessions = sessions;
-    this.body.innerHTML = sessions.length
-      ? sessions.map(row).join('')
-      : '<i>No sessions. A notebook\'s first <code>%%remote</code> cell starts one.</i>';
+    this.rows.render(sessions);
+    show(this.empty, sessions.length === 0);
+    this.section.setCount(sessions.length);
   }
 
   private async onClick(event: Event): Promise<void> {
     const target = event.target as HTMLElement;
+    if (target.classList.contains('jr-notebook')) {
+      const path = target.dataset.path;
+      try {
+        if (path) {
+          await this.commands.execute('docmanager:open', { path });
+        }
+      } catch (error) {
+        await showErrorMessage(`Open ${path} failed`, error as Error);
+      }
+      return;
+    }
+    if (event.type !== 'click') {
+      return; // Enter on a button clicks it already
+    }
     try {
       if (target.classList.contains('jr-interrupt') && target.dataset.execution) {
         (target as HTMLButtonElement).disabled = true;
