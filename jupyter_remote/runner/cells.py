@@ -42,11 +42,19 @@ class Cell:
         self.pid = None
         self.reason = None  # "cancelled" or "timed_out" once a stop was asked for
         self.timers = []
+        self.ran = threading.Event()  # its shell has exited, or its Python code has ended
+        self.sweep_at = None  # when a stop's grace ends (monotonic): what is left is killed
+        self.swept = threading.Event()  # that hard kill is done
+        self.sweep_lock = threading.Lock()
+        self.since = 0  # when it started, in /proc's clock ticks (procs.py)
+        self.child = None  # the Python worker that ran it (a Child), for procs.of_python
+        self.outcome = None  # (returncode, status, message) of a Python cell's code
 
     def emit(self, event: dict) -> None:
         """Append the event to the spool file, then send it to every live subscriber."""
         ending = event.get("event") == "exit"
         if ending:
+            self.ran.set()
             self.table.ended(self)  # not "running" once anyone can see its exit
         self._append((encode(event),), ending)
         if ending:

@@ -13,11 +13,15 @@ import sys
 import threading
 
 try:
+    from . import procs
     from .children import Child, Reaper, killpg_quietly
     from .pump import pump
+    from .signals import settle
 except ImportError:  # run from its directory (in a container): siblings are top-level modules
+    import procs
     from children import Child, Reaper, killpg_quietly
     from pump import pump
+    from signals import settle
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyworker.py")
 
@@ -98,9 +102,16 @@ class PythonWorker:
             status = msg.get("status")
             rc = int(msg.get("returncode", 0))
             if status == "interrupted":
-                cell.finish(rc, cell.reason or "cancelled", "KeyboardInterrupt")
+                self._end(cell, rc, cell.reason or "cancelled", "KeyboardInterrupt")
             else:
-                cell.finish(rc)
+                self._end(cell, rc)
+
+    @staticmethod
+    def _end(cell, rc: int, status=None, message=None) -> None:
+        """The cell's code has ended: its exit follows once its processes have (run)."""
+        if cell.outcome is None:
+            cell.outcome = (rc, status, message)
+        cell.ran.set()
 
     def _ack(self) -> None:
         """The worker waits after each display message: all it wrote before is read now."""
@@ -132,7 +143,7 @@ class PythonWorker:
         if self.killed_by_us:
             self.lost = None
             if cell is not None:
-                cell.finish(rc, cell.reason or "cancelled", "the Python interpreter was killed")
+                self._end(cell, rc, cell.reason or "cancelled", "the Python interpreter was killed")
             if not self.stopping.is_set():
                 self.ensure()  # restarted at once, as promised in the kill notice
             return
@@ -140,8 +151,11 @@ class PythonWorker:
             f"the Python interpreter exited (code {rc}); its state was lost — a new one was started"
         )
         if cell is not None:
-            cell.finish(
-                rc if rc else 1, None, f"the Python interpreter exited (code {rc}) in this cell"
+            self._end(
+                cell,
+                rc if rc else 1,
+                None,
+                f"the Python interpreter exited (code {rc}) in this cell",
             )
 
     def run(self, cell, req: dict) -> None:
@@ -151,7 +165,8 @@ class PythonWorker:
                 return
             self.ensure()
             child = self.child
-            cell.pid = child.pid
+            cell.pid, cell.child = child.pid, child
+            cell.since = procs.now_ticks()
             self.current = cell
             cell.emit({"event": "started", "pid": child.pid})
             if self.lost:
@@ -162,6 +177,7 @@ class PythonWorker:
                 "code": req["code"],
                 "env": req.get("env"),
                 "workdir": req.get("workdir"),
+                "execution_count": req.get("execution_count"),
             }
             data = (json.dumps(message) + "\n").encode("utf-8", "surrogatepass")
             try:
@@ -170,9 +186,16 @@ class PythonWorker:
                     view = view[os.write(self.cmd_fd, view) :]
             except (OSError, TypeError):
                 pass  # the worker died; its pump thread ends the cell
-            cell.done.wait()
+            cell.ran.wait()
+            settle(cell)  # a stopped cell ends once the processes it started have
+            if cell.outcome is not None:
+                cell.finish(*cell.outcome)
 
     def interrupt(self, cell, signum: int) -> None:
+        """SIGINT and SIGTERM: a KeyboardInterrupt in the cell's code (the interpreter and
+        its state live on) and the signal itself to each process the cell started."""
+        if signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            procs.send(self.processes(cell), signum)
         if self.current is not cell or not self.alive:
             return
         if signum == signal.SIGKILL:
@@ -181,6 +204,16 @@ class PythonWorker:
             os.kill(self.child.pid, signal.SIGINT)
         else:
             os.kill(self.child.pid, signum)
+
+    def processes(self, cell) -> dict:
+        child = getattr(cell, "child", None)
+        if child is None:
+            return {}
+        return procs.of_python(child.pid, cell.since, worker_gone=not child.alive)
+
+    def sweep(self, cell) -> list:
+        """SIGKILL to each process the cell started: the names of those that were left."""
+        return procs.kill_all(lambda: self.processes(cell))
 
     def kill(self, cell, why: str) -> None:
         if cell is not None and self.current is not cell:

@@ -14,6 +14,7 @@ import builtins
 import json
 import linecache
 import os
+import re
 import signal
 import sys
 import traceback
@@ -25,6 +26,8 @@ _cmd = os.fdopen(int(sys.argv[1]), "rb")
 _ctl = os.fdopen(int(sys.argv[2]), "wb", buffering=0)
 _in_cell = False
 _formatter = None  # IPython's DisplayFormatter when the image has IPython, else False
+_cell_names = {}  # a cell's file name ("<cell ID>") -> how tracebacks name it ("Cell In[3]")
+CELL_FILE = re.compile(r'File "(<cell [A-Za-z0-9._-]+>)", line')
 
 MIME_METHODS = (
     ("text/html", "_repr_html_"),
@@ -203,12 +206,37 @@ def flush_figures() -> None:
             pass
 
 
+def _ours(filename: str) -> bool:
+    """A frame of the runner's own code (this worker, its matplotlib backend)."""
+    return filename == WORKER_FILE or filename.startswith(HERE + os.sep)
+
+
+def _strip_ours(te, seen: set) -> None:
+    """Our frames out of a traceback and of those it was raised from or during."""
+    if te is None or id(te) in seen:
+        return
+    seen.add(id(te))
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if not _ours(f.filename)])
+    _strip_ours(te.__cause__, seen)
+    _strip_ours(te.__context__, seen)
+    for inner in getattr(te, "exceptions", None) or ():
+        _strip_ours(inner, seen)
+
+
+def _name_cell(match) -> str:
+    return _cell_names.get(match.group(1), "Cell In[?]") + ", line"
+
+
+def format_exception(exc: BaseException) -> str:
+    """The traceback as IPython names it: a cell's frames are "Cell In[N], line M", and
+    none of the runner's own frames (the worker, a signal handler) are in it."""
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    _strip_ours(te, set())
+    return CELL_FILE.sub(_name_cell, "".join(te.format()))
+
+
 def _show_exception(exc: BaseException) -> None:
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == WORKER_FILE:
-        tb = tb.tb_next
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
-    sys.stderr.write(text)
+    sys.stderr.write(format_exception(exc))
 
 
 def run_cell(request: dict, namespace: dict):
@@ -216,6 +244,8 @@ def run_cell(request: dict, namespace: dict):
     global _in_cell
     code = request["code"]
     filename = f"<cell {request.get('id', '')}>"
+    count = request.get("execution_count")
+    _cell_names[filename] = f"Cell In[{count if isinstance(count, int) else '?'}]"
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     for key, value in (request.get("env") or {}).items():
         if value is None:
@@ -227,7 +257,7 @@ def run_cell(request: dict, namespace: dict):
             os.chdir(request["workdir"])
         tree = ast.parse(code, filename, "exec")
     except (SyntaxError, ValueError, OSError) as exc:
-        _show_exception(exc)
+        _show_exception(exc.with_traceback(None))  # the cell's text, not the parser's frames
         return "error", 1
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):

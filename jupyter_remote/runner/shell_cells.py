@@ -1,4 +1,4 @@
-"""Shell cells: each sourced by ``/bin/sh`` in its own session and process group, starting
+"""Shell cells: each run by bash (else ``/bin/sh``) in its own session and process group, starting
 from the carried directory and exported environment (shell_state.py), its output pumped
 as it comes; and the spare shell started ahead of the next cell.
 
@@ -17,22 +17,26 @@ import threading
 import time
 
 try:
+    from . import procs
     from .children import Child, Reaper, killpg_quietly
     from .pump import pump
     from .shell_state import ShellState, shell_wrapper, spare_wrapper
+    from .signals import settle
 except ImportError:  # run from its directory (in a container): siblings are top-level modules
+    import procs
     from children import Child, Reaper, killpg_quietly
     from pump import pump
     from shell_state import ShellState, shell_wrapper, spare_wrapper
+    from signals import settle
 
 PIPE_GRACE = 0.5  # how long pipes held open by a finished shell cell's background jobs are read
 SPARE_DELAY = 0.004  # after a shell cell's exit, before its successor's shell is started
 
 
-def start_shell(args: list, stdin, cwd: str, env: dict) -> subprocess.Popen:
-    """``/bin/sh -c ARGS...`` in its own session and process group, output on two pipes."""
+def start_shell(shell: str, args: list, stdin, cwd: str, env: dict) -> subprocess.Popen:
+    """``SHELL -c ARGS...`` in its own session and process group, output on two pipes."""
     return subprocess.Popen(
-        ["/bin/sh", "-c", *args],
+        [shell, "-c", *args],
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -91,12 +95,29 @@ class Shell:
 
     # -- signals (signals.py) --------------------------------------------------------------
     def interrupt(self, cell, signum: int) -> None:
-        if cell.pid:
+        """The cell's process group, as a terminal's Ctrl-C; then each other process of its
+        session (a job that ``set -m`` put in a group of its own)."""
+        if not cell.pid:
+            return
+        ended = cell.ran.is_set()  # then only its background jobs are left
+        found = procs.of_shell(cell.pid, leader_gone=ended, group=ended)
+        if not ended:
             killpg_quietly(cell.pid, signum)
+        procs.send(found, signum)  # each once: not those the group signal reached
 
     def kill(self, cell, why: str) -> None:
-        if cell.pid:
+        if cell.pid and not cell.ran.is_set():
             killpg_quietly(cell.pid, signal.SIGKILL)
+
+    def processes(self, cell) -> dict:
+        if not cell.pid:
+            return {}
+        return procs.of_shell(cell.pid, leader_gone=cell.ran.is_set())
+
+    def sweep(self, cell) -> list:
+        """SIGKILL to every process of the cell: the names of those that were left."""
+        self.kill(cell, "")
+        return procs.kill_all(lambda: self.processes(cell))
 
     # -- cells -----------------------------------------------------------------------------
     def run(self, cell, req: dict) -> None:
@@ -130,7 +151,13 @@ class Shell:
             proc, child = spare.proc, spare.child
         else:
             proc = start_shell(
-                [shell_wrapper(self.state.writer), "sh", code_path, state],
+                self.state.shell,
+                [
+                    shell_wrapper(self.state.writer, self.state.name),
+                    self.state.name,
+                    code_path,
+                    state,
+                ],
                 subprocess.DEVNULL,
                 cwd,
                 env,
@@ -142,6 +169,8 @@ class Shell:
             killpg_quietly(child.pid, signal.SIGKILL)
         self._pump(cell, proc, child)
         rc = child.wait()
+        cell.ran.set()
+        settle(cell)  # a stopped cell ends once nothing of it is left
         self.state.leave(state, overlay, lambda: cell.finish(rc))
         try:
             os.unlink(code_path)
@@ -191,7 +220,11 @@ class Shell:
             env["PWD"] = cwd
             try:
                 proc = start_shell(
-                    [spare_wrapper(self.state.writer), "sh"], subprocess.PIPE, cwd, env
+                    self.state.shell,
+                    [spare_wrapper(self.state.writer, self.state.name), self.state.name],
+                    subprocess.PIPE,
+                    cwd,
+                    env,
                 )
             except OSError:
                 return  # (a pids limit, say): the next cell starts its shell itself

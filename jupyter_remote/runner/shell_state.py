@@ -1,15 +1,22 @@
-"""The state carried from one shell cell to the next: the working directory and the
-exported environment, written by each cell's EXIT trap and read back by the runner.
+"""The shell cells run with (bash when the image has it, else ``/bin/sh``), how a cell is
+handed to it, and the state carried from one shell cell to the next: the working directory
+and the exported environment, written by each cell's EXIT trap and read back by the runner.
 
 The environment is written by the builtin ``export -p`` where the runner can read its
-output back exactly (dash, busybox ash: checked once at start, ``ShellState.prepare``),
-else by ``env``: a fork and exec of ``env`` was ~1-3 ms of every shell cell.
+output back exactly (bash's ``declare -x``, dash's and busybox ash's ``export``: checked
+once at start, ``ShellState.prepare``), else by ``env``: a fork and exec of ``env`` was
+~1-3 ms of every shell cell.
+
+A cell is read from its file into a variable and ``eval``-ed, not sourced: the shell's
+messages then say ``bash: line 2: foo: command not found``, with the cell's own line
+numbers and no path of the runner's files (``.`` names the file it reads).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import threading
 
@@ -32,21 +39,34 @@ def shell_trap(state: str) -> str:
     )
 
 
-def shell_wrapper(state: str) -> str:
-    """The cell is sourced by sh from a file (no argv size limit); on EXIT the working
-    directory and the exported environment go to state files."""
-    return "__jr_c=$1; __jr_s=$2; shift 2; " + shell_trap(state) + '. "$__jr_c"'
+def read_and_eval(name: str) -> str:
+    """Read the cell from the file named in ``$__jr_c`` (bash without a fork) and eval it;
+    ``unset`` on its first line keeps the cell's line numbers."""
+    read = '$(<"$__jr_c")' if name == "bash" else '$(cat "$__jr_c")'
+    return "__jr_c=" + read + ' || exit 126; eval "unset __jr_c;$__jr_c"'
 
 
-def spare_wrapper(state: str) -> str:
+def shell_wrapper(state: str, name: str = "sh") -> str:
+    """The cell comes in a file (no argv size limit); on EXIT the working directory and the
+    exported environment go to state files."""
+    return "__jr_c=$1; __jr_s=$2; shift 2; " + shell_trap(state) + read_and_eval(name)
+
+
+def spare_wrapper(state: str, name: str = "sh") -> str:
     """The same, for a shell started ahead of its cell (a spare, see shell_cells.py): it
     waits for the cell file's and the state files' paths on stdin, a pipe; the cell itself
     gets /dev/null. A closed pipe (a spare no longer wanted) ends it at once, doing nothing."""
     return (
         "IFS= read -r __jr_c && IFS= read -r __jr_s || exit 0; exec </dev/null; "
         + shell_trap(state)
-        + '. "$__jr_c"'
+        + read_and_eval(name)
     )
+
+
+def find_shell() -> str:
+    """bash when the image has it (brace expansion, ``[[``, arrays), else /bin/sh."""
+    found = shutil.which("bash")
+    return found if found and os.access(found, os.X_OK) else "/bin/sh"
 
 
 class ShellState:
@@ -62,9 +82,15 @@ class ShellState:
         self.settling = 0
         self.settled = threading.Condition(self.lock)
         self.writer = STATE_BY_ENV  # how a shell cell writes its environment (prepare)
+        self.shell = "/bin/sh"  # what runs shell cells (prepare), and its $0
+        self.name = "sh"
+        self.parse_exported = parse_export_p
 
     def prepare(self, reaper: Reaper) -> None:
-        if export_p_reads_back(reaper):
+        self.shell = find_shell()
+        self.name = "bash" if self.shell != "/bin/sh" else "sh"
+        self.parse_exported = parse_declare_x if self.name == "bash" else parse_export_p
+        if export_p_reads_back(reaper, self.shell, self.parse_exported):
             self.writer = STATE_BY_EXPORT
 
     def current(self):
@@ -98,7 +124,7 @@ class ShellState:
         except OSError:
             return  # the cell did not get to its EXIT trap (killed, exec): keep the old state
         env = None
-        for end, parse in ((".exp", parse_export_p), (".env0", parse_env0)):
+        for end, parse in ((".exp", self.parse_exported), (".env0", parse_env0)):
             try:
                 with open(state + end, "rb") as f:
                     raw = f.read()
@@ -155,12 +181,15 @@ def parse_export_p(raw: bytes):
     return env
 
 
-def export_p_reads_back(reaper: Reaper) -> bool:
-    """Does this /bin/sh's ``export -p`` give back a tricky value exactly?"""
-    value = "a'b\"c\\d$e`f\n g=h \u00e9''\n"
+def export_p_reads_back(reaper: Reaper, shell: str = "/bin/sh", parse=None) -> bool:
+    """Does this shell's ``export -p`` give back tricky values exactly? (bash quotes a
+    printable value "..." and one with a newline or a control character $'...')"""
+    value = "a'b\"c\\d$e`f\n g=h \u00e9''\n\x01\t\x1b!"
+    printable = "a'b\"c\\d$e`f! g=h \u00e9''"
+    parse = parse or parse_export_p
     try:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", 'export __jr_t="$1"; export -p', "sh", value],
+            [shell, "-c", 'export __jr_t="$1" __jr_u="$2"; export -p', "sh", value, printable],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -174,8 +203,54 @@ def export_p_reads_back(reaper: Reaper) -> bool:
         proc.stdout.close()
     if child.wait(5) != 0:
         return False
-    env = parse_export_p(out)
-    return env is not None and env.get("__jr_t") == value
+    env = parse(out)
+    return env is not None and env.get("__jr_t") == value and env.get("__jr_u") == printable
+
+
+# bash: declare -x NAME, NAME="..." (\ before " \ $ `) or NAME=$'...' (C escapes)
+DECLARE_HEAD = re.compile(rb"declare -[A-Za-z]*x[A-Za-z]* ([A-Za-z_][A-Za-z0-9_]*)(=?)")
+DQ_BODY = re.compile(rb'"((?:[^"\\]|\\.)*)"\n', re.S)
+DQ_ESCAPE = re.compile(rb'\\([\\"$`])')
+C_BODY = re.compile(rb"\$'((?:[^'\\]|\\.)*)'\n", re.S)
+C_ESCAPE = re.compile(rb"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|c(.)|(.))", re.S)
+C_NAMED = {b"a": 7, b"b": 8, b"e": 27, b"E": 27, b"f": 12, b"n": 10, b"r": 13, b"t": 9, b"v": 11}
+
+
+def _c_unescape(match) -> bytes:
+    octal, hexa, ctrl, other = match.groups()
+    if octal is not None:
+        return bytes([int(octal, 8) & 0xFF])
+    if hexa is not None:
+        return bytes([int(hexa, 16)])
+    if ctrl is not None:
+        return bytes([ctrl[0] & 0x1F])
+    return bytes([C_NAMED[other]]) if other in C_NAMED else other
+
+
+def parse_declare_x(raw: bytes):
+    """bash's ``export -p`` (``declare -x``); None for anything else (an array, say)."""
+    env, pos = {}, 0
+    while pos < len(raw):
+        head = DECLARE_HEAD.match(raw, pos)
+        if head is None:
+            return None
+        pos = head.end()
+        if not head.group(2):
+            if raw[pos : pos + 1] != b"\n":
+                return None
+            pos += 1
+            continue
+        body = DQ_BODY.match(raw, pos)
+        if body is not None:
+            value = DQ_ESCAPE.sub(rb"\1", body.group(1))
+        else:
+            body = C_BODY.match(raw, pos)
+            if body is None:
+                return None
+            value = C_ESCAPE.sub(_c_unescape, body.group(1))
+        env[head.group(1).decode("ascii")] = value.decode("utf-8", "surrogateescape")
+        pos = body.end()
+    return env
 
 
 def parse_env0(raw: bytes) -> dict:

@@ -2,8 +2,11 @@
 the ``signal`` request, and stopping every cell when the runner itself is stopped.
 
 A cell's ``engine`` delivers its signals: the shell signals the cell's process group, the
-Python worker interrupts or kills its interpreter (``interrupt(cell, signum)``,
-``kill(cell, why)``, ``soft_signal``).
+Python worker interrupts or kills its interpreter, both signal every process the cell
+started (procs.py): ``interrupt(cell, signum)``, ``kill(cell, why)``, ``processes(cell)``,
+``sweep(cell)``, ``soft_signal``. Once a stopped cell's own shell or code has ended, its
+exit waits (``settle``) until nothing of it is left: what still runs when the grace is over
+is killed, as the exec path's process tree is (agent/processes.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ except ImportError:  # run from its directory (in a container): siblings are top
 CANCEL_SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGQUIT")
 DEFAULT_GRACE = 2.0  # seconds between the soft and the hard stop of a timed-out cell
 STOP_GRACE = 0.5  # on SIGTERM, between TERM and KILL of the cells' process groups
+SETTLE_POLL = 0.05  # how often a stopped cell looks for its processes before its exit
 
 
 def signal_number(name) -> int:
@@ -33,16 +37,23 @@ def signal_number(name) -> int:
 
 
 def stop(cell, reason: str, signum=None, grace=None) -> None:
-    """Cancel or time out a cell: the soft signal now, the hard kill after ``grace``."""
+    """Cancel or time out a cell: the soft signal now, to every process of the cell; after
+    ``grace``, SIGKILL to whatever is left of it (its exit waits for that: settle)."""
     if cell.done.is_set():
         return
     if reason == "timed_out" or cell.reason is None:
         cell.reason = reason
     if signum is None:
         signum = cell.engine.soft_signal
-    cell.engine.interrupt(cell, signum)
-    if grace is not None and signum != signal.SIGKILL:
+    if grace is not None and signum != signal.SIGKILL and cell.sweep_at is None:
+        cell.sweep_at = time.monotonic() + float(grace)
         cell.later(float(grace), lambda: hard_kill(cell, grace))
+    cell.engine.interrupt(cell, signum)
+    if signum == signal.SIGKILL:
+        with cell.sweep_lock:
+            cell.sweep_at = time.monotonic()
+            cell.engine.sweep(cell)
+            cell.swept.set()
 
 
 def time_out_after(cell, seconds: float) -> None:
@@ -51,10 +62,43 @@ def time_out_after(cell, seconds: float) -> None:
 
 
 def hard_kill(cell, grace) -> None:
-    if not cell.done.is_set():
-        cell.engine.kill(
-            cell, f"the cell did not stop within {grace:g} s; the Python interpreter was killed"
-        )
+    """The grace is over: SIGKILL to the processes the cell still has; a Python cell still
+    running loses its interpreter too (the engine says so in a notice)."""
+    with cell.sweep_lock:  # settle sees the cell's processes before it, or its notice
+        if cell.swept.is_set():
+            return
+        try:
+            killed = cell.engine.sweep(cell)
+            if not cell.ran.is_set():
+                cell.engine.kill(
+                    cell,
+                    f"the cell did not stop within {grace:g} s; the Python interpreter was killed",
+                )
+            elif killed and grace:
+                names = ", ".join(sorted(set(killed)))
+                what = "1 process" if len(killed) == 1 else f"{len(killed)} processes"
+                cell.emit(
+                    {
+                        "event": "notice",
+                        "message": f"{what} of the cell did not stop within {grace:g} s and "
+                        f"{'was' if len(killed) == 1 else 'were'} killed (SIGKILL): {names}",
+                    }
+                )
+        finally:
+            cell.swept.set()
+
+
+def settle(cell) -> None:
+    """Before a stopped cell's exit: wait until every process it started has ended, or
+    for the hard kill at the end of the grace (SIGKILL to what is left). A stop without a
+    grace does not wait."""
+    if cell.sweep_at is None:
+        return
+    while True:
+        with cell.sweep_lock:
+            if cell.swept.is_set() or not cell.engine.processes(cell):
+                return
+        cell.swept.wait(min(SETTLE_POLL, max(0.0, cell.sweep_at - time.monotonic()) + 0.01))
 
 
 def op_signal(cells, req: dict) -> dict:

@@ -126,6 +126,11 @@ def check_run(req: dict) -> list:
     timeout = req.get("timeout")
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
         raise Refused("bad_request", "timeout must be a positive number of seconds")
+    count = req.get("execution_count")
+    if count is not None and (
+        not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < 2**31
+    ):
+        raise Refused("bad_request", "execution_count must be an integer from 0 to 2**31-1")
     forget = req.get("forget") or []
     if not isinstance(forget, list) or len(forget) > rules.MAX_FORGET:
         raise Refused("bad_request", f"forget must be a list of at most {rules.MAX_FORGET} ids")
