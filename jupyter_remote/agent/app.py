@@ -173,6 +173,7 @@ class AgentApp(AgentOptions, RetentionTraits, Application):
         "max-request-bytes": "AgentApp.max_request_bytes",
         "max-execution-bytes": "AgentApp.max_execution_bytes",
         "kill-grace": "AgentApp.kill_grace",
+        "workdir": "AgentApp.workdir",
         "sample-interval": "AgentApp.sample_interval",
         "warm-images": "AgentApp.warm_images",
         "warm-pool-size": "AgentApp.warm_pool_size",

@@ -14,6 +14,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 import jupyter_remote.protocol.records
 import jupyter_remote.runner
 from jupyter_remote.agent import labels
+from jupyter_remote.agent.identity import Workdirs, hostname
 from jupyter_remote.agent.specs import KEPT_CAPS, ContainerSpec
 from jupyter_remote.protocol.errors import BadRequest, Unavailable
 from jupyter_remote.protocol.errors import NotFound as RemoteNotFound
@@ -80,11 +81,17 @@ class ContainerFactory:
     """Owns every Docker call that creates or removes one of this node's containers."""
 
     def __init__(
-        self, client: docker.DockerClient, node_id: str, runner_root: str | None = None
+        self,
+        client: docker.DockerClient,
+        node_id: str,
+        runner_root: str | None = None,
+        workdir: str = "",
     ) -> None:
         self.client = client
         self.api = client.api
         self.node_id = node_id
+        # where cells start when a request names no workdir (identity.py)
+        self.workdirs = Workdirs(self.api, node_id, workdir)
         # where each runner container's host directory (socket + spool) lives; None: no runner
         if runner_root and len(os.path.join(runner_root, "0" * 16, "runner.sock")) > 107:
             log.warning(
@@ -158,7 +165,13 @@ class ContainerFactory:
         return os.path.join(self.runner_root, hashlib.sha1(name.encode()).hexdigest()[:16])
 
     def create_runner(
-        self, spec: ContainerSpec, *, name: str, kind: str, label_extra: dict[str, str]
+        self,
+        spec: ContainerSpec,
+        *,
+        name: str,
+        kind: str,
+        label_extra: dict[str, str],
+        host: str | None = None,
     ) -> tuple[str, str]:
         """A container whose main process is the runner; returns (id, host dir). Blocks
         until the runner answers on its socket."""
@@ -183,6 +196,7 @@ class ContainerFactory:
                 label_extra={**label_extra, "path": "runner", "runner_dir": host_dir},
                 binds=binds,
                 init=False,
+                host=host,
             )
         except Exception:
             shutil.rmtree(host_dir, ignore_errors=True)
@@ -259,8 +273,10 @@ class ContainerFactory:
         binds: dict | None = None,
         env: dict[str, str] | None = None,
         init: bool = True,
+        host: str | None = None,
     ) -> str:
-        """Create and start a labelled container; returns its id."""
+        """Create and start a labelled container; returns its id. Its hostname is `host`,
+        else the node's name (none of its own on the host's network)."""
         host_config = self.host_config(spec, binds=binds or None, init=init)
         container = self.api.create_container(
             spec.image,
@@ -270,6 +286,7 @@ class ContainerFactory:
             user=spec.user or "",
             environment={**spec.env, **(env or {})},
             working_dir=spec.workdir,
+            hostname=None if spec.network == "host" else host or hostname(self.node_id),
             labels=labels.for_node(self.node_id, kind, **label_extra),
             host_config=host_config,
             network_disabled=spec.network == "none",
@@ -291,10 +308,18 @@ class ContainerFactory:
         return cid
 
     def create_keeper(
-        self, spec: ContainerSpec, *, name: str, kind: str, label_extra: dict[str, str]
+        self,
+        spec: ContainerSpec,
+        *,
+        name: str,
+        kind: str,
+        label_extra: dict[str, str],
+        host: str | None = None,
     ) -> str:
         """A container that idles until commands are exec'd into it."""
-        return self.create(spec, name=name, kind=kind, command=KEEPER, label_extra=label_extra)
+        return self.create(
+            spec, name=name, kind=kind, command=KEEPER, label_extra=label_extra, host=host
+        )
 
     def remove(self, container_id: str, runner_dir: str | None = None) -> None:
         """Remove a container, running or not; gone already is fine. With `runner_dir`,

@@ -72,6 +72,7 @@ class Agent:
         warm_images: list[str] | None = None,
         warm_pool_size: int = 0,
         retention: Policy | None = None,
+        workdir: str = "",
     ) -> None:
         self.node_id = node_id
         self.data_dir = data_dir
@@ -85,7 +86,7 @@ class Agent:
             ) from None
         limits = with_host(limits, engine)
         self.factory = ContainerFactory(
-            self.client, node_id, os.path.join(data_dir, "r") if use_runner else None
+            self.client, node_id, os.path.join(data_dir, "r") if use_runner else None, workdir
         )
         self.oom = OomWatcher(self.client, node_id)
         self.sessions = SessionManager(

@@ -160,7 +160,7 @@ class WarmPool:
     def _create(self, image: str) -> Warm:
         node = safe_name(self.factory.node_id)
         cid, runner_dir = self.factory.create_runner(
-            self.spec_for(image),
+            self.factory.workdirs.cell_spec(self.spec_for(image)),
             name=f"jr-{node}-w-{uuid.uuid4().hex[:12]}",
             kind="fresh",
             label_extra={"pool": "1", **expiry_label(POOL_LIFETIME)},

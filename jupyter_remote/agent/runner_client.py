@@ -75,9 +75,11 @@ class RunnerClient:
         timeout: float | None = None,
         read_timeout: float | None = None,
         forget: list[str] | None = None,
+        execution_count: int | None = None,
     ) -> EventStream:
         """Start a cell; the events stream until its exit event (RunnerRefused on duplicate).
-        ``forget``: ids of earlier cells to forget once this one has ended."""
+        ``forget``: ids of earlier cells to forget once this one has ended;
+        ``execution_count``: the kernel's In[N], which a Python traceback names."""
         request = {
             "op": "run",
             "id": execution_id,
@@ -89,6 +91,8 @@ class RunnerClient:
         }
         if forget:
             request["forget"] = forget
+        if execution_count is not None:
+            request["execution_count"] = execution_count
         return EventStream(self._connect(request, read_timeout), execution_id)
 
     def attach(

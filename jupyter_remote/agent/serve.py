@@ -35,6 +35,7 @@ def build(app, limits: Limits) -> Agent:
             default_timeout=app.default_timeout or None,
             idle_timeout=app.idle_timeout,
             kill_grace=app.kill_grace,
+            workdir=app.workdir,
             stop_grace=max(app.kill_grace, 1.0),
             sample_interval=app.sample_interval,
             use_runner=app.runner,

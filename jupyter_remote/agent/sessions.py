@@ -14,6 +14,7 @@ from docker.errors import DockerException
 from jupyter_remote.agent import labels
 from jupyter_remote.agent.containers import ContainerFactory
 from jupyter_remote.agent.expiry import expiry_label, write_lease
+from jupyter_remote.agent.identity import hostname
 from jupyter_remote.agent.runner_client import RunnerClient
 from jupyter_remote.agent.specs import (
     ContainerSpec,
@@ -115,14 +116,17 @@ class SessionManager:
                 **expiry_label(idle_timeout),
             }
             runner_dir = None
+            spec = self.factory.workdirs.cell_spec(spec)  # never / (identity.py)
+            made = dict(
+                name=self._name(sid),
+                kind="session",
+                label_extra=label_extra,
+                host=hostname(self.node_id, sid),
+            )
             if self.factory.runner_capable(spec.image):
-                cid, runner_dir = self.factory.create_runner(
-                    spec, name=self._name(sid), kind="session", label_extra=label_extra
-                )
+                cid, runner_dir = self.factory.create_runner(spec, **made)
             else:
-                cid = self.factory.create_keeper(
-                    spec, name=self._name(sid), kind="session", label_extra=label_extra
-                )
+                cid = self.factory.create_keeper(spec, **made)
             session = Session(sid, cid, spec, idle_timeout, runner_dir=runner_dir)
             session.lease_until = session.created_at + idle_timeout
             self.sessions[sid] = session

@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from traitlets import Bool, Float, HasTraits, Int, Unicode, default
+from traitlets import Bool, Float, HasTraits, Int, TraitError, Unicode, default, validate
 
 from jupyter_remote.agent.specs import KEPT_CAPS, Limits, parse_caps, parse_memory
 from jupyter_remote.protocol.errors import RemoteError
@@ -128,6 +128,13 @@ class AgentOptions(HasTraits):
         "SIGTERM), to write its last lines and exit with its own code before SIGKILL.",
         config=True,
     )
+    workdir = Unicode(
+        "",
+        help="Absolute directory the cells of session and fresh containers start in when a "
+        "request names none. Empty (the default): the image's WORKDIR, else the home "
+        "directory of the container's user (/root for root), else /tmp; never /.",
+        config=True,
+    )
     runner = Bool(
         True,
         help="Run a runner process (docs/runner.md) as the main process of session and warm "
@@ -188,6 +195,13 @@ class AgentOptions(HasTraits):
                 span = f">= {low:g}" if high is None else f"between {low:g} and {high:g}"
                 extra = f" ({note})" if note else ""
                 raise UsageFailure(f"{flag} must be {span}{extra}; got {value!r}")
+
+    @validate("workdir")
+    def _v_workdir(self, proposal):
+        value = proposal["value"]
+        if value and (not value.startswith("/") or "\0" in value or len(value) > 4096):
+            raise TraitError(f"--workdir must be an absolute path; got {value!r}")
+        return value
 
     @default("node_id")
     def _d_node_id(self):

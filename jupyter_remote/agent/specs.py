@@ -236,10 +236,14 @@ def check_cap_add(requested: list[str] | None, limits: Limits) -> tuple[str, ...
 # A cell travels on stdin, never in argv: the kernel caps one argument at 128 KiB. The
 # shell reads the whole cell before it runs any of it, so the cell's own commands see an
 # empty stdin (as with `sh -c CELL`); a shell without `cat` fails loudly, not silently.
+# bash runs it when the image has bash (as in a live session: docs/runner.md), else sh;
+# `unset` on the cell's first line keeps its line numbers in the shell's messages.
 SHELL_FROM_STDIN = [
     "sh",
     "-c",
-    '__jr_cell=$(cat) || exit 126\neval "unset __jr_cell\n$__jr_cell"',
+    'command -v bash >/dev/null 2>&1 && exec bash -c "$1" bash; __jr_w=$1; shift; eval "$__jr_w"',
+    "sh",
+    'unset __jr_w; __jr_cell=$(cat) || exit 126; eval "unset __jr_cell;$__jr_cell"',
 ]
 
 

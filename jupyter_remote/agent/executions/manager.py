@@ -133,7 +133,7 @@ class ExecutionManager(ExecutionStore):
         # is never swept anyway), then some slack.
         lifetime = (ex.timeout or 24 * 3600) + self.kill_grace + 300
         ex.container_id = self.factory.create_keeper(
-            ex.spec,
+            self.factory.workdirs.cell_spec(ex.spec),
             name=f"jr-{safe_name(self.node_id)}-x-{safe_name(ex.execution_id)}",
             kind="fresh",
             label_extra={"execution": ex.execution_id, **expiry_label(lifetime)},

@@ -7,28 +7,51 @@ from jupyter_remote.agent.oom import OomWatcher
 from jupyter_remote.protocol.common import EXECUTION_FINAL
 
 
-def how_it_ended(ex: Execution, kill_grace: float) -> str:
-    """What the signal did, in words: the command's own exit, or SIGKILL after the grace."""
+def how_it_ended(ex: Execution, kill_grace: float, python_interrupt: bool = False) -> str:
+    """What the signal did, in words: the command's own exit, a KeyboardInterrupt in the
+    live session's Python code, or SIGKILL after the grace (to the command, or to what it
+    left running)."""
     sig = ex.kill_signal or "SIGTERM"
+    rc = ex.returncode
     if ex.exec_id is None and not ex.runner_started:
         return "it was stopped before it started"
-    if ex.escalated:
+    if ex.escalated and rc == 137:  # the command itself outlived the grace
         return (
             f"{sig} was sent; still running after the {kill_grace:g} s grace, "
-            f"it was killed with SIGKILL (returncode {ex.returncode})"
+            f"it was killed with SIGKILL (returncode {rc})"
         )
-    return f"{sig} was sent; the command exited with {ex.returncode}"
+    if python_interrupt:
+        said = (
+            f"{sig} was sent: a KeyboardInterrupt stopped the Python code (returncode {rc}); "
+            "the interpreter and its variables are kept"
+        )
+    else:
+        said = f"{sig} was sent; the command exited with {rc}"
+    if ex.escalated:
+        said += (
+            f"; what it had started and was still running after the {kill_grace:g} s grace "
+            "was killed with SIGKILL"
+        )
+    return said
 
 
-def classify(ex: Execution, oom: OomWatcher, oom_before: int, kill_grace: float) -> None:
+def classify(
+    ex: Execution,
+    oom: OomWatcher,
+    oom_before: int,
+    kill_grace: float,
+    python_interrupt: bool = False,
+) -> None:
     """Status from the return code and why it was stopped (timeout, cancel, out of memory)."""
     rc = ex.returncode
     if ex.kill_reason == "timeout":
         ex.status, ex.timed_out = "timed_out", True
-        ex.message = f"timed out after {ex.timeout:g} s; {how_it_ended(ex, kill_grace)}"
+        ended = how_it_ended(ex, kill_grace, python_interrupt)
+        ex.message = f"timed out after {ex.timeout:g} s; {ended}"
     elif ex.kill_reason:
         ex.status, ex.cancelled = "cancelled", True
-        ex.message = f"cancelled ({ex.kill_reason}); {how_it_ended(ex, kill_grace)}"
+        ended = how_it_ended(ex, kill_grace, python_interrupt)
+        ex.message = f"cancelled ({ex.kill_reason}); {ended}"
     elif rc == 137 and oom.wait_for_more(ex.container_id, oom_before, 1.0):
         ex.status, ex.oom_killed = "failed", True
         ex.message = "killed by the kernel: out of memory (the container's memory limit)"
@@ -48,7 +71,8 @@ def from_runner(
     if ex.kill_reason and ex.returncode == 137 and ex.kill_signal != "SIGKILL":
         ex.escalated = True
     if ex.kill_reason or status in ("completed", "failed"):
-        classify(ex, oom, oom_before, kill_grace)
+        interrupted = end.get("message") == "KeyboardInterrupt"
+        classify(ex, oom, oom_before, kill_grace, interrupted)
         if ex.status == "failed" and not ex.message and end.get("message"):
             ex.message = end["message"]
     else:

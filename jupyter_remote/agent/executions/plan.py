@@ -18,7 +18,12 @@ def plan(mgr, body: ExecutionBody) -> Execution:
         runner_kind = "python"  # another interpreter named: a docker exec of it
     code = (body.command if runner_kind == "shell" else body.python) if runner_kind else None
     timeout = body.timeout if body.timeout is not None else mgr.default_timeout
-    common = dict(timeout=timeout, env=dict(body.env or {}), workdir=body.workdir)
+    common = dict(
+        timeout=timeout,
+        env=dict(body.env or {}),
+        workdir=body.workdir,
+        execution_count=body.execution_count,
+    )
     if body.session_id is not None:
         session = mgr.sessions.get(body.session_id)
         # the runner takes the cell's text itself; the exec path feeds it on stdin

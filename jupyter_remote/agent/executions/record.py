@@ -62,6 +62,7 @@ class Execution:
     code: str | None = None  # the cell for the runner; dropped once sent
     runner_dir: str | None = None
     runner_started: bool = False  # the run request went to the runner
+    execution_count: int | None = None  # the kernel's In[N]: a Python traceback names it
     log: EventLog | None = None
     done: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)

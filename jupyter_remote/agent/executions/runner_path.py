@@ -64,6 +64,7 @@ class RunnerPath:
                     env=ex.env or None,
                     workdir=ex.workdir,
                     forget=forget,
+                    execution_count=ex.execution_count,
                 )
             except RunnerUnavailable as exc:
                 self.forget_later(ex.runner_dir, forget)
