@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job: set up, start a local agent as a daemon on the local Docker engine, and
-# start JupyterLab with the extension (the local agent is its default node) and the
-# quickstart notebook open.
-#   scripts/run.sh              JupyterLab on http://127.0.0.1:8888 (URL with token printed)
+# start JupyterLab with the extension (the local agent is its default node) on the
+# example notebooks; the URL it prints opens the quickstart notebook.
+#   scripts/run.sh              JupyterLab on http://127.0.0.1:8888/lab/tree/quickstart.ipynb
+#                               (the URL with its token is printed)
 #   scripts/run.sh --headless   run the quickstart notebook through a Jupyter server and
 #                               print its cells and outputs (for servers and CI)
 set -euo pipefail
@@ -27,5 +28,7 @@ if [ "${1:-}" = "--headless" ]; then
 fi
 echo "==> starting JupyterLab with jupyter-remote; the Remote cells run on the local agent"
 echo "    (stop the agent afterwards with: $STOP)"
+# the file browser shows the example notebooks; the URL Jupyter prints opens the quickstart
 exec .venv/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port="$PORT" \
-  --ServerApp.allow_root=True --ServerApp.open_browser=False notebooks/quickstart.ipynb
+  --ServerApp.allow_root=True --ServerApp.open_browser=False \
+  --ServerApp.root_dir=notebooks --LabApp.default_url=/lab/tree/quickstart.ipynb

@@ -10,4 +10,7 @@ mkdir -p test-output
 # the layers and "no import cycles" (pyproject's [tool.importlinter] contracts)
 .venv/bin/lint-imports --no-cache
 .venv/bin/python -m pytest -ra "$@"
-.venv/bin/python -m pytest --nbval-lax notebooks/ -p no:cacheprovider -q
+# the stack the notebooks run against: tests/notebook_stack.py, a plugin (notebooks/ holds
+# only notebooks)
+PYTHONPATH="tests${PYTHONPATH:+:$PYTHONPATH}" \
+  .venv/bin/python -m pytest -p notebook_stack --nbval-lax notebooks/ -p no:cacheprovider -q

@@ -1,16 +1,18 @@
-"""nbval runs these notebooks against a real stack: two agents and a real Jupyter server.
+"""A pytest plugin for the nbval run of notebooks/: the notebooks run against a real stack,
+two agents and a real Jupyter server.
 
-The stack starts before collection, because nbval starts each notebook's kernel before
-any fixture runs, and the kernel must find the server in its environment.
+scripts/test.sh loads it with `-p notebook_stack` (tests/ on PYTHONPATH), so notebooks/ holds
+only notebooks. The stack starts at session start, before collection, because nbval starts
+each notebook's kernel before any fixture runs, and the kernel must find the server in its
+environment.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
-HERE = os.path.dirname(__file__)
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+NOTEBOOKS = os.path.join(HERE, "..", "notebooks")
 
 _stack = None
 
@@ -41,6 +43,6 @@ def pytest_sessionfinish(session, exitstatus):
                     c.remove(force=True)
                 except docker.errors.NotFound:
                     pass  # removed meanwhile by its agent
-    path = os.path.join(HERE, "last_job_id.txt")
+    path = os.path.join(NOTEBOOKS, "last_job_id.txt")  # jobs_and_autostop.ipynb's
     if os.path.exists(path):
         os.unlink(path)
