@@ -124,8 +124,10 @@ def test_the_panel_shows_nodes_jobs_and_node_states(lab, page):
     expect(panel.locator(".jr-log")).to_contain_text("tick 2", timeout=20_000)
     job.locator(".jr-stop").click()
     expect(job.locator(".jr-status")).to_have_text("stopped", timeout=20_000)
+    expect(job.locator(".jr-stop")).to_be_hidden()  # a finished job has nothing to stop
 
-    # engine states from the in-server gateway, the stale one marked
+    # engine states from the in-server gateway (on here: the section shows), the stale one marked
+    expect(panel.locator(".jr-engines")).to_be_visible()
     now = int(time.time() * 1000)
     send(lab.gateway_port, [state("engine-a", now), state("engine-b", now - 120_000)])
     expect(panel.locator(".jr-engines tr.jr-stale")).to_contain_text("engine-b")

@@ -87,8 +87,8 @@ class JobListWidget(Refreshing):
         super().close()
 
     def _repr_mimebundle_(self, **kwargs):
-        """The live widget, and the list as it is now in HTML for a viewer without widgets
-        (nbconvert, a saved notebook on GitHub)."""
+        """The live widget, and the list as it is now as text/html, for a viewer that cannot
+        show widgets."""
         data = super()._repr_mimebundle_(**kwargs)
         if data is not None:
             data["text/html"] = jobs_table(self.jobs)
