@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -13,6 +14,13 @@ from jupyter_remote_server.nodes.registry import Node
 from jupyter_remote_server.store.retention import is_live, refuse_expired
 
 SETTLE_WAIT = 5.0  # seconds to ask a node for an outcome after its stream broke
+
+
+def source_digest(body: dict) -> str:
+    """sha256 of the cell's body, trailing whitespace cut: a page whose cells got new ids
+    (a notebook saved without them) finds the cell by its source instead."""
+    source = body.get("command") or body.get("python") or ""
+    return hashlib.sha256(source.rstrip().encode()).hexdigest()
 
 
 def exit_event(status: str, message: str, **extra) -> bytes:
@@ -96,6 +104,7 @@ class ExecutionRecords:
             "session_id": body.get("session_id"),
             "cell_id": body.get("cell_id"),
             "notebook_path": None,  # set by run() from the kernel's Jupyter session
+            "source_sha256": source_digest(body) if body.get("cell_id") else None,
             "image": body.get("image") or self.default_image,
             "status": "placing",
             "returncode": None,

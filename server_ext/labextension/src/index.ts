@@ -5,8 +5,12 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { LabIcon } from '@jupyterlab/ui-components';
+import { jobRendererFactory } from './outputs';
 import { RemotePanel } from './panel';
+import { Reattacher } from './reattach';
 
 const ICON = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="16">
   <g class="jp-icon3" fill="#616161"><rect x="3" y="4" width="18" height="6" rx="1"/>
@@ -36,4 +40,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+// A notebook page that opens or reloads gets back what its remote cells miss (reattach.ts);
+// a detached job's view renders from its id alone (outputs.ts).
+const reattach: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-remote-labextension:reattach',
+  description: 'Remote cells keep their output across page reloads and closed tabs.',
+  autoStart: true,
+  requires: [INotebookTracker, IRenderMimeRegistry],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker, rendermime: IRenderMimeRegistry) => {
+    rendermime.addFactory(jobRendererFactory, jobRendererFactory.defaultRank);
+    new Reattacher(tracker);
+  }
+};
+
+export default [plugin, reattach];
