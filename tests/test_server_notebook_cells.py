@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from tornado.httpclient import HTTPClientError
 
@@ -62,6 +64,9 @@ async def test_the_latest_execution_and_job_of_each_cell_by_notebook_path(
         assert (latest["returncode"], latest["status"]) == (3, "failed"), latest
         assert latest["notebook_path"] == "work/a.ipynb" and latest["image"] == BUSYBOX
         assert latest["node_id"] and latest["kernel_id"] == kernel_id
+        # a page whose cells got new ids finds the cell by its body instead
+        digest = hashlib.sha256(b"echo two; exit 3").hexdigest()
+        assert latest["source_sha256"] == digest
         assert cells["cell-2"]["execution"]["status"] == "completed", other
         assert cells["cell-2"]["job"] is None and cells["cell-3"]["execution"] is None
         assert cells["cell-3"]["job"]["job_id"] == job["job_id"]
