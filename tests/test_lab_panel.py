@@ -200,6 +200,7 @@ def test_the_sessions_section_shows_what_runs_where_and_interrupts(lab, page, tm
     page.goto(f"{lab.lab_url}/tree/where_it_runs.ipynb?token={lab.token}")
     page.locator(PANEL_TAB).click()
     panel = page.locator("#jupyter-remote-panel")
+    widen_sidebar(page)
     idle = page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
     expect(idle).to_have_count(1, timeout=120_000)
     cells = page.locator(".jp-Notebook .jp-Cell")
