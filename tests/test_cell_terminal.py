@@ -192,3 +192,10 @@ def test_the_server_passes_the_execution_count_on(agent, tmp_path):
         assert "Cell In[12], line 3, in <module>" in trace and "Cell In[12], line 2, in g" in trace
     finally:
         server.stop()
+
+
+def test_a_fresh_container_for_an_unknown_user_fails_in_one_line(client):
+    """Docker refuses to start it: the exit says why (no traceback in the agent's log)."""
+    _, end = run(client, image=BUSYBOX, command="true", user="nosuchuser")
+    assert end["returncode"] == -1 and end["status"] == "failed"
+    assert "user 'nosuchuser' is not known in image" in end["message"], end

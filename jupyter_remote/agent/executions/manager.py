@@ -23,7 +23,7 @@ from jupyter_remote.agent.expiry import expiry_label
 from jupyter_remote.agent.oom import OomWatcher
 from jupyter_remote.agent.specs import safe_name
 from jupyter_remote.protocol.bodies import ExecutionBody
-from jupyter_remote.protocol.errors import Conflict
+from jupyter_remote.protocol.errors import Conflict, RemoteError
 from jupyter_remote.util.workers import Workers
 
 log = logging.getLogger("jupyter_remote.agent")
@@ -110,6 +110,8 @@ class ExecutionManager(ExecutionStore):
             outcome.runner_gone(ex, exc, self.node_id)
         except DockerException as exc:
             outcome.docker_failed(ex, exc, self.node_id)
+        except RemoteError as exc:  # a fresh container Docker would not start (an unknown user)
+            ex.returncode, ex.status, ex.message = -1, "failed", exc.message
         except Exception as exc:  # noqa: BLE001 - whatever broke, the client gets an exit event
             log.exception("execution %s failed inside the agent", ex.execution_id)
             ex.returncode, ex.status = -1, "failed"
