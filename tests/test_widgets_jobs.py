@@ -89,8 +89,10 @@ def test_the_job_list_escapes_and_carries_a_static_table_for_viewers_without_wid
     table = bundle["text/html"]
     assert "&lt;script&gt;x&lt;/script&gt;" in table and "<script>" not in table
     assert "<script>" not in jobs.children[1].value
+    assert bundle["text/plain"] == "j-1  <script>x</script>  running  0/1 tasks  1.0 s"
     jobs.client.answer = []
     jobs.refresh()
     assert "no jobs" in jobs.children[1].value
     assert "no jobs" in jobs._repr_mimebundle_()["text/html"]
+    assert jobs._repr_mimebundle_()["text/plain"] == "no jobs"
     jobs.close()

@@ -45,6 +45,18 @@ def jobs_table(jobs: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{rows}</table>"
 
 
+def jobs_text(jobs: list[dict]) -> str:
+    """The same list as plain text (a terminal, a headless run)."""
+    if not jobs:
+        return "no jobs"
+    lines = [
+        f"{j['job_id']}  {j['name']}  {j['status']}  {j['tasks_done']}/{j['tasks_total']} tasks"
+        f"  {j['elapsed']:.1f} s" + ("  autostop" if j["autostop"] else "")
+        for j in jobs
+    ]
+    return "\n".join(lines)
+
+
 class JobListWidget(Refreshing):
     """The newest jobs the server knows (newest first), refreshing every `interval` s.
 
@@ -87,9 +99,10 @@ class JobListWidget(Refreshing):
         super().close()
 
     def _repr_mimebundle_(self, **kwargs):
-        """The live widget, and the list as it is now as text/html, for a viewer that cannot
-        show widgets."""
+        """The live widget, and the list as it is now as text/html and text/plain, for a
+        viewer that cannot show widgets."""
         data = super()._repr_mimebundle_(**kwargs)
         if data is not None:
             data["text/html"] = jobs_table(self.jobs)
+            data["text/plain"] = jobs_text(self.jobs)
         return data
