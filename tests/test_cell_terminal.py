@@ -194,8 +194,11 @@ def test_the_server_passes_the_execution_count_on(agent, tmp_path):
         server.stop()
 
 
-def test_a_fresh_container_for_an_unknown_user_fails_in_one_line(client):
+def test_a_fresh_container_for_an_unknown_user_fails_in_one_line(agent, client):
     """Docker refuses to start it: the exit says why (no traceback in the agent's log)."""
-    _, end = run(client, image=BUSYBOX, command="true", user="nosuchuser")
+    eid = new_id("nouser")
+    _, end = run(client, execution_id=eid, image=BUSYBOX, command="true", user="nosuchuser")
     assert end["returncode"] == -1 and end["status"] == "failed"
-    assert "user 'nosuchuser' is not known in image" in end["message"], end
+    assert end["message"].startswith("user 'nosuchuser' is not known in image"), end
+    with open(f"{agent.data_dir}/test-agent.log", errors="replace") as log:
+        assert f"execution {eid} failed inside the agent" not in log.read()
