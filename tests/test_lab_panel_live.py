@@ -178,4 +178,14 @@ def test_a_panel_to_keep_open(lab, page, tmp_path):
     expect(row.locator(".jr-status")).to_have_text("stopped", timeout=30_000)
     expect(row.locator(".jr-stop")).to_be_hidden()
     expect(row.locator(".jr-show-log")).to_be_visible()
+
+    # a section folds with a click on its title, and stays folded after a reload
+    panel.locator(".jr-nodes > summary").click()
+    expect(panel.locator(".jr-nodes .jr-body")).to_be_hidden()
+    expect(panel.locator(".jr-jobs .jr-body")).to_be_visible()
+    page.reload()
+    expect(panel.locator(".jr-jobs .jr-job")).to_have_count(1, timeout=60_000)
+    expect(panel.locator(".jr-nodes .jr-body")).to_be_hidden()
+    panel.locator(".jr-nodes > summary").click()
+    expect(panel.locator(".jr-nodes .jr-node")).to_have_count(1)
     assert crashes == []
