@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -212,3 +213,64 @@ def test_a_cell_that_ended_by_itself_keeps_its_background_process(paths, docker_
     assert len(left_behind(docker_client, model["container_id"], "sleep 97")) == 1
     run(agent.client, session_id=sid, python="server.kill(); server.wait()")
     assert left_behind(docker_client, model["container_id"], "sleep 97") == []
+
+
+# -- the runner itself, on the host (tests/test_runner.py's Runner) ------------------------
+
+
+@pytest.fixture(scope="module")
+def host_runner():
+    from test_runner import Runner
+
+    runner = Runner()
+    yield runner
+    runner.stop()
+
+
+def live(words: str) -> list:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if words in cmd and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(cmd)
+    return found
+
+
+def test_a_job_in_a_group_of_its_own_still_hears_the_stop(host_runner):
+    """bash's `set -m` puts a job in its own process group, out of reach of the group's
+    signal; it is still in the cell's session, and that is where the stop looks."""
+    client = host_runner.client
+    cid = f"c-{uuid.uuid4().hex[:10]}"
+    stream = client.run(cid, "shell", "set -m; sleep 98 & echo ready; wait")
+    first = [next(stream), next(stream)]
+    assert first[1].get("data") == "ready\n", first
+    client.signal(cid, "SIGINT", grace=30)
+    t0 = time.monotonic()
+    end = list(stream)[-1]
+    assert time.monotonic() - t0 < 10  # the job heard SIGINT itself: no wait for the grace
+    assert end["status"] == "cancelled" and live("sleep 98") == []
+
+
+def test_bash_export_p_is_read_back_or_refused():
+    from jupyter_remote.runner.shell_state import parse_declare_x
+
+    raw = (
+        b'declare -x A="it\'s \\"q\\" \\\\ \\$x \\`y\\`"\ndeclare -x B\n'
+        b"declare -rx C=$'l1\\nl2\\t\\001\\303\\251\\'\\\\'\n"
+    )
+    assert parse_declare_x(raw) == {"A": 'it\'s "q" \\ $x `y`', "C": "l1\nl2\t\x01é'\\"}
+    assert parse_declare_x(b'declare -ax A=([0]="1")\n') is None  # then `env` is used
+    assert parse_declare_x(b"export A='x'\n") is None
+
+
+@pytest.mark.parametrize("bad", ["3", -1, 2**31, True])
+def test_the_runner_refuses_a_bad_execution_count(host_runner, bad):
+    from jupyter_remote.agent.runner_client import RunnerRefused
+
+    with pytest.raises(RunnerRefused) as refused:
+        list(
+            host_runner.client.run(f"c-{uuid.uuid4().hex[:10]}", "python", "1", execution_count=bad)
+        )
+    assert refused.value.reason == "bad_request"
