@@ -46,7 +46,7 @@ class Cell:
         self.sweep_at = None  # when a stop's grace ends (monotonic): what is left is killed
         self.swept = threading.Event()  # that hard kill is done
         self.sweep_lock = threading.Lock()
-        self.since = 0  # when it started, in /proc's clock ticks (procs.py)
+        self.since = (0, None)  # when it started (procs.mark)
         self.child = None  # the Python worker that ran it (a Child), for procs.of_python
         self.outcome = None  # (returncode, status, message) of a Python cell's code
 

@@ -18,9 +18,24 @@ import time
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def now_ticks() -> int:
-    """The clock /proc's start times count in (clock ticks since boot), rounded down."""
-    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * TICKS)
+def mark() -> tuple:
+    """Now, to tell later processes from earlier ones: (clock ticks since boot, as /proc's
+    start times count, rounded down; the last pid given out in this pid namespace, which
+    orders the processes started within one tick, or None where the kernel hides it)."""
+    ticks = int(time.clock_gettime(time.CLOCK_BOOTTIME) * TICKS)
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "rb") as f:
+            return ticks, int(f.read())
+    except (OSError, ValueError):
+        return ticks, None
+
+
+def started_since(pid: int, start: int, since: tuple) -> bool:
+    """Did the process start after ``since`` (a ``mark()``)?"""
+    ticks, last_pid = since
+    if start != ticks:
+        return start > ticks
+    return last_pid is None or pid > last_pid
 
 
 def table() -> dict:
@@ -61,21 +76,22 @@ def of_shell(leader: int, leader_gone: bool = False, group: bool = True, procs=N
     return {p: v[4] for p, v in procs.items() if leader in (v[1], v[2])}
 
 
-def of_python(worker: int, since: int, worker_gone: bool = False, procs=None) -> dict:
-    """A Python cell's processes (pid -> name): of the interpreter's session, started at
-    ``since`` (ticks) or later, not under a process that was there before."""
+def of_python(worker: int, since: tuple, worker_gone: bool = False, procs=None) -> dict:
+    """A Python cell's processes (pid -> name): of the interpreter's session, started
+    after ``since`` (a ``mark()``), not under a process that was there before."""
     procs = table() if procs is None else procs
     if worker_gone and worker in procs:
         return {}  # the id was reused: the dead interpreter's session is empty (of_shell)
     mine = {}
     for pid, info in procs.items():
-        if pid == worker or info[2] != worker or info[3] < since:
+        if pid == worker or info[2] != worker or not started_since(pid, info[3], since):
             continue
         parent, seen = info[0], 0
         while parent in procs and parent != worker and seen < 64:
-            if procs[parent][3] < since and procs[parent][2] == worker:
+            up = procs[parent]
+            if up[2] == worker and not started_since(parent, up[3], since):
                 break  # an earlier cell's process started it
-            parent, seen = procs[parent][0], seen + 1
+            parent, seen = up[0], seen + 1
         else:
             mine[pid] = info[4]
     return mine

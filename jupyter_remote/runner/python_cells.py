@@ -108,10 +108,14 @@ class PythonWorker:
 
     @staticmethod
     def _end(cell, rc: int, status=None, message=None) -> None:
-        """The cell's code has ended: its exit follows once its processes have (run)."""
-        if cell.outcome is None:
-            cell.outcome = (rc, status, message)
-        cell.ran.set()
+        """The cell's code has ended: its exit now, or, for a stopped cell, once the
+        processes it started have ended too (``run`` settles it)."""
+        with cell.sweep_lock:
+            if cell.outcome is None:
+                cell.outcome = (rc, status, message)
+            cell.ran.set()
+            if cell.sweep_at is None:
+                cell.finish(*cell.outcome)  # on this thread: no hand-over on a cell's path
 
     def _ack(self) -> None:
         """The worker waits after each display message: all it wrote before is read now."""
@@ -166,7 +170,7 @@ class PythonWorker:
             self.ensure()
             child = self.child
             cell.pid, cell.child = child.pid, child
-            cell.since = procs.now_ticks()
+            cell.since = procs.mark()
             self.current = cell
             cell.emit({"event": "started", "pid": child.pid})
             if self.lost:
@@ -188,7 +192,7 @@ class PythonWorker:
                 pass  # the worker died; its pump thread ends the cell
             cell.ran.wait()
             settle(cell)  # a stopped cell ends once the processes it started have
-            if cell.outcome is not None:
+            if cell.outcome is not None and not cell.done.is_set():
                 cell.finish(*cell.outcome)
 
     def interrupt(self, cell, signum: int) -> None:

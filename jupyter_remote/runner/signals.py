@@ -39,15 +39,16 @@ def signal_number(name) -> int:
 def stop(cell, reason: str, signum=None, grace=None) -> None:
     """Cancel or time out a cell: the soft signal now, to every process of the cell; after
     ``grace``, SIGKILL to whatever is left of it (its exit waits for that: settle)."""
-    if cell.done.is_set():
-        return
-    if reason == "timed_out" or cell.reason is None:
-        cell.reason = reason
     if signum is None:
         signum = cell.engine.soft_signal
-    if grace is not None and signum != signal.SIGKILL and cell.sweep_at is None:
-        cell.sweep_at = time.monotonic() + float(grace)
-        cell.later(float(grace), lambda: hard_kill(cell, grace))
+    with cell.sweep_lock:  # a cell that ends now either is stopped or ends first (_end)
+        if cell.done.is_set():
+            return
+        if reason == "timed_out" or cell.reason is None:
+            cell.reason = reason
+        if grace is not None and signum != signal.SIGKILL and cell.sweep_at is None:
+            cell.sweep_at = time.monotonic() + float(grace)
+            cell.later(float(grace), lambda: hard_kill(cell, grace))
     cell.engine.interrupt(cell, signum)
     if signum == signal.SIGKILL:
         with cell.sweep_lock:
@@ -65,8 +66,8 @@ def hard_kill(cell, grace) -> None:
     """The grace is over: SIGKILL to the processes the cell still has; a Python cell still
     running loses its interpreter too (the engine says so in a notice)."""
     with cell.sweep_lock:  # settle sees the cell's processes before it, or its notice
-        if cell.swept.is_set():
-            return
+        if cell.swept.is_set() or cell.done.is_set():
+            return  # (a cell that ended meanwhile has nothing left: its successors' are not its)
         try:
             killed = cell.engine.sweep(cell)
             if not cell.ran.is_set():
