@@ -6,6 +6,7 @@ agents; what is left in the container is read with `docker top`."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -274,3 +275,7 @@ def test_the_runner_refuses_a_bad_execution_count(host_runner, bad):
             host_runner.client.run(f"c-{uuid.uuid4().hex[:10]}", "python", "1", execution_count=bad)
         )
     assert refused.value.reason == "bad_request"
+
+
+def test_the_runner_says_which_shell_runs_its_cells(host_runner):
+    assert os.path.basename(host_runner.client.status()["shell"]) == "bash"

@@ -97,6 +97,11 @@ def test_python_tracebacks_name_cells_as_ipython_does(sessions):
     events, _ = run(owner, session_id=sid, python="raise KeyError('k')")
     assert "  Cell In[?], line 1, in <module>\n" in output(events, "stderr")
 
+    events, _ = run(
+        owner, session_id=sid, python="import warnings\nwarnings.warn('careful')", execution_count=7
+    )
+    assert output(events, "stderr").startswith("Cell In[7]:2: UserWarning: careful\n")
+
     # the runner's own frames go from chained exceptions too (display() raised in the cell)
     events, _ = run(owner, session_id=sid, python="display(1 / 0)", execution_count=6)
     assert "pyworker" not in output(events, "stderr")

@@ -239,6 +239,20 @@ def _show_exception(exc: BaseException) -> None:
     sys.stderr.write(format_exception(exc))
 
 
+def _name_warnings() -> None:
+    """A warning from a cell says "Cell In[N]:LINE:", as its traceback would."""
+    import warnings
+
+    plain = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        text = plain(message, category, filename, lineno, line)
+        name = _cell_names.get(filename)
+        return text.replace(filename, name, 1) if name else text
+
+    warnings.formatwarning = formatwarning
+
+
 def run_cell(request: dict, namespace: dict):
     """Run one cell; (status, returncode) with status ok, error or interrupted."""
     global _in_cell
@@ -303,6 +317,7 @@ def main() -> None:
     user.__dict__["__builtins__"] = builtins
     sys.modules["__main__"] = user
     builtins.display = display
+    _name_warnings()
     while True:
         try:
             line = _cmd.readline()

@@ -163,6 +163,7 @@ class Runner:
             "running": running,
             "python": {"alive": alive, "pid": child.pid if alive else None},
             "cwd": self.shell.state.current()[1],
+            "shell": self.shell.state.shell,
             "version": VERSION,
         }
 
