@@ -165,6 +165,18 @@ def test_a_python_cells_deaf_children_are_killed_after_the_grace(paths, docker_c
         )
 
 
+@pytest.mark.parametrize("path", ["runner", "exec"])
+def test_a_deaf_shell_and_its_job_are_killed_after_the_grace(paths, docker_client, path):
+    agent, sessions = paths[path]
+    sid, model = sessions[PYTHON if path == "runner" else BUSYBOX]
+    code = "trap '' INT TERM; sleep 99 & echo ready; while :; do sleep 0.1; done"
+    events, _, took = run_then_stop(agent.client, "SIGTERM", session_id=sid, command=code)
+    end = events[-1]
+    assert left_behind(docker_client, model["container_id"], "sleep 99") == []
+    assert end["returncode"] == 137 and "it was killed with SIGKILL" in end["message"], end
+    assert took >= GRACE - 0.1, took
+
+
 def test_a_python_cell_that_swallows_the_interrupt_loses_its_interpreter_and_children(
     paths, docker_client
 ):
