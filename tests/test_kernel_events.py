@@ -150,7 +150,11 @@ def test_a_remote_cell_keeps_the_true_exit_and_shows_the_notice(canned_client):
         magics.remote("--fresh --result canned", "true")
     result = ip.user_ns["canned"]
     assert (result.returncode, result.status) == (0, "completed")
-    assert out.getvalue() == "ok\n" and err.getvalue() == f"[remote] {NOTICE['message']}\n"
+    # the footer: the node and image the started event named, the exit's duration
+    image = STARTED.get("image", "?")
+    assert out.getvalue().startswith("ok\n[remote] n1 · ") and f" · {image} · " in out.getvalue()
+    assert out.getvalue().endswith(" s · exit 0\n")
+    assert err.getvalue() == f"[remote] {NOTICE['message']}\n"
     assert result.notices == [NOTICE["message"]]
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import re
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 from IPython.core.error import UsageError
 
 from conftest import BUSYBOX, PYTHON, exported_stack, remote_shell
+from jupyter_remote.kernel.magics import RemoteCommandFailed
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +20,9 @@ def stack(docker_client):
 
 @pytest.fixture(scope="module")
 def ip(stack):
-    return remote_shell()
+    shell = remote_shell()
+    magics(shell).footer = False  # these tests read the cells' own output; footer: below
+    return shell
 
 
 def cell(ip, line: str, body: str) -> tuple[str, str]:
@@ -106,6 +110,40 @@ def test_a_failing_command_is_one_clear_line_and_raise_stops(ip):
     assert shown.getvalue().count("\n") == 1 and "Traceback" not in shown.getvalue()
 
 
+def test_every_cell_that_ran_ends_with_one_footer_line(ip, stack):
+    magics(ip).footer = True
+    try:
+        out, _ = cell(ip, f"--image {BUSYBOX}", "echo hi")
+        failed, err = cell(ip, f"--image {BUSYBOX}", "exit 3")
+    finally:
+        magics(ip).footer = False
+    node = ip.user_ns["_remote"].node_id
+    assert out.startswith("hi\n") and out.count("\n") == 2, out
+    footer = out.splitlines()[1]
+    assert footer.startswith(f"[remote] {node} · {BUSYBOX} · ") and footer.endswith(" · exit 0")
+    assert re.search(r" · \d+\.\d s · ", footer), footer
+    assert failed.strip().endswith(" · exit 3 (failed)") and "exit 3 (failed) on node" in err
+
+
+@pytest.mark.parametrize(
+    "line, says",
+    [
+        ("--node no-such-node", "no-such-node"),
+        ("--image jupyter-remote/no-such-image:local --fresh", "no-such-image"),
+    ],
+)
+def test_a_refused_cell_raises_one_line_so_run_all_stops(ip, line, says):
+    shown = io.StringIO()
+    with redirect_stdout(shown), redirect_stderr(shown):
+        result = ip.run_cell(f"%%remote {line}\necho ran-anyway")
+    assert not result.success, shown.getvalue()
+    error = str(result.error_in_exec)
+    assert error.startswith("[remote] not run: ") and says in error, error
+    told = shown.getvalue()
+    assert "ran-anyway" not in told and "Traceback" not in told and told.count("\n") == 1, told
+    assert ip.user_ns["_remote"].returncode == -1
+
+
 def test_the_extension_leaves_ipythons_one_custom_exc_slot_alone(ip):
     def theirs(shell, etype, evalue, tb, tb_offset=None):
         return None
@@ -139,8 +177,10 @@ def test_remote_jobs_escapes_what_it_shows(ip):
 def test_bad_options_and_unknown_nodes_are_one_line(ip):
     with pytest.raises(UsageError, match="unrecognized arguments"):
         ip.run_cell_magic("remote", "--no-such-option", "true")
-    _, err = cell(ip, "--node nowhere", "true")
-    assert err.count("\n") == 1 and "no node 'nowhere'" in err
+    with pytest.raises(RemoteCommandFailed, match="not run: no node 'nowhere'"):
+        cell(ip, "--node nowhere", "true")
+    with pytest.raises(RemoteCommandFailed, match="not run: no node 'nowhere'"):
+        cell(ip, "--node nowhere --detach", "true")
     with pytest.raises(UsageError, match="no job"):
         ip.run_line_magic("remote_job", "j-never")
 
@@ -249,7 +289,7 @@ def test_widgets_show_the_pool_and_a_job_and_stop_when_closed(stack):
     deadline = time.monotonic() + 5
     while "stopped" not in widget.title_view.value and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert "stopped" in widget.title_view.value and widget.stop_button.disabled
+    assert "stopped" in widget.title_view.value and widget.stop_button.layout.display == "none"
     widget.close()
 
 

@@ -33,6 +33,7 @@ class RemoteResult:
 
     execution_id: str
     node_id: str | None = None
+    image: str | None = None
     returncode: int | None = None
     status: str | None = None
     duration: float | None = None
@@ -85,6 +86,7 @@ class EventFold:
         result, kind = self.result, event.get("event")
         if kind == "started":
             result.node_id = event.get("node_id") or result.node_id
+            result.image = event.get("image") or result.image
         elif kind in ("stdout", "stderr"):
             self._chunks.append((kind, event["data"]))
             if self.echo:
@@ -161,6 +163,12 @@ class Execution:
         except RemoteError as exc:
             execution._failed(exc)
         return execution
+
+    @property
+    def refused(self) -> bool:
+        """Nothing ran: the server refused the cell (no such node or image, no usable node)
+        or could not be reached."""
+        return self._stream is None and self.error is not None
 
     @property
     def done(self) -> bool:
@@ -248,7 +256,11 @@ class Execution:
             why = "interrupted again"
         fold.finish()
         if fold.ended:
-            result.message = f"{cancel['message']}; it exited {result.returncode} ({result.status})"
+            told = (fold.exit or {}).get("message")  # the node says what the signal did
+            result.message = (
+                f"{cancel['message']}; it exited {result.returncode} ({result.status})"
+                + (f": {told}" if told else "")
+            )
             return result
         stream.close()
         result.returncode, result.status = -1, "unknown"

@@ -33,7 +33,9 @@ def footer_line(
     returncode: int | None,
     status: str | None,
 ) -> str:
-    ended = f"exit {returncode}" if status in (None, "completed") else f"exit {returncode} ({status})"
+    ended = f"exit {returncode}"
+    if status not in (None, "completed"):
+        ended += f" ({status})"
     parts = [node_id or "?", image or "?", duration_text(duration), ended]
     return "[remote] " + " · ".join(parts)
 

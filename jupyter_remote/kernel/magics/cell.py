@@ -12,11 +12,12 @@ import uuid
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import display
-from traitlets import Float, Int, Unicode
+from IPython.display import display, publish_display_data
+from traitlets import Bool, Float, Int, Unicode
 
 from jupyter_remote.kernel.client import RemoteClient
 from jupyter_remote.kernel.execution import RemoteResult
+from jupyter_remote.kernel.footer import footer_bundle, footer_line
 from jupyter_remote.kernel.magics import args as types
 from jupyter_remote.kernel.magics.args import DEFAULT, cell_id, kernel_id
 from jupyter_remote.kernel.magics.sessions import KernelSession
@@ -26,7 +27,8 @@ from jupyter_remote.protocol.errors import RemoteError
 
 
 class RemoteCommandFailed(Exception):
-    """Raised by ``%%remote --raise`` for a non-zero exit, so "Run all" stops there."""
+    """Raised by ``%%remote --raise`` for a non-zero exit, and for a cell the pool refused
+    (nothing ran), so "Run all" stops there."""
 
     def _render_traceback_(self) -> list[str]:
         """IPython shows this instead of a traceback: the one line says it all (ipyparallel
@@ -40,8 +42,14 @@ class RemoteMagics(KernelSession, Magics):
 
     signal_on_interrupt = Unicode(
         "SIGTERM",
-        help="Signal sent to the remote command when the kernel is interrupted "
-        "(SIGKILL follows after the agent's grace period).",
+        help="Signal sent to a remote shell cell when the kernel is interrupted (SIGKILL "
+        "follows after the agent's grace period). A --python cell gets SIGINT, a "
+        "KeyboardInterrupt in its interpreter, as a local cell does.",
+    ).tag(config=True)
+    footer = Bool(
+        True,
+        help="End each %%remote cell whose command ran with one quiet line: node · image · "
+        "duration · exit.",
     ).tag(config=True)
     default_image = Unicode(
         "", help="Image for %%remote cells that name none (empty: the server's default)."
@@ -184,20 +192,23 @@ class RemoteMagics(KernelSession, Magics):
             body["env"] = env
         if (cid := cell_id()) is not None:  # a reloaded page finds the cell's output by it
             body["cell_id"] = cid
+        if isinstance(count := getattr(self.shell, "execution_count", None), int):
+            body["execution_count"] = count  # tracebacks say Cell In[N], as IPython's
         if (args.input or args.output) and (not args.python or args.detach or args.fresh):
             raise UsageError("-i/-o move Python variables: they need --python in the session")
         if args.detach:
             return self._detach(body, args.name)
-        sig = args.signal_on_interrupt or self.signal_on_interrupt
+        sig = args.signal_on_interrupt or ("SIGINT" if args.python else self.signal_on_interrupt)
         try:
             self._place(body, args.fresh)
             if args.input:
                 self._push(body, args.input)
         except RemoteError as exc:
-            result = RemoteResult("", returncode=-1, status=exc.reason, message=exc.message)
-        else:
-            execution = self.client.execute(echo=True, **body)
-            result = execution.wait(interrupt_signal=sig, interrupt_wait=self.interrupt_wait)
+            self._refused(RemoteResult("", returncode=-1, status=exc.reason, message=exc.message))
+        execution = self.client.execute(echo=True, **body)
+        result = execution.wait(interrupt_signal=sig, interrupt_wait=self.interrupt_wait)
+        if execution.refused:
+            self._refused(result)
         self.shell.user_ns["_remote"] = result
         if args.result:
             self.shell.user_ns[args.result] = result
@@ -205,23 +216,38 @@ class RemoteMagics(KernelSession, Magics):
             self._pull(body, args.output)
         self._render(result, args.raise_)
 
-    @staticmethod
-    def _render(result: RemoteResult, raise_: bool) -> None:
-        """The cell's last line: nothing when it succeeded, else one line (or the error)."""
-        if result.interrupted:  # stops "Run all", in one line rather than a traceback
-            raise RemoteCommandFailed(f"[remote] interrupted: {result.message}")
-        if result.returncode != 0:
+    def _refused(self, result: RemoteResult) -> None:
+        """Nothing ran (no node, unknown node, missing image, no usable node): one line
+        that stops "Run all", as a failing local cell does."""
+        self.shell.user_ns["_remote"] = result
+        raise RemoteCommandFailed(f"[remote] not run: {result.message} ({result.status})")
+
+    def _render(self, result: RemoteResult, raise_: bool) -> None:
+        """The cell's last lines: why it failed (one line) and the footer, or the error."""
+        sys.stdout.flush()  # the cell's own output first, then these lines
+        line = None
+        if result.returncode != 0 and not result.interrupted:
             where = f" on node {result.node_id}" if result.node_id else ""
             why = f": {result.message}" if result.message else ""
             line = f"[remote] exit {result.returncode} ({result.status}){where}{why}"
-            sys.stdout.flush()  # the cell's own output first, then this line
-            if raise_:
-                raise RemoteCommandFailed(line)
-            print(line, file=sys.stderr)
+            if not raise_:
+                print(line, file=sys.stderr, flush=True)
+        if self.footer and result.returncode is not None and result.status != "unknown":
+            ended = footer_line(
+                result.node_id, result.image, result.duration, result.returncode, result.status
+            )
+            publish_display_data(**footer_bundle(result.execution_id, ended))
+        if result.interrupted:  # stops "Run all", in one line rather than a traceback
+            raise RemoteCommandFailed(f"[remote] interrupted: {result.message}")
+        if line is not None and raise_:
+            raise RemoteCommandFailed(line)
 
     def _detach(self, body: dict, name: str | None):
         from jupyter_remote.kernel.widgets import JobWidget
 
+        body.pop("execution_count", None)  # a job's tasks are no notebook cells
+        if "node" in body:  # --node: the job's one node
+            body["nodes"] = [body.pop("node")]
         if name:
             body["name"] = name
         if body.get("cell_id") and (kid := kernel_id()):
@@ -229,8 +255,7 @@ class RemoteMagics(KernelSession, Magics):
         try:
             job = self.client.submit_job(**body)
         except RemoteError as exc:
-            print(f"[remote] {exc.message}", file=sys.stderr)
-            return None
+            raise RemoteCommandFailed(f"[remote] not run: {exc.message} ({exc.reason})") from None
         self.shell.user_ns["_remote_job"] = job["job_id"]
         widget = JobWidget(self.client, job["job_id"])
         display(widget)
