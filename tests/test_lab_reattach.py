@@ -163,3 +163,23 @@ def test_a_closed_page_reopened_after_the_end_and_a_detached_job_come_back(lab, 
     job.locator(".jr-job-stop").click()
     expect(job).to_contain_text("stopped", timeout=30_000)
     expect(job.locator(".jr-job-stop")).to_be_hidden()
+
+
+def test_run_all_stops_at_a_cell_on_an_unknown_node(lab, page):
+    write_notebook(
+        lab.root / "run_all.ipynb",
+        {
+            "load": "%load_ext jupyter_remote",
+            "refused": "%%remote --node no-such-node\necho ran-anyway",
+            "after": "print('the next cell ran')",
+        },
+    )
+    cells = open_notebook(page, lab, "run_all.ipynb")
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
+    refused = cells.nth(1).locator(".jp-OutputArea")
+    expect(refused).to_contain_text("not run: no node 'no-such-node'", timeout=60_000)
+    expect(refused).not_to_contain_text("Traceback")
+    page.wait_for_timeout(3000)  # the next cell had its chance to run
+    expect(cells.nth(2).locator(".jp-InputPrompt")).to_have_text("[ ]:")
+    expect(cells.nth(2).locator(".jp-OutputArea")).not_to_contain_text("the next cell ran")
