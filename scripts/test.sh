@@ -13,4 +13,4 @@ mkdir -p test-output
 # the stack the notebooks run against: tests/notebook_stack.py, a plugin (notebooks/ holds
 # only notebooks)
 PYTHONPATH="tests${PYTHONPATH:+:$PYTHONPATH}" \
-  .venv/bin/python -m pytest -p notebook_stack --nbval-lax notebooks/ -p no:cacheprovider -q
+  .venv/bin/python -m pytest -p notebook_stack --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/ -p no:cacheprovider -q
