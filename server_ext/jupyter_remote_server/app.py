@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
@@ -147,6 +148,7 @@ class RemoteApp(RetentionTraits, ExtensionApp):
         serverapp.event_logger.add_listener(
             schema_id=KERNEL_ACTIONS, listener=self.manager.on_kernel_event
         )
+        stop_on_sigint(serverapp)
 
     async def stop_extension(self) -> None:
         """The server stops its extensions, then shuts its kernels down: their sessions go
@@ -160,3 +162,15 @@ class RemoteApp(RetentionTraits, ExtensionApp):
                     kernels,
                 )
             await self.manager.stop()
+
+
+def stop_on_sigint(serverapp) -> None:
+    """Without a terminal, the server leaves SIGINT to Python: the KeyboardInterrupt ends
+    its loop with no clean-up at all (kernels orphaned, their sessions left running).
+    Where the server handles SIGTERM itself, SIGINT then stops it the same way; with a
+    terminal it keeps its own handler (Ctrl-C asks, Ctrl-C twice stops)."""
+    if (
+        signal.getsignal(signal.SIGTERM) == serverapp._signal_stop
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        signal.signal(signal.SIGINT, serverapp._signal_stop)
