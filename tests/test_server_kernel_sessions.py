@@ -129,3 +129,29 @@ async def test_5_mb_shell_and_python_cells_run_through_the_server(jp_fetch, jp_s
         assert stdout == f"n {FIVE_MB // 7}\n"
     finally:
         await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
+
+
+async def test_at_stop_the_server_removes_its_kernels_sessions_and_keeps_clients(
+    jp_fetch, jp_serverapp, agents
+):
+    """The server stops its extension before it shuts its kernels down: their sessions go
+    then; an API client's session is its owner's to remove."""
+    await until(lambda: _state_in(jp_fetch, "healthy", "busy"))
+    kernel_id = await jp_serverapp.kernel_manager.start_kernel()
+    ran = await execute(jp_fetch, kernel_id=kernel_id, image=BUSYBOX, command="true")
+    assert exits(ran)[0]["status"] == "completed"
+    client = await api(
+        jp_fetch, "sessions", method="POST", body={"owner": "stop-test-client", "image": BUSYBOX}
+    )
+    kernels = jp_serverapp.web_app.settings["jupyter_remote_manager"].kernels
+    (mine,) = kernels.for_kernel(kernel_id)
+    try:
+        count, removed = await kernels.remove_at_stop()
+        assert count == 1 and [r["session_id"] for r in removed] == [mine["session_id"]]
+        left = {s["session_id"] for s in await asyncio.to_thread(agents[0].client.sessions)}
+        assert mine["session_id"] not in left and client["session_id"] in left
+        assert kernels.for_kernel(kernel_id) == [] and kernels.for_kernel("stop-test-client")
+        assert await kernels.remove_kernel("stop-test-client") == []  # nothing after the stop
+    finally:
+        await asyncio.to_thread(agents[0].client.delete_session, client["session_id"])
+        await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
