@@ -10,7 +10,7 @@ import pytest
 import requests
 from jupyter_client import BlockingKernelClient
 
-from conftest import BUSYBOX, remove_containers
+from conftest import BUSYBOX, PYTHON, remove_containers
 from stack import Stack
 
 
@@ -118,6 +118,36 @@ def test_after_an_interrupt_the_cell_shows_the_command_to_its_real_exit(kernel):
     assert result[-1][2].split() == ["5", "cancelled", "True"], result
 
 
+def test_an_interrupted_python_cell_says_what_happened_and_keeps_its_variables(kernel):
+    """The kernel's interrupt is a KeyboardInterrupt: a --python cell gets one too (SIGINT),
+    and the closing line says so, in the node's words, once."""
+    run(kernel, f"%%remote --python --image {PYTHON}\nkept = 41")
+    seen: list[str] = []
+
+    def hook(msg):
+        text = msg["content"].get("text", "") if msg["msg_type"] == "stream" else ""
+        if "ready" in text:
+            requests.post(kernel.interrupt_url, headers=kernel.headers, timeout=30)
+        if msg["msg_type"] == "error":
+            seen.append("\n".join(msg["content"]["traceback"]))
+
+    kernel.execute_interactive(
+        f"%%remote --python --image {PYTHON}\n"
+        "import time\nprint('ready', flush=True)\ntime.sleep(30)",
+        timeout=60,
+        output_hook=hook,
+    )
+    (line,) = seen
+    node = line.split("on node ", 1)[1].split(";", 1)[0]
+    assert line == (
+        f"[remote] interrupted: SIGINT sent to the command on node {node}; it exited 130 "
+        "(cancelled): a KeyboardInterrupt stopped the Python code; the interpreter and its "
+        "variables are kept"
+    ), line
+    after = run(kernel, f"%%remote --python --image {PYTHON}\nprint(kept + 1)")
+    assert "".join(t for _, _, t in after) == "42\n", after
+
+
 def test_a_second_interrupt_stops_waiting_and_says_so(kernel):
     """The command ignores SIGTERM (the agent's SIGKILL comes after its grace period)."""
     t0 = time.monotonic()
@@ -187,3 +217,36 @@ def test_errors_are_one_clear_line_not_a_traceback(kernel):
         text = "".join(t for _, _, t in seen).strip()
         assert words in text, (code, text)
         assert "Traceback" not in text and len(text.splitlines()) == 1, (code, text)
+
+
+@pytest.mark.parametrize(
+    "message, returncode, account",
+    [
+        ("cancelled (cancel requested); SIGTERM was sent; the command exited with 143", 143, ""),
+        (
+            "cancelled (cancel requested (SIGINT)); SIGINT was sent: a KeyboardInterrupt stopped "
+            "the Python code (returncode 130); the interpreter and its variables are kept",
+            130,
+            "a KeyboardInterrupt stopped the Python code; the interpreter and its variables are "
+            "kept",
+        ),
+        (
+            "cancelled (cancel requested); SIGTERM was sent; still running after the 2 s grace, "
+            "it was killed with SIGKILL (returncode 137)",
+            137,
+            "still running after the 2 s grace, it was killed with SIGKILL",
+        ),
+        (
+            "cancelled (cancel requested); SIGTERM was sent; the command exited with 143; what it "
+            "had started and was still running after the 2 s grace was killed with SIGKILL",
+            143,
+            "what it had started and was still running after the 2 s grace was killed with SIGKILL",
+        ),
+        ("the node's own words", 1, "the node's own words"),
+        (None, 1, ""),
+    ],
+)
+def test_the_interrupt_line_keeps_only_what_the_node_adds(message, returncode, account):
+    from jupyter_remote.kernel.execution import node_account
+
+    assert node_account(message, returncode) == account

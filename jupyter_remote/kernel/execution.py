@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import signal as signals
 import sys
 import threading
@@ -227,10 +228,15 @@ class Execution:
         if stream is None:  # never sent: nothing to cancel
             return result
         result.interrupted = True
-        cancel = {"message": f"{signal} sent to the command on node {result.node_id}"}
-        sender = threading.Thread(
-            target=lambda: cancel.update(message=self.cancel(signal)), daemon=True
-        )
+        cancel = {"failed": None}  # why the cancel request failed, if it did
+
+        def send() -> None:
+            try:
+                self.client.cancel(self.execution_id, signal)
+            except RemoteError as exc:
+                cancel["failed"] = exc.message
+
+        sender = threading.Thread(target=send, daemon=True)
         sender.start()
         deadline = time.monotonic() + wait
         why = f"no exit within {wait:g} s"
@@ -255,20 +261,34 @@ class Execution:
         if again.is_set() and not fold.ended:
             why = "interrupted again"
         fold.finish()
+        where = f"on node {result.node_id}" if result.node_id else "on its node"
+        sent = (
+            f"cancelling the command {where} failed ({cancel['failed']})"
+            if cancel["failed"]
+            else f"{signal} sent to the command {where}"
+        )
         if fold.ended:
-            told = (fold.exit or {}).get("message")  # the node says what the signal did
-            result.message = (
-                f"{cancel['message']}; it exited {result.returncode} ({result.status})"
-                + (f": {told}" if told else "")
-            )
+            told = node_account((fold.exit or {}).get("message"), result.returncode)
+            ended = f"it exited {result.returncode} ({result.status})"
+            result.message = f"{sent}; {ended}" + (f": {told}" if told else "")
             return result
         stream.close()
         result.returncode, result.status = -1, "unknown"
         result.message = (
-            f"{cancel['message']}; stopped waiting for its end ({why}); "
+            f"{sent}; stopped waiting for its end ({why}); "
             f"its record: GET /remote/api/executions/{self.execution_id}"
         )
         return result
+
+
+def node_account(message: str | None, returncode: int | None) -> str:
+    """What the node says a stop did, less what the interrupt line says already (the
+    stop's reason, the signal sent, the exit code): "a KeyboardInterrupt stopped the
+    Python code; the interpreter and its variables are kept", "... killed with SIGKILL"."""
+    text = re.sub(r"^(cancelled|timed out)[^;]*; ", "", (message or "").strip())
+    text = re.sub(r"^SIG[A-Z0-9]+ was sent[:;] ?", "", text)
+    text = re.sub(rf"^the command exited with {returncode}(; |$)", "", text)
+    return re.sub(rf" \(returncode {returncode}\)", "", text).strip()
 
 
 @contextlib.contextmanager
