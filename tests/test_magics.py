@@ -191,6 +191,7 @@ def test_line_magics_show_nodes_jobs_and_config(ip, stack):
         ip.run_line_magic("remote_config", f"default_image={BUSYBOX}")
     assert stack.server.url.rsplit("/remote/api", 1)[0] in out.getvalue()
     assert "nodes: 2 usable of 2" in out.getvalue()  # healthy or busy, as load goes
+    assert f"default_image: {BUSYBOX} (set in this kernel)\n" in out.getvalue()
     ip.run_line_magic("remote_nodes", "")
     ip.run_line_magic("remote_jobs", "")
     ip.run_cell_magic("remote", "--detach --name detached", "echo detached")

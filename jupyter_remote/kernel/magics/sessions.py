@@ -204,7 +204,17 @@ class SessionMagics(UsesRemote):
             f"server: {remote.client.server_url}\nkernel: {kernel}\n"
             f"nodes: {status['healthy'] + busy} usable of {status['nodes']} "
             f"({status['healthy']} healthy, {busy} busy)\n"
-            f"default_image: {remote.default_image or '(server default)'}\n"
+            f"default_image: {default_image(remote.default_image, status)}\n"
             f"default_timeout: {remote.default_timeout or '(agent default)'}\n"
             f"signal_on_interrupt: {remote.signal_on_interrupt}"
         )
+
+
+def default_image(set_here: str, status: dict) -> str:
+    """The image a cell that names none runs in: this kernel's setting, else the server's
+    default as its status names it."""
+    if set_here:
+        return f"{set_here} (set in this kernel)"
+    if status.get("default_image"):
+        return f"{status['default_image']} (the server's default)"
+    return "the server's default (this server does not name it)"
