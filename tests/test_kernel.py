@@ -148,6 +148,33 @@ def test_an_interrupted_python_cell_says_what_happened_and_keeps_its_variables(k
     assert "".join(t for _, _, t in after) == "42\n", after
 
 
+def test_a_cell_is_filed_under_its_cell_id_and_its_side_cells_are_not(kernel, stack):
+    """JupyterLab's cellId (the execute request's metadata) goes with the cell, so a reloaded
+    page finds its output; the cell that brings -o variables back is no output of the cell."""
+    code = f"%%remote --python --image {PYTHON} -o answer\nanswer = 6 * 7\nprint('filed')"
+    msg = kernel.session.msg(
+        "execute_request",
+        {"code": code, "silent": False, "store_history": True, "allow_stdin": False},
+        metadata={"cellId": "cell-filed-1"},
+    )
+    kernel.shell_channel.send(msg)
+    while True:
+        reply = kernel.get_shell_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            break
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert run(kernel, "print(answer)")[-1][2] == "42\n"
+    records = requests.get(
+        f"{stack.server.url}/executions",
+        params={"kernel_id": kernel.kernel_id},
+        headers=kernel.headers,
+        timeout=30,
+    ).json()["executions"]
+    filed = [r for r in records if r.get("cell_id") == "cell-filed-1"]
+    assert len(records) >= 2 and len(filed) == 1, records
+    assert filed[0]["status"] == "completed"
+
+
 def test_a_second_interrupt_stops_waiting_and_says_so(kernel):
     """The command ignores SIGTERM (the agent's SIGKILL comes after its grace period)."""
     t0 = time.monotonic()

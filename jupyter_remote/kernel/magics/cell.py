@@ -207,14 +207,14 @@ class RemoteMagics(KernelSession, Magics):
             self._refused(RemoteResult("", returncode=-1, status=exc.reason, message=exc.message))
         execution = self.client.execute(echo=True, **body)
         result = execution.wait(interrupt_signal=sig, interrupt_wait=self.interrupt_wait)
-        if execution.refused:
+        if execution.refused or result.status == "not_started":  # nothing ran
             self._refused(result)
         self.shell.user_ns["_remote"] = result
         if args.result:
             self.shell.user_ns[args.result] = result
         if args.output and result.returncode == 0:
             self._pull(body, args.output)
-        self._render(result, args.raise_)
+        self._render(result, args.raise_, ended=execution.exit is not None)
 
     def _refused(self, result: RemoteResult) -> None:
         """Nothing ran (no node, unknown node, missing image, no usable node): one line
@@ -222,8 +222,10 @@ class RemoteMagics(KernelSession, Magics):
         self.shell.user_ns["_remote"] = result
         raise RemoteCommandFailed(f"[remote] not run: {result.message} ({result.status})")
 
-    def _render(self, result: RemoteResult, raise_: bool) -> None:
-        """The cell's last lines: why it failed (one line) and the footer, or the error."""
+    def _render(self, result: RemoteResult, raise_: bool, ended: bool) -> None:
+        """The cell's last lines: why it failed (one line) and, when its exit came (`ended`),
+        the footer; or the error. Without the exit (the stream broke) there is no footer,
+        so a reloaded page renders the cell again from the server's record."""
         sys.stdout.flush()  # the cell's own output first, then these lines
         line = None
         if result.returncode != 0 and not result.interrupted:
@@ -232,7 +234,7 @@ class RemoteMagics(KernelSession, Magics):
             line = f"[remote] exit {result.returncode} ({result.status}){where}{why}"
             if not raise_:
                 print(line, file=sys.stderr, flush=True)
-        if self.footer and result.returncode is not None and result.status != "unknown":
+        if self.footer and ended and result.status != "unknown":
             ended = footer_line(
                 result.node_id, result.image, result.duration, result.returncode, result.status
             )

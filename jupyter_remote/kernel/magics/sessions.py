@@ -22,6 +22,9 @@ from jupyter_remote.protocol import SIGNALS
 from jupyter_remote.protocol.errors import RemoteError
 
 SIDE_CELL_TIMEOUT = 600  # seconds a cell that moves variables may take
+# what a side cell does not take from its cell: the code, its time limit, and what files
+# an execution under the notebook's cell (a reloaded page would show the side cell's output)
+SIDE_CELL_DROPS = ("command", "python", "timeout", "cell_id", "execution_count")
 
 
 class KernelSession:
@@ -68,7 +71,7 @@ class KernelSession:
 
     def _side_cell(self, body: dict, code: str) -> str:
         """Run `code` in the same interpreter as the cell, quietly; its stdout."""
-        side = {k: v for k, v in body.items() if k not in ("command", "python", "timeout")}
+        side = {k: v for k, v in body.items() if k not in SIDE_CELL_DROPS}
         side.update(python=code, timeout=SIDE_CELL_TIMEOUT)
         with one_line_errors():
             execution = self.client.execute(**side)
