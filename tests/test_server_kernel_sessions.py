@@ -4,6 +4,8 @@ replaced with one line of notice instead of failing every later cell."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 
 import pytest
 
@@ -154,4 +156,28 @@ async def test_at_stop_the_server_removes_its_kernels_sessions_and_keeps_clients
         assert await kernels.remove_kernel("stop-test-client") == []  # nothing after the stop
     finally:
         await asyncio.to_thread(agents[0].client.delete_session, client["session_id"])
+        await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)
+
+
+async def test_a_node_that_does_not_answer_holds_the_stop_up_for_stop_wait_only(
+    jp_fetch, jp_serverapp, agents
+):
+    await until(lambda: _state_in(jp_fetch, "healthy", "busy"))
+    kernel_id = await jp_serverapp.kernel_manager.start_kernel()
+    ran = await execute(jp_fetch, kernel_id=kernel_id, image=BUSYBOX, command="true")
+    assert exits(ran)[0]["status"] == "completed"
+    kernels = jp_serverapp.web_app.settings["jupyter_remote_manager"].kernels
+    (mine,) = kernels.for_kernel(kernel_id)
+    kernels.stop_wait = 1.0
+    agents[0].proc.send_signal(signal.SIGSTOP)  # it takes connections and never answers
+    try:
+        started = time.monotonic()
+        count, removed = await kernels.remove_at_stop()
+        assert time.monotonic() - started < 5
+        assert (count, removed) == (1, [])
+        kept = [r["key"] for r in kernels.store.load("kernel_session")]
+        assert mine["key"] in kept  # the next start's housekeeping removes it
+    finally:
+        agents[0].proc.send_signal(signal.SIGCONT)
+        await asyncio.to_thread(agents[0].client.delete_session, mine["session_id"])
         await jp_serverapp.kernel_manager.shutdown_kernel(kernel_id)

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 
+from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
 from jupyter_remote.protocol.bodies import memory_bytes
@@ -22,6 +23,13 @@ class KernelSessions(LoggingConfigurable):
 
     Made with `parent=` the RemoteManager, whose registry, pool and store it uses.
     """
+
+    stop_wait = Float(
+        10.0,
+        help="At the server's stop, the most seconds spent removing its kernels' sessions "
+        "(a node that does not answer must not hold the stop up; what is left is removed "
+        "at the next start).",
+    ).tag(config=True)
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -143,22 +151,26 @@ class KernelSessions(LoggingConfigurable):
     async def remove_at_stop(self) -> tuple[int, list[dict]]:
         """The server is stopping and shuts its kernels down next: remove their sessions
         now, while the agent connections and the store are open (the kernels' shutdown
-        events come after the extension has stopped). All kernels at once, so a stop takes
-        about as long as one removal; a session that could not be removed is kept in the
-        store, and the next start's housekeeping removes it (its kernel is gone then).
-        Client-owned sessions stay: their owners remove them. Answers (kernels, removed)."""
-        kernels = sorted(self.kernel_ids())
-        done = await asyncio.gather(
-            *(self.remove_kernel(k) for k in kernels), return_exceptions=True
-        )
-        self.closed = True
-        removed = []
-        for kernel_id, outcome in zip(kernels, done, strict=True):
+        events come after the extension has stopped). All kernels at once, for at most
+        `stop_wait` seconds; a session not removed by then is kept in the store, and the
+        next start's housekeeping removes it (its kernel is gone then). Client-owned
+        sessions stay: their owners remove them. Answers (kernels, removed)."""
+        mine = [r for r in self.sessions.values() if r.get("kind", "kernel") == "kernel"]
+        kernels = sorted({r["kernel_id"] for r in mine})
+        removals = asyncio.gather(*(self.remove_kernel(k) for k in kernels), return_exceptions=True)
+        try:
+            outcomes = await asyncio.wait_for(removals, self.stop_wait)
+        except asyncio.TimeoutError:
+            outcomes = []
+            log.warning(
+                "not every kernel session was removed within %g s; the next start removes the rest",
+                self.stop_wait,
+            )
+        for kernel_id, outcome in zip(kernels, outcomes, strict=False):
             if isinstance(outcome, BaseException):  # one line: the server is stopping
                 log.warning("could not remove the sessions of kernel %s: %r", kernel_id, outcome)
-            else:
-                removed += outcome
-        return len(kernels), removed
+        self.closed = True
+        return len(kernels), [r for r in mine if r["key"] not in self.sessions]
 
 
 def _normal(field: str, value: object) -> object:
