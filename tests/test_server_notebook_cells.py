@@ -92,3 +92,21 @@ async def test_a_bad_cell_id_is_refused_before_anything_runs(jp_fetch, cell_id):
         await execute(jp_fetch, image=BUSYBOX, command="echo never", cell_id=cell_id)
     assert err.value.code == 400 and b"cell_id" in err.value.response.body
     assert (await api(jp_fetch, "executions"))["executions"] == []
+
+
+def test_a_notebooks_records_are_one_index_seek_not_a_scan_of_all(tmp_path):
+    """A page's open asks this on every load: it must not read every execution ever kept."""
+    from jupyter_remote_server.store.jobstore import SQLiteJobStore
+
+    store = SQLiteJobStore(str(tmp_path / "r.sqlite"))
+    for i in range(50):
+        record = {"execution_id": f"x-{i}", "status": "completed", "created_at": float(i)}
+        store.save("execution", f"x-{i}", {**record, "notebook_path": f"nb{i % 5}.ipynb"})
+    plan = store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT body FROM records WHERE kind = ? AND notebook = ? "
+        "ORDER BY at DESC, key DESC LIMIT ?",
+        ("execution", "nb1.ipynb", 10),
+    ).fetchall()
+    assert "records_notebook" in str(plan) and "TEMP B-TREE" not in str(plan), plan
+    rows = store.of_notebook("execution", "nb1.ipynb", 100)
+    assert [r["execution_id"] for r in rows] == [f"x-{i}" for i in range(46, 0, -5)]

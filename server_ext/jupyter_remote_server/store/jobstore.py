@@ -120,7 +120,7 @@ class SQLiteJobStore(JobStore):
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS records_ended ON records (ended, kind)")
         self._db.execute(
-            "CREATE INDEX IF NOT EXISTS records_notebook ON records (kind, notebook, at)"
+            "CREATE INDEX IF NOT EXISTS records_notebook ON records (kind, notebook, at, key)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS records_live ON records (kind, live)")
         # expired ids apart: small rows, one index, none of the listing columns
