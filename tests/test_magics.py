@@ -186,6 +186,14 @@ def test_bad_options_and_unknown_nodes_are_one_line(ip):
 
 
 def test_line_magics_show_nodes_jobs_and_config(ip, stack):
+    server_default = magics(ip).client.status()["default_image"]
+    assert server_default, "GET /remote/api/status names the server's default image"
+    before, magics(ip).default_image = magics(ip).default_image, ""
+    shown = io.StringIO()
+    with redirect_stdout(shown):
+        ip.run_line_magic("remote_config", "")
+    magics(ip).default_image = before
+    assert f"default_image: {server_default} (the server's default)\n" in shown.getvalue()
     out = io.StringIO()
     with redirect_stdout(out):
         ip.run_line_magic("remote_config", f"default_image={BUSYBOX}")

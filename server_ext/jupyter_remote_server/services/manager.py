@@ -231,4 +231,5 @@ class RemoteManager(LoggingConfigurable):
             "jobs": len(self.jobs.jobs),  # live ones: ended ones are in the store
             "executions": len(self.executions.records),
             "retention": self.retention.last,
+            "default_image": self.default_image,  # what a cell naming no image runs in
         }
