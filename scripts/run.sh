@@ -13,7 +13,7 @@ scripts/setup.sh
 DATA_DIR=${JUPYTER_REMOTE_AGENT_DATA_DIR:-$HOME/.local/share/jupyter-remote/agent}
 LISTEN=127.0.0.1:9527
 PORT=${JUPYTER_PORT:-8888}
-STOP=".venv/bin/jupyter-remote agent stop --data-dir $(printf '%q' "$DATA_DIR")"
+STOP=".venv/bin/jupyter-remote agent stop --remove-containers --data-dir $(printf '%q' "$DATA_DIR")"
 if .venv/bin/python -c "import socket; socket.create_connection(('127.0.0.1', 9527), 1)" 2>/dev/null; then
   echo "==> an agent already listens on $LISTEN (one this script started stops with: $STOP)"
 else
