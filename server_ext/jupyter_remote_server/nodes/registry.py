@@ -42,6 +42,7 @@ class Node:
     health: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)
     inflight: int = 0  # executions this server is streaming from the node right now
+    placing: int = 0  # picked for a cell or a session that has not started there yet
     polling: bool = False
     provisional: bool = False  # named after its URL until the agent tells its own id
     instance: str | None = None  # a joined agent's process (made at its start)
@@ -70,7 +71,9 @@ class Node:
 
     def load(self) -> tuple[int, float]:
         """Sort key for choosing: fewer running executions, then more free memory."""
+        # counted from the pick, not from the first byte: a burst spreads over the pool
         running = max(self.inflight, self.resources.get("executions", {}).get("running", 0))
+        running += self.placing
         running += self.resources.get("jobs", {}).get("running_tasks", 0)
         free = self.resources.get("memory", {}).get("available", 0)
         return running, -free

@@ -66,6 +66,8 @@ class ExecutionService(ExecutionRecords, ExecutionPlacement, LoggingConfigurable
                 session_id=agent_body.get("session_id"),
                 image=agent_body.get("image") or record["image"],
             )
+            picked = node
+            picked.placing += 1  # counted from the pick (no await since): bursts spread
             try:
                 answer, events, first = await self._open(node, record, agent_body)
                 break
@@ -82,6 +84,8 @@ class ExecutionService(ExecutionRecords, ExecutionPlacement, LoggingConfigurable
                     raise
                 yield self._broken(record, node, exc, sent=exc.details.get("sent", True))
                 return
+            finally:
+                picked.placing -= 1
         node.inflight += 1
         lines = Splitter()  # whole records only, up to the exit event
         try:

@@ -37,7 +37,9 @@ class KernelSessions(LoggingConfigurable):
         self.pool = self.parent.pool
         self.store = self.parent.store
         self.sessions: dict[str, dict] = {r["key"]: r for r in self.store.load("kernel_session")}
-        self._lock = asyncio.Lock()
+        # one lock per (owner, image): a kernel's cells wait for its session, not for
+        # every other kernel's (sessions are made concurrently)
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # key -> (lock, [users])
         self.closed = False  # set at the server's stop: nothing is removed after it
 
     @staticmethod
@@ -55,43 +57,59 @@ class KernelSessions(LoggingConfigurable):
         key = self.key(kernel_id, image)
         if node_id:
             self.registry.get(node_id)  # an unknown node is a 404 before anything else
-        async with self._lock:
-            known = self.sessions.get(key)
-            if known:
-                if node_id and node_id != known["node_id"]:
-                    raise Conflict(
-                        f"this kernel's {image} session lives on node {known['node_id']!r}; "
-                        f"use --fresh to run on {node_id!r}",
-                        reason="session_elsewhere",
-                    )
-                # a busy node still takes its sessions' cells: only silence stops them
-                self.registry.answering(
-                    known["node_id"],
-                    ", which holds this kernel's session",
-                    "use --fresh, or %remote_cleanup to start over on another node",
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                return await self._ensure_locked(key, kernel_id, image, node_id, body, kind)
+        finally:
+            users[0] -= 1
+            if not users[0]:  # nobody holds or waits for it: the map stays small
+                del self._locks[key]
+
+    async def _ensure_locked(
+        self, key: str, kernel_id: str, image: str, node_id: str | None, body: dict, kind: str
+    ) -> dict:
+        known = self.sessions.get(key)
+        if known:
+            if node_id and node_id != known["node_id"]:
+                raise Conflict(
+                    f"this kernel's {image} session lives on node {known['node_id']!r}; "
+                    f"use --fresh to run on {node_id!r}",
+                    reason="session_elsewhere",
                 )
-                return known
-            self.pool.refuse_missing_image(image, [node_id] if node_id else None)
-            node = self.pool.pick(node_id, image)
-            digest = hashlib.sha1(image.encode()).hexdigest()[:8]
-            session_id = f"k-{kernel_id}-{digest}"
-            spec = {k: body[k] for k in SESSION_FIELDS if body.get(k) is not None}
+            # a busy node still takes its sessions' cells: only silence stops them
+            self.registry.answering(
+                known["node_id"],
+                ", which holds this kernel's session",
+                "use --fresh, or %remote_cleanup to start over on another node",
+            )
+            return known
+        self.pool.refuse_missing_image(image, [node_id] if node_id else None)
+        node = self.pool.pick(node_id, image)
+        digest = hashlib.sha1(image.encode()).hexdigest()[:8]
+        session_id = f"k-{kernel_id}-{digest}"
+        spec = {k: body[k] for k in SESSION_FIELDS if body.get(k) is not None}
+        node.placing += 1  # the pool counts it from now: a burst of new kernels spreads
+        try:
             made = await node.client.create_session(
                 session_id=session_id, **{**spec, "image": image}
             )
-            record = {
-                "key": key,
-                "kernel_id": kernel_id,
-                "image": image,
-                "node_id": node.node_id,
-                "session_id": session_id,
-                "kind": kind,
-                "limits": {k: made.get(k) for k in LIMIT_FIELDS},
-            }
-            self.sessions[key] = record
-            self.store.save("kernel_session", key, record)
-            log.info("kernel %s: session %s on node %s", kernel_id, session_id, node.node_id)
-            return record
+        finally:
+            node.placing -= 1
+        record = {
+            "key": key,
+            "kernel_id": kernel_id,
+            "image": image,
+            "node_id": node.node_id,
+            "session_id": session_id,
+            "kind": kind,
+            "limits": {k: made.get(k) for k in LIMIT_FIELDS},
+        }
+        self.sessions[key] = record
+        self.store.save("kernel_session", key, record)
+        log.info("kernel %s: session %s on node %s", kernel_id, session_id, node.node_id)
+        return record
 
     def forget(self, kernel_id: str, image: str) -> dict | None:
         """Drop the record of a session its node no longer has; the next ensure makes one."""
