@@ -80,6 +80,6 @@ class JobDeletion:
         for task in job["tasks"]:
             self.by_agent_job.pop(task["agent_job_id"], None)
         self._locks.pop(job_id, None)
-        self._stop_tried.pop(job_id, None)
+        self.stops.forget(job)
         self.changes.notify()
         return {**self.model(job), "deleted": True, "left_on_nodes": left}

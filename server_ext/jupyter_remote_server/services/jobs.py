@@ -25,6 +25,7 @@ from jupyter_remote_server.nodes.reconcile import LinkWatch, LostTasks
 from jupyter_remote_server.nodes.registry import Node
 from jupyter_remote_server.services.job_delete import JobDeletion
 from jupyter_remote_server.services.job_intake import JobIntake, job_status
+from jupyter_remote_server.services.job_stops import TaskStops
 from jupyter_remote_server.store.retention import is_live
 
 __all__ = ["JobService", "job_status"]
@@ -62,15 +63,20 @@ class JobService(JobIntake, JobDeletion, LoggingConfigurable):
         self._watchers: dict[str, asyncio.Task] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._stop_tried: dict[str, float] = {}
+        self._ends: dict[str, asyncio.Future] = {}  # job id -> its one waiter (wait())
         self.lost = LostTasks(registry=registry, changed=self._changed)
         self.lost.load(self.jobs)
         self.links = LinkWatch(registry)
+        self.stops = TaskStops(registry=registry, links=self.links, apply=self._apply)
         registry.listeners.append(self.on_node_state)
 
     def _changed(self, job: dict) -> None:
-        if job_status(job) in JOB_FINAL and not job["finished_at"]:
-            job["finished_at"] = time.time()
+        if job_status(job) in JOB_FINAL:
+            if not job["finished_at"]:
+                job["finished_at"] = time.time()
+            end = self._ends.pop(job["job_id"], None)
+            if end is not None and not end.done():
+                end.set_result(None)
         self.store.save("job", job["job_id"], job)
         if not is_live("job", job):
             self._ended.add(job["job_id"])
@@ -85,7 +91,8 @@ class JobService(JobIntake, JobDeletion, LoggingConfigurable):
         for task in job["tasks"] if job else ():
             self.by_agent_job.pop(task["agent_job_id"], None)
         self._locks.pop(job_id, None)
-        self._stop_tried.pop(job_id, None)
+        if job:
+            self.stops.forget(job)
 
     async def submit(self, job: dict) -> dict:
         """Start a job that parse() reserved."""
@@ -173,15 +180,13 @@ class JobService(JobIntake, JobDeletion, LoggingConfigurable):
                 self._watchers[node_id] = asyncio.get_running_loop().create_task(self._watch(node))
         for node_id in set(self._watchers) - set(self.registry.nodes):
             self._watchers.pop(node_id).cancel()
-        now = time.monotonic()
         for job in self.jobs.values():
             if any(t["status"] == "pending" for t in job["tasks"]) and not job["stop_requested"]:
                 self._spawn(self.dispatch(job))
-            if job_status(job) == "stopping" and now - self._stop_tried.get(job["job_id"], 0) > 1:
-                # stopping is idempotent, so it is asked again until the node confirms
-                self._stop_tried[job["job_id"]] = now
-                running = [t for t in job["tasks"] if t["status"] == "running"]
-                self._spawn(self._stop_tasks(job, running))
+            if job_status(job) == "stopping":
+                # the job's one stopper (job_stops.py): a task with a stop call in flight is
+                # not asked again; one the node did not confirm is asked after a backoff
+                self.stops.stop(job)
         self.lost.step(self.jobs, self._spawn)
 
     def _spawn(self, coro) -> None:
@@ -241,7 +246,7 @@ class JobService(JobIntake, JobDeletion, LoggingConfigurable):
             not t["service"] and t["status"] in ("pending", "running") for t in job["tasks"]
         )
         if job["autostop"] and not batch_active:
-            await self._stop_tasks(job, [t for t in job["tasks"] if t["status"] == "running"])
+            self.stops.stop(job)  # in the background: the job's stopper, its calls on their own
         await self.dispatch(job)
 
     def on_node_state(self, node: Node, old: str, new: str) -> None:
@@ -275,34 +280,20 @@ class JobService(JobIntake, JobDeletion, LoggingConfigurable):
             if task["status"] == "pending":
                 task.update(status="stopped", message="stopped before it started")
         self._changed(job)
-        await self._stop_tasks(job, [t for t in job["tasks"] if t["status"] == "running"])
+        await self.stops.settle(job)  # the calls in flight, all at once (one per task)
         return self.model(job)
-
-    async def _stop_tasks(self, job: dict, tasks: list[dict]) -> None:
-        async def stop_one(task: dict) -> None:
-            node = self.registry.nodes.get(task["node_id"])
-            if node is None or node.state == "lost":
-                return
-            try:
-                theirs = await node.client.stop_job(task["agent_job_id"])
-            except RemoteError as exc:
-                log.warning(
-                    "could not stop %s on %s: %s", task["agent_job_id"], node.node_id, exc.message
-                )
-                return
-            self._apply(node, theirs)
-
-        await asyncio.gather(*(stop_one(t) for t in tasks))
 
     async def wait(self, job_id: str, timeout: float) -> dict:
         """Long-poll: the job's model once it has ended, or after `timeout` seconds."""
         job = self._job(job_id)
-        deadline = time.monotonic() + timeout
-        while job_status(job) not in JOB_FINAL:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            await self.changes.wait(left)
+        if job_status(job) not in JOB_FINAL and timeout > 0:
+            end = self._ends.get(job_id)
+            if end is None or end.done():  # one per job, however many wait on it
+                end = self._ends[job_id] = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(end), timeout)
+            except asyncio.TimeoutError:
+                pass
         return self.model(job)
 
     async def logs(
@@ -334,3 +325,4 @@ class JobService(JobIntake, JobDeletion, LoggingConfigurable):
     def stop_watching(self) -> None:
         for watcher in self._watchers.values():
             watcher.cancel()
+        self.stops.cancel_all()
