@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One command for the benchmarks: set up, then measure against the baselines in one run.
 #   benchmarks/run.sh          both: the agent against Docker, the server against the agent
-#   benchmarks/run.sh agent | server | cells | gateway | transfer | soak | scale     only that one
+#   benchmarks/run.sh agent | server | cells | gateway | transfer | soak | scale | store     only that one
 #   (soak is not part of "all": it runs 10 minutes; SOAK_SECONDS=60 for a short try;
-#    scale is not either: ~2-3 minutes of 1,000 cells against 200 simulated agents)
+#    scale is not either: ~2-3 minutes of 1,000 cells against 200 simulated agents;
+#    nor store: ~1 minute and ~1.5 GB of disk for two SQLite files of 1M executions)
 #   BENCH_TLS=1 benchmarks/run.sh ...   the same with every agent reached over https (a CA made
 #   for the run, trusted through REQUESTS_CA_BUNDLE)
 set -euo pipefail
@@ -40,4 +41,8 @@ if [ "$which" = scale ]; then
   echo "== server at scale: 200 simulated agents, 1,000 streaming cells (benchmarks/scale_bench.py)"
   # bounded: every cell ends within 120 s, the simulated agents stop after 600 s whatever happens
   timeout 900 .venv/bin/python benchmarks/scale_bench.py
+fi
+if [ "$which" = store ]; then
+  echo "== the server's SQLite store at 1M executions: retention beside saves (benchmarks/store_bench.py)"
+  timeout 600 .venv/bin/python benchmarks/store_bench.py
 fi

@@ -13,7 +13,9 @@ those rows count towards `max_bytes` too).
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from dataclasses import replace
 
 from jupyter_remote.protocol.common import EXECUTION_FINAL, JOB_FINAL, job_status
 from jupyter_remote.protocol.errors import NotFound
@@ -32,6 +34,58 @@ COLUMNS = (
     ("notebook", "TEXT"),
 )
 KINDS = ("execution", "job")
+
+
+def _add(table: str, kind: str, size: str, rows: int) -> str:
+    return (
+        f"INSERT INTO totals VALUES ('{table}', {kind}, {size}, {rows}) ON CONFLICT (tbl, kind) "
+        "DO UPDATE SET bytes = bytes + excluded.bytes, rows = rows + excluded.rows;"
+    )
+
+
+# Running byte and row totals per table and kind, kept by triggers in the writing
+# transaction itself: exact across restarts, crashes and two servers sharing the file.
+TRIGGERS = {
+    f"{table}_total_{event}": (
+        f"AFTER {event.upper()}{' OF ' + column if event == 'update' else ''} ON {table} BEGIN "
+        + (_add(table, "old.kind", f"-{size.format('old')}", -1) if event != "insert" else "")
+        + (_add(table, "new.kind", size.format("new"), 1) if event != "delete" else "")
+        + " END"
+    )
+    for table, size, column in (
+        ("records", "coalesce({}.size, 0)", "kind, size"),
+        ("expired", "length({}.body)", "kind, body"),
+    )
+    for event in ("insert", "delete", "update")
+}
+
+
+class StoreLock:
+    """The store's one lock; a background pass gives way between its batches to whoever
+    waits for it (a plain Lock lets the releasing thread take it straight back)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = threading.Lock()
+        self.waiting = 0
+
+    def __enter__(self) -> StoreLock:
+        if not self._lock.acquire(blocking=False):
+            with self._count:
+                self.waiting += 1
+            self._lock.acquire()
+            with self._count:
+                self.waiting -= 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+    def give_way(self, most: float = 0.05) -> None:
+        """Between two batches of a background pass: let a waiting caller go first."""
+        end = time.monotonic() + most
+        while self.waiting and time.monotonic() < end:
+            time.sleep(0.0002)
 
 
 def status_of(kind: str, record: dict) -> str:
@@ -95,21 +149,34 @@ class Retention:
         self.last: dict = {}
 
     def sweep(self) -> dict:
-        """One pass; blocking (SQLite), so it runs on a worker thread."""
+        """One pass, a batch at a time: each read and each removal holds the store only
+        briefly, so a save waits at most one batch. Blocking (SQLite): on a worker thread."""
         policy, now = self.policy, time.time()
-        total = self.store.kept_bytes(KINDS)
-        victims: dict[str, list[str]] = {kind: [] for kind in KINDS}
-        ended = self.store.ended(KINDS, policy.per_pass)
-        candidates = [(end, kind, key, size) for kind, key, end, size in ended]
-        for kind, key in to_remove(candidates, total, policy, now):
-            victims[kind].append(key)
+        total = before = self.store.kept_bytes(KINDS)  # the running total: no scan
         removed = 0
-        for kind, keys in victims.items():
-            for record in self.store.expire(kind, keys):
-                self.forget(kind, record[f"{kind}_id"])
-                removed += 1
+        while removed < policy.per_pass:
+            asked = min(self.store.batch, policy.per_pass - removed)
+            ended = self.store.ended(KINDS, asked)
+            sizes = {(kind, key): size for kind, key, _, size in ended}
+            candidates = [(end, kind, key, size) for kind, key, end, size in ended]
+            left = replace(policy, per_pass=policy.per_pass - removed)
+            chosen = to_remove(candidates, total, left, now)
+            victims: dict[str, list[str]] = {kind: [] for kind in KINDS}
+            for kind, key in chosen:
+                victims[kind].append(key)
+            gone = 0
+            for kind, keys in victims.items():
+                for record in self.store.expire(kind, keys):
+                    key = record[f"{kind}_id"]
+                    self.forget(kind, key)
+                    total -= sizes.get((kind, key), 0)
+                    gone += 1
+            removed += gone
+            if not gone or len(chosen) < len(candidates) or len(candidates) < asked:
+                break  # the rest are younger, or under the limits
+            self.store.give_way()
         pruned = self.store.prune_expired(now - policy.expired_keep, policy.max_bytes // 2)
-        self.last = {"at": now, "bytes_before": total, "removed": removed, "pruned": pruned}
+        self.last = {"at": now, "bytes_before": before, "removed": removed, "pruned": pruned}
         if removed:
             log.info("retention removed %d record(s) from the store", removed)
         return self.last
