@@ -255,14 +255,18 @@ def test_server_store_keeps_under_its_cap_and_pages_through_sqlite(server, tmp_p
     db = tmp_path / "remote.sqlite"
     assert db.stat().st_size < 1_000_000
 
+    # the last one removed: its expired row is among the newest (the oldest expired rows
+    # are pruned in turn once they pass their share of the cap)
+    kept_ids = {r["execution_id"] for r in kept}
+    last_gone = max(i for i, x in enumerate(ids) if x not in kept_ids)
     gone = requests.get(
-        f"{server.url}/executions/{ids[0]}",
+        f"{server.url}/executions/{ids[last_gone]}",
         headers={"Authorization": f"token {server.token}"},
         timeout=30,
     )
     assert gone.status_code == 404, gone.text
     assert gone.json()["reason"] == "expired" and gone.json()["status"] == "completed"
-    again = post_cell(server, ids[0], owners[0])
+    again = post_cell(server, ids[last_gone], owners[last_gone % 4])
     assert again.status_code == 409 and again.json()["reason"] == "duplicate_execution"
     gone_job = requests.get(
         f"{server.url}/jobs/{job['job_id']}",

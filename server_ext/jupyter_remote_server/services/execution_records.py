@@ -102,16 +102,18 @@ class ExecutionRecords:
             "node_id": node,
             "kernel_id": kernel_id,
             "session_id": body.get("session_id"),
-            "cell_id": body.get("cell_id"),
-            "notebook_path": None,  # set by run() from the kernel's Jupyter session
-            "source_sha256": source_digest(body) if body.get("cell_id") else None,
-            "image": body.get("image") or self.default_image,
             "status": "placing",
             "returncode": None,
             "message": None,
             "created_at": time.time(),
             "finished_at": None,
         }
+        if body.get("cell_id"):  # a notebook's cell: run() adds its notebook's path
+            record.update(
+                cell_id=body["cell_id"],
+                source_sha256=source_digest(body),
+                image=body.get("image") or self.default_image,
+            )
         if not self.store.reserve("execution", eid, record):
             self._refuse_duplicate(eid, self.store.get("execution", eid) or record)
         self.records[eid] = record

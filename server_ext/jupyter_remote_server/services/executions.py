@@ -54,18 +54,16 @@ class ExecutionService(ExecutionRecords, ExecutionPlacement, LoggingConfigurable
         eid = req["execution_id"]
         record = self.records[eid]
         try:
-            if record["cell_id"] is not None:  # a notebook's cell: file it under its path
+            if record.get("cell_id"):  # a notebook's cell: file it under its path
                 record["notebook_path"] = await self.notebook_of(req["kernel_id"])
             node, agent_body, notices = self.place_known(req) or await self.place(req)
         except BaseException:
             self._release(eid)
             raise
         for attempt in (1, 2):
-            record.update(
-                node_id=node.node_id,
-                session_id=agent_body.get("session_id"),
-                image=agent_body.get("image") or record["image"],
-            )
+            record.update(node_id=node.node_id, session_id=agent_body.get("session_id"))
+            if "image" in record:  # a notebook's cell: what a reloaded page's footer names
+                record["image"] = agent_body.get("image") or record["image"]
             picked = node
             picked.placing += 1  # counted from the pick (no await since): bursts spread
             try:
