@@ -125,7 +125,7 @@ async def test_autostop_of_slow_services_sends_one_stop_per_task(jp_fetch, agent
         assert events[-1]["event"] == "exit" and events[-1]["returncode"] == 0, events[-3:]
         assert f"fresh {i}\n" in "".join(e.get("data", "") for e in events)
     # ...without waiting for a stop to end: stop calls hold at most half a node's connections
-    assert max(took for took, _ in timed) < STOP_SECONDS - 1, [took for took, _ in timed]
+    assert max(took for took, _ in timed) < STOP_SECONDS, [took for took, _ in timed]
 
     await asyncio.sleep(0.5)  # an access line is written once its call has answered
     calls = stop_calls(agents, job_id)
