@@ -87,3 +87,23 @@ async def test_new_owners_sessions_are_made_at_once_and_spread(jp_fetch, owners)
         )
         == owners
     )
+
+
+async def test_housekeeping_leaves_a_streaming_cell_to_its_exit_event(jp_fetch, agents):
+    """The 5 s settling round asked the node about every running execution, streams too."""
+    import os
+    import re
+    import uuid
+
+    await healthy(jp_fetch)
+    eid = f"x-{uuid.uuid4().hex[:10]}"
+    events = await execute(
+        jp_fetch, execution_id=eid, image=BUSYBOX, fresh=True, command="sleep 12"
+    )
+    assert events[-1]["status"] == "completed", events[-1]
+    asked = re.compile(rf"tornado\.access: \d+ GET /v1/executions/{eid} ")
+    calls = 0
+    for agent in agents:
+        with open(os.path.join(agent.data_dir, "test-agent.log"), errors="replace") as fh:
+            calls += sum(bool(asked.search(line)) for line in fh)
+    assert calls == 0, f"the node was asked {calls} times about a cell whose stream was live"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -14,6 +15,7 @@ from jupyter_remote_server.nodes.registry import Node
 from jupyter_remote_server.store.retention import is_live, refuse_expired
 
 SETTLE_WAIT = 5.0  # seconds to ask a node for an outcome after its stream broke
+SETTLE_AT_ONCE = 16  # records asked about at once by one settling round
 
 
 def source_digest(body: dict) -> str:
@@ -31,6 +33,8 @@ def exit_event(status: str, message: str, **extra) -> bytes:
 class ExecutionRecords:
     """The execution service's records (a part of ExecutionService, which sets `registry`,
     `pool`, `store` and `known_kernel`): live ones in memory, the rest in the store."""
+
+    streaming: set[str]  # ids whose stream this server reads now (ExecutionService sets it)
 
     def _load_records(self) -> None:
         # only live ones (not settled yet) in memory; the rest are read from the store
@@ -230,11 +234,23 @@ class ExecutionRecords:
             self._save(record)
 
     async def settle_unknown(self, node_id: str | None = None) -> None:
-        """Settle what is unknown (or still running) from each node's record, or one node's."""
-        for record in [
+        """Settle what is unknown (or still running) from each node's record, or one node's.
+
+        An execution whose stream this server is reading now is skipped: its exit event
+        will settle it. The rest are asked concurrently, at most SETTLE_AT_ONCE at a time,
+        so a round takes about one answer's time, not one per record.
+        """
+        todo = [
             r
             for r in self.records.values()
             if r["status"] in (*EXECUTION_UNSETTLED, "running")
+            and r["execution_id"] not in self.streaming
             and (node_id is None or r["node_id"] == node_id)
-        ]:
-            await self.settle_one(record)
+        ]
+        gate = asyncio.Semaphore(SETTLE_AT_ONCE)
+
+        async def one(record: dict) -> None:
+            async with gate:
+                await self.settle_one(record)
+
+        await asyncio.gather(*(one(r) for r in todo))

@@ -44,6 +44,7 @@ class ExecutionService(ExecutionRecords, ExecutionPlacement, LoggingConfigurable
         self.notebook_of = manager.notebook_of
         self.links = LinkWatch(self.registry)  # ends streams from a node that turns lost
         self._settling: set[asyncio.Task] = set()
+        self.streaming: set[str] = set()  # housekeeping leaves these to their exit event
         self.registry.listeners.append(self._on_node_state)
         self._load_records()
 
@@ -85,6 +86,7 @@ class ExecutionService(ExecutionRecords, ExecutionPlacement, LoggingConfigurable
             finally:
                 picked.placing -= 1
         node.inflight += 1
+        self.streaming.add(eid)
         lines = Splitter()  # whole records only, up to the exit event
         try:
             head = b"".join(notice_event(n) for n in notices)
@@ -102,6 +104,7 @@ class ExecutionService(ExecutionRecords, ExecutionPlacement, LoggingConfigurable
                 yield await self._settle_broken(record, node, exc)
         finally:
             node.inflight -= 1
+            self.streaming.discard(eid)
             answer.close(reuse=lines.exit is not None)
             if lines.exit is not None:
                 self._finish(record, lines.exit)
