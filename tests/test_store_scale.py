@@ -18,6 +18,13 @@ from jupyter_remote_server.store.retention import KINDS, TRIGGERS, Retention, St
 NOW = time.time()
 
 
+@pytest.fixture(autouse=True)
+def _now():
+    """Times relative to the test's start, not to collection (a whole run comes first)."""
+    global NOW
+    NOW = time.time()
+
+
 def execution(i: int, ended_ago: float | None, pad: int = 0) -> dict:
     record = {"execution_id": f"x-{i:04d}", "created_at": NOW - 1000 + i, "pad": "p" * pad}
     if ended_ago is None:

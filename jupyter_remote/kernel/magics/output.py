@@ -81,7 +81,11 @@ class OutputMagics(UsesRemote):
                 flush=True,
             )
         line = footer_line(
-            result.node_id, record.get("image"), result.duration, result.returncode, result.status
+            result.node_id,
+            result.image or record.get("image"),
+            result.duration,
+            result.returncode,
+            result.status,
         )
         publish_display_data(**footer_bundle(execution_id, line))
 
