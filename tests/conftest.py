@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
+import time
 import uuid
 
 import docker
@@ -214,3 +216,26 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         for line in found[:50]:
             print("  " + line)
         session.exitstatus = 1
+
+
+def run_then_stop(client, sig: str, **body) -> tuple[list[dict], dict, float]:
+    """Start an execution, stop it with `sig` once it printed "ready": (events, the
+    execution's model, seconds from the cancel to its exit)."""
+    eid = new_id()
+    events: list[dict] = []
+    ready = threading.Event()
+
+    def read():
+        for event in client.execute_stream(eid, timeout=120, **body):
+            events.append(event)
+            if "ready" in event.get("data", ""):
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert ready.wait(30), events
+    t0 = time.monotonic()
+    model = client.cancel(eid, signal=sig)
+    reader.join(30)
+    assert not reader.is_alive() and events[-1]["event"] == "exit", events
+    return events, model, time.monotonic() - t0

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
-from conftest import BUSYBOX, PYTHON, new_id, output
+from conftest import BUSYBOX, PYTHON, new_id, output, run_then_stop
 
 SHELL_TRAP = (
     "trap 'echo bye; echo gone >&2; exit 5' INT TERM; echo ready; while :; do sleep 0.1; done"
@@ -32,22 +31,7 @@ while True:
 
 def _run_then_cancel(client, sig: str, **body) -> tuple[list[dict], dict]:
     """Start an execution, cancel it with `sig` once it printed "ready"; (events, model)."""
-    eid = new_id()
-    events: list[dict] = []
-    ready = threading.Event()
-
-    def read():
-        for event in client.execute_stream(eid, timeout=60, **body):
-            events.append(event)
-            if "ready" in event.get("data", ""):
-                ready.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    assert ready.wait(30), events
-    model = client.cancel(eid, signal=sig)
-    reader.join(30)
-    assert not reader.is_alive()
+    events, model, _ = run_then_stop(client, sig, **body)
     return events, model
 
 

@@ -7,13 +7,21 @@ agents; what is left in the container is read with `docker top`."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 
 import pytest
 
-from conftest import BUSYBOX, PYTHON, AgentProcess, new_id, output, remove_containers, run
+from conftest import (
+    BUSYBOX,
+    PYTHON,
+    AgentProcess,
+    new_id,
+    output,
+    remove_containers,
+    run,
+    run_then_stop,
+)
 
 GRACE = 1.5
 # a job in the background of a non-interactive shell ignores SIGINT (POSIX): only the
@@ -64,29 +72,6 @@ def left_behind(docker_client, container_id: str, words: str) -> list[str]:
     top = docker_client.containers.get(container_id).top(ps_args="-eo pid,stat,args")
     stat = top["Titles"].index("STAT")
     return [" ".join(p) for p in top["Processes"] if not p[stat].startswith("Z") and words in p[-1]]
-
-
-def run_then_stop(client, sig: str, **body) -> tuple[list[dict], dict, float]:
-    """Start an execution, stop it with `sig` once it printed "ready": (events, the
-    execution's model, seconds from the cancel to its exit)."""
-    eid = new_id()
-    events: list[dict] = []
-    ready = threading.Event()
-
-    def read():
-        for event in client.execute_stream(eid, timeout=120, **body):
-            events.append(event)
-            if "ready" in event.get("data", ""):
-                ready.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    assert ready.wait(30), events
-    t0 = time.monotonic()
-    model = client.cancel(eid, signal=sig)
-    reader.join(30)
-    assert not reader.is_alive() and events[-1]["event"] == "exit", events
-    return events, model, time.monotonic() - t0
 
 
 SHELL_CASES = [
