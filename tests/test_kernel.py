@@ -23,10 +23,9 @@ def stack(docker_client):
         remove_containers(agent.containers(docker_client))
 
 
-@pytest.fixture
-def kernel(stack):
-    """A kernel the server started (so it has the server's URL and token in its env)."""
-    server = stack.server
+def start_kernel(server) -> BlockingKernelClient:
+    """A kernel the server started (so it has the server's URL and token in its env), with
+    jupyter_remote loaded; `stop_kernel` ends it."""
     headers = {"Authorization": f"token {server.token}"}
     base = f"http://127.0.0.1:{server.port}/api/kernels"
     kernel_id = requests.post(base, json={"name": "python3"}, headers=headers, timeout=60).json()[
@@ -41,12 +40,23 @@ def kernel(stack):
     client.start_channels(hb=False)
     client.wait_for_ready(timeout=60)
     run(client, "%load_ext jupyter_remote")
+    client.kernel_url = f"{base}/{kernel_id}"
     client.interrupt_url = f"{base}/{kernel_id}/interrupt"
     client.headers = headers
     client.kernel_id = kernel_id
-    yield client
+    return client
+
+
+def stop_kernel(client: BlockingKernelClient) -> None:
     client.stop_channels()
-    requests.delete(f"{base}/{kernel_id}", headers=headers, timeout=60)
+    requests.delete(client.kernel_url, headers=client.headers, timeout=60)
+
+
+@pytest.fixture
+def kernel(stack):
+    client = start_kernel(stack.server)
+    yield client
+    stop_kernel(client)
 
 
 def run(client, code: str, timeout: float = 60) -> list[tuple[float, str, str]]:

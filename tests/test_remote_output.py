@@ -2,44 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
-import requests
-from jupyter_client import BlockingKernelClient
-from test_kernel import run, stack
+from test_kernel import stack, start_kernel, stop_kernel
 
 from conftest import BUSYBOX
 
 __all__ = ["stack"]
 
 
-def start_kernel(server) -> tuple[BlockingKernelClient, str]:
-    headers = {"Authorization": f"token {server.token}"}
-    base = f"http://127.0.0.1:{server.port}/api/kernels"
-    kid = requests.post(base, json={"name": "python3"}, headers=headers, timeout=60).json()["id"]
-    client = BlockingKernelClient(
-        connection_file=os.path.join(server.env["JUPYTER_RUNTIME_DIR"], f"kernel-{kid}.json")
-    )
-    client.load_connection_file()
-    client.start_channels(hb=False)
-    client.wait_for_ready(timeout=60)
-    run(client, "%load_ext jupyter_remote")
-    return client, kid
-
-
 @pytest.fixture
 def two_kernels(stack):
-    server = stack.server
-    made = [start_kernel(server) for _ in range(2)]
-    yield [client for client, _ in made]
-    headers = {"Authorization": f"token {server.token}"}
-    for client, kid in made:
-        client.stop_channels()
-        requests.delete(
-            f"http://127.0.0.1:{server.port}/api/kernels/{kid}", headers=headers, timeout=60
-        )
+    made = [start_kernel(stack.server) for _ in range(2)]
+    yield made
+    for client in made:
+        stop_kernel(client)
 
 
 def shown(client, code: str, timeout: float = 60) -> list[tuple[str, object]]:

@@ -214,7 +214,7 @@ class RemoteMagics(KernelSession, Magics):
             self.shell.user_ns[args.result] = result
         if args.output and result.returncode == 0:
             self._pull(body, args.output)
-        self._render(result, args.raise_, ended=execution.exit is not None)
+        self.render_end(result, args.raise_, ended=execution.exit is not None)
 
     def _refused(self, result: RemoteResult) -> None:
         """Nothing ran (no node, unknown node, missing image, no usable node): one line
@@ -222,7 +222,7 @@ class RemoteMagics(KernelSession, Magics):
         self.shell.user_ns["_remote"] = result
         raise RemoteCommandFailed(f"[remote] not run: {result.message} ({result.status})")
 
-    def _render(self, result: RemoteResult, raise_: bool, ended: bool) -> None:
+    def render_end(self, result: RemoteResult, raise_: bool, ended: bool) -> None:
         """The cell's last lines: why it failed (one line) and, when its exit came (`ended`),
         the footer; or the error. Without the exit (the stream broke) there is no footer,
         so a reloaded page renders the cell again from the server's record."""
@@ -235,10 +235,10 @@ class RemoteMagics(KernelSession, Magics):
             if not raise_:
                 print(line, file=sys.stderr, flush=True)
         if self.footer and ended and result.status != "unknown":
-            ended = footer_line(
+            text = footer_line(
                 result.node_id, result.image, result.duration, result.returncode, result.status
             )
-            publish_display_data(**footer_bundle(result.execution_id, ended))
+            publish_display_data(**footer_bundle(result.execution_id, text))
         if result.interrupted:  # stops "Run all", in one line rather than a traceback
             raise RemoteCommandFailed(f"[remote] interrupted: {result.message}")
         if line is not None and raise_:

@@ -12,10 +12,8 @@ import sys
 from IPython.core.error import UsageError
 from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import publish_display_data
 
 from jupyter_remote.kernel.execution import EventFold, RemoteResult
-from jupyter_remote.kernel.footer import footer_bundle, footer_line
 from jupyter_remote.kernel.magics.args import UsesRemote, kernel_id, one_line_errors
 from jupyter_remote.protocol.common import ID_PATTERN
 from jupyter_remote.protocol.errors import RemoteError
@@ -74,20 +72,8 @@ class OutputMagics(UsesRemote):
             result.status, result.returncode = record.get("status"), record.get("returncode")
             print(f"[remote] {execution_id}: no exit yet (status {result.status})", file=sys.stderr)
             return
-        if result.returncode != 0 and result.message:
-            print(
-                f"[remote] exit {result.returncode} ({result.status}): {result.message}",
-                file=sys.stderr,
-                flush=True,
-            )
-        line = footer_line(
-            result.node_id,
-            result.image or record.get("image"),
-            result.duration,
-            result.returncode,
-            result.status,
-        )
-        publish_display_data(**footer_bundle(execution_id, line))
+        result.image = result.image or record.get("image")
+        self.remote.render_end(result, raise_=False, ended=True)  # as the cell itself ended
 
     def _last(self) -> str:
         """This kernel's last execution: the last %%remote cell's, else the server's."""

@@ -23,7 +23,9 @@ class JobsHandler(RemoteHandler):
     @authorized
     async def post(self) -> None:
         body, data = self.body(ServerJobBody, "max_job_body")
-        jobs, notebook = self.manager.jobs, await self.manager.notebook_of(body.kernel_id)
+        jobs = self.manager.jobs
+        # only a notebook cell's job (--detach) is filed under its notebook
+        notebook = await self.manager.notebook_of(body.kernel_id) if body.cell_id else None
         self.send(await jobs.submit(jobs.parse(body, data, notebook)), 201)
 
 
