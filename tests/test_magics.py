@@ -268,10 +268,17 @@ def test_widgets_show_the_pool_and_a_job_and_stop_when_closed(stack):
     assert "2 node(s)" in nodes.children[0].value
     from ipywidgets.widgets.widget import _instances
 
-    live = len(_instances)
+    def tree(widget):  # the widget and every widget shown inside it
+        yield widget.model_id
+        for child in getattr(widget, "children", ()):
+            yield from tree(child)
+
+    before = set(_instances)  # other live widgets (an earlier %remote_jobs list) may add theirs
+    shown = set(tree(nodes))
     for _ in range(10):
         nodes.refresh()
-    assert len(_instances) == live, "refreshing makes new widgets"
+    made = set(_instances) - before
+    assert set(tree(nodes)) == shown and not made & shown, "refreshing makes new widgets"
     calls = []
     nodes.refresh = lambda: calls.append(1)
     time.sleep(0.5)
