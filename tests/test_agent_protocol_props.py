@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 
 from jupyter_remote.agent.containers import host_config_kwargs
 from jupyter_remote.agent.executions import ExecutionManager
+from jupyter_remote.agent.executions.record import Execution
 from jupyter_remote.agent.jobs import JobManager
 from jupyter_remote.agent.sessions import SessionManager
 from jupyter_remote.agent.specs import ContainerSpec, Limits, command_of, safe_name
 from jupyter_remote.protocol.bodies import ExecutionBody, JobBody, SessionBody, TaskBody
 from jupyter_remote.protocol.common import ID_RE, MAX_TIMEOUT
-from jupyter_remote.protocol.errors import BadRequest
+from jupyter_remote.protocol.errors import BadRequest, Conflict
 from jupyter_remote.protocol.validation import parse_body
 
 LIMITS = Limits(host_cpus=8.0, host_memory=16 << 30)
@@ -274,3 +275,16 @@ def test_no_field_takes_a_non_finite_or_huge_number(value):
         body = {"execution_id": "e1", "command": "true", field: value}
         assert accepted(ExecutionBody, body) is None, field
     assert accepted(SessionBody, {"idle_timeout": value}) is None
+
+
+def test_cancel_of_an_execution_whose_exit_is_out_is_a_conflict():
+    """`finish` sets `done` (the exit event is out) before it drops the execution from
+    `running`: a cancel in between is a 409 like any finished one (a CI flake once)."""
+    ex = Execution(execution_id="e-1", node_id="node", argv=["true"], mode="session", image="i")
+    ex.status, ex.returncode = "cancelled", -15
+    ex.done.set()
+    manager = SimpleNamespace(running={"e-1": ex}, kill=lambda *a: pytest.fail("killed again"))
+    with pytest.raises(Conflict) as err:
+        ExecutionManager.cancel(manager, "e-1")
+    assert err.value.reason == "not_running"
+    assert err.value.details["execution"]["status"] == "cancelled"

@@ -219,8 +219,8 @@ class ExecutionManager(ExecutionStore):
     ) -> dict:
         """Kill a running execution; finished ones are left as they are (409)."""
         ex = self.running.get(execution_id)
-        if ex is None:
-            model = self.get(execution_id)
+        if ex is None or ex.done.is_set():  # done: its exit is out, it leaves `running` next
+            model = ex.to_json() if ex is not None else self.get(execution_id)
             raise Conflict(
                 f"execution {execution_id!r} is not running (status {model['status']})",
                 reason="not_running",
