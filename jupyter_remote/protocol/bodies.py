@@ -19,6 +19,7 @@ from jupyter_remote.protocol.common import (
     MAX_TASKS,
     Count,
     Cpus,
+    Gpus,
     Env,
     Id,
     Image,
@@ -111,6 +112,7 @@ class ContainerFields(Request):
         | None
     ) = None
     cap_add: CapAdd | None = None
+    gpus: Gpus | None = None
 
 
 class CommandFields(Request):

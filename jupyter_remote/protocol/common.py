@@ -92,6 +92,42 @@ def _env_pairs(value: object) -> object:
 Env = Annotated[dict[EnvName, ShortText], BeforeValidator(_env_pairs), Field(max_length=MAX_ENV)]
 
 Network = Literal["none", "host", "bridge"]
+
+# -- GPUs and node labels ----------------------------------------------------------------------
+MAX_GPUS = 64  # per request; NVIDIA's largest nodes have 8-16
+
+
+def _distinct(value: list[int]) -> list[int]:
+    if len(set(value)) != len(value):
+        raise ValueError("GPU indices must be distinct")
+    return value
+
+
+GpuCount = Annotated[int, Field(ge=1, le=MAX_GPUS, strict=True)]
+GpuIndex = Annotated[int, Field(ge=0, le=1023, strict=True)]
+GpuList = Annotated[list[GpuIndex], Field(min_length=1, max_length=MAX_GPUS), AfterValidator(_distinct)]
+Gpus = Annotated[
+    GpuCount | GpuList,
+    Field(
+        description="How many GPUs (any free ones of the node), or which: a list of device indices",
+        examples=[1, [0, 2]],
+    ),
+]
+# A node label as Docker and Swarm spell them (zone, gpu.model, com.example/rack) and its value.
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, StringConstraints(max_length=255), AfterValidator(no_nul)]
+MAX_LABELS = 16
+PlacementLabels = Annotated[
+    dict[LabelKey, LabelValue],
+    Field(
+        min_length=1,
+        max_length=MAX_LABELS,
+        description="Only nodes with every one of these labels (node labels: Swarm's or the agent's --labels)",
+        examples=[{"zone": "eu-1"}],
+    ),
+]
+
 Signal = Literal["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL"]
 SIGNALS: tuple[str, ...] = Signal.__args__  # type: ignore[attr-defined]
 

@@ -25,10 +25,12 @@ from jupyter_remote.protocol.bodies import (
 from jupyter_remote.protocol.common import (
     MAX_TASKS,
     Cpus,
+    Gpus,
     Id,
     Image,
     Network,
     PidsLimit,
+    PlacementLabels,
     Request,
     ShortText,
     _no_nul,
@@ -99,6 +101,7 @@ class ServerExecutionBody(ExecutionBody):
     node: NodeId | None = None
     fresh: StrictBool = False
     cell_id: CellId | None = None
+    on: PlacementLabels | None = None
 
 
 class ServerJobBody(JobBody):
@@ -106,6 +109,7 @@ class ServerJobBody(JobBody):
 
     nodes: Annotated[list[NodeId], Field(min_length=1, max_length=1000)] | None = None
     autostop: StrictBool = False
+    on: PlacementLabels | None = None
     kernel_id: Id | None = None  # with cell_id: a notebook cell's job (--detach), filed under it
     cell_id: CellId | None = None
     # checked one by one with the job's defaults filled in (JobService); documented as TaskBody
@@ -161,3 +165,5 @@ class SessionCreateBody(Request):
     cpus: Cpus | None = None
     pids_limit: PidsLimit | None = None
     network: Network | None = None
+    gpus: Gpus | None = None
+    on: PlacementLabels | None = None

@@ -13,7 +13,16 @@ from IPython.core.magic_arguments import argument
 from pydantic import TypeAdapter, ValidationError
 
 from jupyter_remote.protocol.bodies import Memory
-from jupyter_remote.protocol.common import MAX_TIMEOUT, Cpus, PidsLimit, Seconds
+from jupyter_remote.protocol.common import (
+    MAX_GPUS,
+    MAX_LABELS,
+    MAX_TIMEOUT,
+    Cpus,
+    Gpus,
+    PidsLimit,
+    PlacementLabels,
+    Seconds,
+)
 from jupyter_remote.protocol.errors import RemoteError
 from jupyter_remote.protocol.rules import DEFAULT_COMMAND_TIMEOUT
 from jupyter_remote.protocol.server_bodies import CELL_ID_PATTERN
@@ -54,6 +63,33 @@ def cpus(text: str) -> float:
 def pids(text: str) -> int:
     rule = "a whole number of processes, at least 16"
     return _checked(PidsLimit, text, "pids-limit", rule, convert=int)
+
+
+def gpus(text: str) -> int | list[int]:
+    """N (that many free GPUs) or I,J,... (those devices), checked before anything is sent."""
+    rule = f"a count 1 to {MAX_GPUS} or device indices like 0,2 (distinct, 0 to 1023)"
+
+    def convert(t: str) -> int | list[int]:
+        return [int(i) for i in t.split(",")] if "," in t else int(t)
+
+    return _checked(Gpus, text, "gpus", rule, convert=convert)
+
+
+def label_pairs(items: list[str]) -> dict[str, str]:
+    """--on LABEL=VALUE, repeated, as a dict: only nodes with all these labels."""
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--on takes LABEL=VALUE; got {item!r}")
+        pairs[key.strip()] = value.strip()
+    try:
+        return TypeAdapter(PlacementLabels).validate_python(pairs)
+    except ValidationError:
+        raise UsageError(
+            f"--on takes LABEL=VALUE (at most {MAX_LABELS}); a LABEL is letters, digits and "
+            f". _ / - (up to 128), a VALUE up to 255 characters; got {' '.join(items)!r}"
+        ) from None
 
 
 def names(text: str) -> list[str]:

@@ -107,6 +107,20 @@ class RemoteMagics(KernelSession, Magics):
     @argument("--cpus", type=types.cpus, help="CPU limit, e.g. 0.5 or 2.")
     @argument("--pids-limit", type=types.pids, help="Most processes at once, e.g. 256.")
     @argument(
+        "--gpus",
+        type=types.gpus,
+        metavar="N|I,J",
+        help="GPUs: N free ones of the node, or these device indices (a session takes them "
+        "when it is made; no two holders share one).",
+    )
+    @argument(
+        "--on",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="Only on nodes with this label, e.g. --on zone=eu-1 (repeatable: all must match).",
+    )
+    @argument(
         "--env",
         "-e",
         action="append",
@@ -185,6 +199,8 @@ class RemoteMagics(KernelSession, Magics):
             ("memory", args.memory),
             ("cpus", args.cpus),
             ("pids_limit", args.pids_limit),
+            ("gpus", args.gpus),
+            ("on", types.label_pairs(args.on) if args.on else None),
         ):
             if value:
                 body[key] = value
