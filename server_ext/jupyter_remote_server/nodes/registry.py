@@ -17,6 +17,7 @@ from jupyter_remote.protocol.errors import BadRequest, Conflict, NotFound, Remot
 from jupyter_remote.protocol.server_answers import Node as NodeAnswer
 from jupyter_remote.protocol.server_bodies import check_url as url_rule
 from jupyter_remote_server.agents.client import NodeClient
+from jupyter_remote_server.nodes.session_snapshots import SessionSnapshots
 
 log = logging.getLogger("jupyter_remote_server")
 
@@ -163,6 +164,7 @@ class NodeRegistry(LoggingConfigurable):
         self.listeners: list[Callable[[Node, str, str], None]] = []
         self._task: asyncio.Task | None = None
         self._polls: set[asyncio.Task] = set()
+        self.sessions = SessionSnapshots(self.poll_interval)
 
     def make_client(self, url: str, token: str | None) -> NodeClient:
         """One keep-alive client per node; never retries (seed 000)."""
@@ -244,6 +246,7 @@ class NodeRegistry(LoggingConfigurable):
     def remove(self, node_id: str) -> Node:
         node = self.get(node_id)
         del self.nodes[node_id]
+        self.sessions.forget(node_id)
         _close_later(node.client)
         return node
 
@@ -318,6 +321,7 @@ class NodeRegistry(LoggingConfigurable):
             node.node_id, node.provisional = own_id, False
             self.nodes[own_id] = node
         self._set(node, *state_of(health))
+        await self.sessions.after_poll(node)  # after liveness: a slow list delays no state
 
     def _age(self, node: Node) -> None:
         seen = node.last_seen

@@ -107,6 +107,7 @@ class KernelSessions(LoggingConfigurable):
             "limits": {k: made.get(k) for k in LIMIT_FIELDS},
         }
         self.sessions[key] = record
+        self.registry.sessions.note(node.node_id, made)
         self.store.save("kernel_session", key, record)
         log.info("kernel %s: session %s on node %s", kernel_id, session_id, node.node_id)
         return record

@@ -6,11 +6,9 @@ import asyncio
 import logging
 import time
 
-from jupyter_remote.protocol.errors import NotFound, RemoteError
+from jupyter_remote.protocol.errors import NotFound
 
 log = logging.getLogger("jupyter_remote_server")
-
-AGENT_TIMEOUT = 5.0  # a node slower than this shows its sessions as "node unavailable"
 
 
 async def notebooks_by_kernel(session_manager) -> dict[str, dict]:
@@ -36,7 +34,7 @@ async def sessions_model(manager, notebooks: dict[str, dict]) -> dict:
     as a whole because one node is slow or gone."""
     records = sorted(manager.kernels.sessions.values(), key=lambda r: r["key"])
     node_ids = sorted({r["node_id"] for r in records})
-    answers = await asyncio.gather(*(_agent_sessions(manager, n) for n in node_ids))
+    answers = await asyncio.gather(*(_node_sessions(manager, n) for n in node_ids))
     agent = dict(zip(node_ids, answers, strict=True))
     now = time.time()
     running = _running_by_session(manager.executions.records.values())
@@ -47,6 +45,14 @@ async def sessions_model(manager, notebooks: dict[str, dict]) -> dict:
         theirs = agent[record["node_id"]]
         rows.append(_row(record, node, theirs, notebooks, running, last_end, now))
     return {"sessions": rows, "now": now}
+
+
+async def _node_sessions(manager, node_id: str) -> dict[str, dict] | str:
+    """The node's sessions as of its last poll (nodes/session_snapshots.py)."""
+    node = manager.registry.nodes.get(node_id)
+    if node is None:
+        return f"node {node_id!r} is not in the pool"
+    return await manager.registry.sessions.get(node)
 
 
 def _row(record, node, theirs, notebooks, running, last_end, now) -> dict:
@@ -127,22 +133,6 @@ def _last_end_by_session(records) -> dict[str, float]:
     return out
 
 
-async def _agent_sessions(manager, node_id: str) -> dict[str, dict] | str:
-    """The node's session models by id, or why it cannot tell now (one quick try)."""
-    node = manager.registry.nodes.get(node_id)
-    if node is None:
-        return f"node {node_id!r} is not in the pool"
-    if not node.answering:
-        return f"node {node_id!r} is {node.state}: {node.reason}"
-    try:
-        models = await asyncio.wait_for(
-            node.client.sessions(AGENT_TIMEOUT, True), AGENT_TIMEOUT + 1
-        )
-    except (RemoteError, asyncio.TimeoutError) as exc:
-        return f"node {node_id!r} did not answer: {exc}"
-    return {m["session_id"]: m for m in models}
-
-
 async def remove_one(manager, owner: str, image: str) -> dict:
     """Remove one session of an owner (one image) on its node; 404 if unknown."""
     kernels = manager.kernels
@@ -157,5 +147,6 @@ async def remove_one(manager, owner: str, image: str) -> dict:
             await node.client.delete_session(record["session_id"])
         except NotFound:
             pass  # gone already: only the record is left
+        manager.registry.sessions.drop(node.node_id, record["session_id"])
     kernels.forget(owner, image)
     return record
