@@ -190,12 +190,22 @@ class AgentApp(AgentOptions, RetentionTraits, Application):
         "join": "AgentApp.join",
         "join-token": "AgentApp.join_token",
         "advertise-url": "AgentApp.advertise_url",
+        "gpus-visible": "AgentApp.gpus_visible",
+        "gpu-mode": "AgentApp.gpu_mode",
     }
     flags = {
         "daemon": ({"AgentApp": {"daemon": True}}, daemon.__doc__.splitlines()[0]),
         "allow-network": (
             {"AgentApp": {"allow_network": True}},
             "Let requests ask for a network other than none.",
+        ),
+        "gpu-sharing": (
+            {"AgentApp": {"gpu_sharing": True}},
+            "Let two holders hold the same GPU at once.",
+        ),
+        "keep-failed": (
+            {"AgentApp": {"keep_failed": True}},
+            "Leave containers Docker could not start, for docker inspect.",
         ),
         "no-runner": (
             {"AgentApp": {"runner": False}},

@@ -22,8 +22,26 @@ from jupyter_remote.protocol.errors import NotFound as RemoteNotFound
 log = logging.getLogger("jupyter_remote.agent")
 
 
-def host_config_kwargs(spec: ContainerSpec, **extra) -> dict:
-    """What docker-py's HostConfig gets for a spec (pure, so properties can check it builds)."""
+def device_requests(spec: ContainerSpec) -> list[docker.types.DeviceRequest]:
+    """The GPUs a spec was given, as Docker's device requests (docker run --gpus)."""
+    if not spec.gpus:
+        return []
+    return [
+        docker.types.DeviceRequest(
+            driver="nvidia", device_ids=[str(i) for i in spec.gpus], capabilities=[["gpu"]]
+        )
+    ]
+
+
+def gpu_env(spec: ContainerSpec) -> dict[str, str]:
+    """What NVIDIA's runtime reads last, so a request's own env (or a CUDA image's
+    NVIDIA_VISIBLE_DEVICES=all) never reaches a GPU it was not given: "void" means none."""
+    return {"NVIDIA_VISIBLE_DEVICES": ",".join(map(str, spec.gpus)) or "void"}
+
+
+def host_config_kwargs(spec: ContainerSpec, gpu_mode: str = "device_requests", **extra) -> dict:
+    """What docker-py's HostConfig gets for a spec (pure, so properties can check it builds).
+    GPUs go as device requests unless `gpu_mode` is "env" (NVIDIA_VISIBLE_DEVICES only)."""
     kwargs = {
         "network_mode": spec.network,
         "mem_limit": spec.memory,
@@ -42,6 +60,8 @@ def host_config_kwargs(spec: ContainerSpec, **extra) -> dict:
         kwargs["read_only"] = True
         # a writable /tmp, bounded (its pages count against the container's memory limit)
         kwargs["tmpfs"] = {"/tmp": f"rw,exec,nosuid,nodev,size={spec.tmp_size},mode=1777"}
+    if spec.gpus and gpu_mode == "device_requests":
+        kwargs["device_requests"] = device_requests(spec)
     return {**kwargs, **extra}
 
 
@@ -103,6 +123,12 @@ class ContainerFactory:
         self.runner_root = runner_root
         self._python: dict[str, bool] = {}
         self._probe_lock = threading.Lock()
+        # set by the Agent from its Limits (gpus.py): how GPUs reach a container, whether
+        # every container gets NVIDIA_VISIBLE_DEVICES (a node with GPUs), and whether a
+        # container Docker could not start stays for docker inspect
+        self.gpu_mode = "device_requests"
+        self.gpu_node = False
+        self.keep_failed = False
 
     # -- the runner ----------------------------------------------------------------------
     def runner_capable(self, image: str) -> bool:
@@ -260,7 +286,9 @@ class ContainerFactory:
 
     def host_config(self, spec: ContainerSpec, **extra) -> dict:
         """Limits and isolation every container gets unless the config allows otherwise."""
-        return self.api.create_host_config(**host_config_kwargs(spec, **extra))
+        return self.api.create_host_config(
+            **host_config_kwargs(spec, gpu_mode=self.gpu_mode, **extra)
+        )
 
     def create(
         self,
@@ -284,7 +312,11 @@ class ContainerFactory:
             name=name,
             detach=True,
             user=spec.user or "",
-            environment={**spec.env, **(env or {})},
+            environment={
+                **spec.env,
+                **(env or {}),
+                **(gpu_env(spec) if self.gpu_node or spec.gpus else {}),
+            },
             working_dir=spec.workdir,
             hostname=None if spec.network == "host" else host or hostname(self.node_id),
             labels=labels.for_node(self.node_id, kind, **label_extra),
@@ -295,8 +327,19 @@ class ContainerFactory:
         try:
             self.api.start(cid)
         except Exception as exc:
-            self.remove(cid)
+            if not self.keep_failed:
+                self.remove(cid)
             text = str(exc).lower()
+            if spec.gpus and "device driver" in text:
+                raise Unavailable(
+                    f"node {self.node_id!r} could not start a container with GPUs "
+                    f"{','.join(map(str, spec.gpus))}: its Docker engine has no NVIDIA runtime "
+                    f"({exc}). Install NVIDIA's container toolkit and restart Docker, or "
+                    "start the agent with --gpu-mode env where nvidia is Docker's default "
+                    "runtime (docs/gpus.md)",
+                    reason="gpu_runtime_unavailable",
+                    container_id=cid if self.keep_failed else None,
+                ) from None
             if spec.user is not None and ("unable to find user" in text or "no matching" in text):
                 raise BadRequest(
                     f"user {spec.user!r} is not known in image {spec.image!r} (give a numeric "

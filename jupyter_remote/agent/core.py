@@ -18,6 +18,7 @@ from jupyter_remote._version import __version__
 from jupyter_remote.agent import expiry
 from jupyter_remote.agent.containers import ContainerFactory
 from jupyter_remote.agent.executions import ExecutionManager
+from jupyter_remote.agent.gpus import GpuPool, NvmlReader, inventory
 from jupyter_remote.agent.jobs import JobManager
 from jupyter_remote.agent.ledger import Ledger
 from jupyter_remote.agent.monitor import ResourceMonitor
@@ -88,6 +89,25 @@ class Agent:
         self.factory = ContainerFactory(
             self.client, node_id, os.path.join(data_dir, "r") if use_runner else None, workdir
         )
+        self.gpu_reader = NvmlReader()
+        gpus, source = inventory(self.gpu_reader, limits.gpus_visible)
+        self.gpus = GpuPool(
+            gpus,
+            path=os.path.join(data_dir, "gpus.json"),
+            sharing=limits.gpu_sharing,
+            source=source,
+            node_id=node_id,
+        )
+        self.factory.gpu_mode = limits.gpu_mode
+        self.factory.gpu_node = bool(gpus)
+        self.factory.keep_failed = limits.keep_failed
+        log.info(
+            "node %s: %d GPUs (%s)%s",
+            node_id,
+            len(gpus),
+            source,
+            ", shared" if limits.gpu_sharing and gpus else "",
+        )
         self.oom = OomWatcher(self.client, node_id)
         self.sessions = SessionManager(
             node_id=node_id,
@@ -109,6 +129,7 @@ class Agent:
             kill_grace=kill_grace,
         )
         self.sessions.on_delete = self.executions.kill_session
+        self.sessions.gpus = self.gpus  # the executions' too (theirs is the sessions')
         self.warm_pool = WarmPool(
             self.factory,
             limits,
@@ -124,6 +145,7 @@ class Agent:
             default_image=default_image,
             stop_grace=stop_grace,
         )
+        self.jobs.gpus = self.gpus
         policy = retention or Policy()
         self.ledger = Ledger(os.path.join(data_dir, "expired.sqlite"), policy.expired_keep)
         self.executions.ledger = self.jobs.ledger = self.ledger
@@ -151,6 +173,10 @@ class Agent:
             self.factory.remove_info(info)  # and warm ones of an earlier run
         self.factory.remove_probes()
         jobs = self.jobs.recover()
+        # fresh containers were all removed above: only sessions and running tasks hold GPUs
+        self.gpus.keep_only(
+            {self.sessions.holder(sid) for sid in self.sessions.sessions} | self.jobs.live_holders()
+        )
         self.executions.index.clear_trash()
         self.executions.index.refresh(self.executions.running)  # read each record once, now
         self.sweep_expired()
@@ -219,6 +245,7 @@ class Agent:
             "warm_pool": self.warm_pool.count(),
             "jobs": {"running_tasks": self.jobs.running_count()},
             "retention": self.retention.last,
+            "gpus": self.gpus.report(self.gpu_reader),
         }
 
     def default_session(self, image: str | None) -> str:

@@ -7,13 +7,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from docker.errors import DockerException
 
 from jupyter_remote.agent import labels
 from jupyter_remote.agent.containers import ContainerFactory
 from jupyter_remote.agent.expiry import expiry_label, write_lease
+from jupyter_remote.agent.gpus import GpuPool
 from jupyter_remote.agent.identity import hostname
 from jupyter_remote.agent.runner_client import RunnerClient
 from jupyter_remote.agent.specs import (
@@ -89,6 +90,12 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self.on_delete: Callable[[str, str], None] = lambda sid, reason: None
+        self.gpus = GpuPool(node_id=node_id)  # the Agent's, with the node's inventory
+
+    @staticmethod
+    def holder(sid: str) -> str:
+        """Who holds a session's GPUs in the GpuPool."""
+        return f"session:{sid}"
 
     def _name(self, session_id: str) -> str:
         return f"jr-{safe_name(self.node_id)}-s-{safe_name(session_id)}"
@@ -123,10 +130,16 @@ class SessionManager:
                 label_extra=label_extra,
                 host=hostname(self.node_id, sid),
             )
-            if self.factory.runner_capable(spec.image):
-                cid, runner_dir = self.factory.create_runner(spec, **made)
-            else:
-                cid = self.factory.create_keeper(spec, **made)
+            if spec.gpu_request is not None:  # all or none, before the container: 409 if busy
+                spec = replace(spec, gpus=self.gpus.take(self.holder(sid), spec.gpu_request))
+            try:
+                if self.factory.runner_capable(spec.image):
+                    cid, runner_dir = self.factory.create_runner(spec, **made)
+                else:
+                    cid = self.factory.create_keeper(spec, **made)
+            except BaseException:
+                self.gpus.release(self.holder(sid))
+                raise
             session = Session(sid, cid, spec, idle_timeout, runner_dir=runner_dir)
             session.lease_until = session.created_at + idle_timeout
             self.sessions[sid] = session
@@ -196,6 +209,7 @@ class SessionManager:
         self.factory.remove(session.container_id, session.runner_dir)
         with self._lock:
             self.sessions.pop(sid, None)
+        self.gpus.release(self.holder(sid))  # once the container is gone, not before
         log.info("session %s removed (%s)", sid, reason)
         return session.to_json()
 
@@ -252,6 +266,7 @@ class SessionManager:
                 env=env,
                 workdir=attrs["Config"].get("WorkingDir") or None,
                 network=host.get("NetworkMode") or "none",
+                gpus=self.gpus.held(self.holder(sid)),
             )
             idle = float(info["Labels"].get(labels.IDLE_TIMEOUT, self.idle_timeout))
             runner_dir = info["Labels"].get(labels.RUNNER_DIR) or None

@@ -8,8 +8,19 @@ import os
 import socket
 import sys
 
-from traitlets import Bool, Float, HasTraits, Int, TraitError, Unicode, default, validate
+from traitlets import (
+    Bool,
+    Enum,
+    Float,
+    HasTraits,
+    Int,
+    TraitError,
+    Unicode,
+    default,
+    validate,
+)
 
+from jupyter_remote.agent.gpus import GPU_MODES, parse_visible
 from jupyter_remote.agent.specs import KEPT_CAPS, Limits, parse_caps, parse_memory
 from jupyter_remote.protocol.errors import RemoteError
 
@@ -156,6 +167,36 @@ class AgentOptions(HasTraits):
         "0 turns the pool off.",
         config=True,
     )
+    gpus_visible = Unicode(
+        "",
+        help="GPU device indices this agent gives out, e.g. 0,1,2,3 (the others are kept "
+        "back), or none. Empty (the default): every GPU NVML finds (nvidia-ml-py); no "
+        "library or no driver means no GPUs. Without NVML, a list names GPUs by index only.",
+        config=True,
+    )
+    gpu_sharing = Bool(
+        False,
+        help="Let two holders (sessions, fresh executions, job tasks) hold the same GPU at "
+        "once. Off (the default): a GPU has one holder; a request finding too few free "
+        "GPUs is refused (409 gpus_unavailable).",
+        config=True,
+    )
+    gpu_mode = Enum(
+        list(GPU_MODES),
+        default_value="device_requests",
+        help="How a container gets its GPUs: device_requests (Docker's --gpus; needs "
+        "NVIDIA's container toolkit), or env (NVIDIA_VISIBLE_DEVICES only, for engines "
+        "whose default runtime is nvidia). Either way every container of a node with GPUs "
+        "gets NVIDIA_VISIBLE_DEVICES set to its own GPUs, or void.",
+        config=True,
+    )
+    keep_failed = Bool(
+        False,
+        help="Leave a container Docker created but could not start (a GPU container on an "
+        "engine without NVIDIA's runtime, say) for docker inspect, instead of removing it at "
+        "once; the agent's next start removes it.",
+        config=True,
+    )
     sample_interval = Float(2.0, help="Seconds between resource samples.", config=True)
     cpu_max = Float(
         95.0,
@@ -265,7 +306,15 @@ class AgentOptions(HasTraits):
         except RemoteError as exc:
             raise UsageFailure(f"--tmp-size: {exc.message}") from None
         try:
+            gpus_visible = parse_visible(self.gpus_visible)
+        except ValueError as exc:
+            raise UsageFailure(f"--gpus-visible {exc}") from None
+        try:
             return Limits(
+                gpus_visible=gpus_visible,
+                gpu_sharing=self.gpu_sharing,
+                gpu_mode=self.gpu_mode,
+                keep_failed=self.keep_failed,
                 allow_caps=allow_caps,
                 tmp_size=tmp_size,
                 memory=parse_memory(self.memory),

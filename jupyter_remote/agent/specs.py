@@ -72,6 +72,10 @@ class Limits:
     host_memory: int = 0
     allow_caps: frozenset[str] = frozenset()  # what a request's cap_add may name
     tmp_size: int = 256 << 20  # the /tmp tmpfs of a read_only container
+    gpus_visible: tuple[int, ...] | None = None  # None: what NVML sees (gpus.py)
+    gpu_sharing: bool = False  # may two holders hold one GPU at once
+    gpu_mode: str = "device_requests"  # or "env": NVIDIA_VISIBLE_DEVICES only (gpus.py)
+    keep_failed: bool = False  # leave containers Docker could not start, for docker inspect
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class ContainerSpec:
     read_only: bool = False
     cap_add: tuple[str, ...] = ()  # on top of KEPT_CAPS
     tmp_size: int = 0  # the /tmp tmpfs when read_only
+    gpus: tuple[int, ...] = ()  # the device indices it was given (gpus.py)
+    gpu_request: int | tuple[int, ...] | None = None  # what was asked: a count or indices
 
     def to_json(self) -> dict:
         out = {
@@ -107,6 +113,12 @@ class ContainerSpec:
             out["tmp_size"] = self.tmp_size
         if self.cap_add:
             out["cap_add"] = list(self.cap_add)
+        if self.gpu_request is not None:
+            out["gpu_request"] = (
+                self.gpu_request if isinstance(self.gpu_request, int) else list(self.gpu_request)
+            )
+        if self.gpus:
+            out["gpus"] = list(self.gpus)
         return out
 
     @classmethod
@@ -125,7 +137,16 @@ class ContainerSpec:
             read_only=bool(data.get("read_only", False)),
             cap_add=tuple(data.get("cap_add") or ()),
             tmp_size=int(data.get("tmp_size", 0)),
+            gpus=tuple(data.get("gpus") or ()),
+            gpu_request=gpu_request(data.get("gpu_request")),
         )
+
+
+def gpu_request(value: int | list[int] | tuple[int, ...] | None):
+    """A body's gpus as the spec keeps it: a count, a tuple of indices, or None."""
+    if value is None or isinstance(value, int):
+        return value
+    return tuple(value)
 
 
 def check_id(value: object, what: str) -> str:
@@ -208,6 +229,7 @@ def container_spec(body: ContainerFields, limits: Limits, default_image: str) ->
         read_only=read_only,
         cap_add=check_cap_add(body.cap_add, limits),
         tmp_size=limits.tmp_size if read_only else 0,
+        gpu_request=gpu_request(body.gpus),
     )
 
 

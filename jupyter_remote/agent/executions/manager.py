@@ -8,6 +8,7 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import replace
 
 from docker.errors import DockerException
 
@@ -64,6 +65,31 @@ class ExecutionManager(ExecutionStore):
     def parse(self, body: ExecutionBody) -> Execution:
         """Turn a typed request into an execution; nothing is created or run here."""
         return plan(self, body)
+
+    @property
+    def gpus(self):
+        """The node's GpuPool (the sessions' one)."""
+        return self.sessions.gpus
+
+    @staticmethod
+    def holder(execution_id: str) -> str:
+        """Who holds a fresh container's GPUs in the GpuPool."""
+        return f"execution:{execution_id}"
+
+    def claim(self, ex: Execution) -> None:
+        """Reserve the id (ExecutionStore.claim) and, for a fresh container asking for GPUs,
+        the GPUs: all or none, before anything runs; 409 `gpus_unavailable` otherwise."""
+        wanted = ex.mode == "fresh" and ex.spec is not None and ex.spec.gpu_request is not None
+        if wanted:
+            ex.spec = replace(
+                ex.spec, gpus=self.gpus.take(self.holder(ex.execution_id), ex.spec.gpu_request)
+            )
+        try:
+            super().claim(ex)
+        except BaseException:
+            if wanted:
+                self.gpus.release(self.holder(ex.execution_id))
+            raise
 
     def start(self, ex: Execution, loop: asyncio.AbstractEventLoop) -> Execution:
         """Open its log, record it, and run it on a thread of its own."""
@@ -183,20 +209,24 @@ class ExecutionManager(ExecutionStore):
             # Docker's time the client need not wait for. Never lost: a removal that fails
             # (or an agent that dies first) leaves the container to the expiry sweep and to
             # the next start's clean-up of this node's fresh containers.
-            self._remove_later(ex.container_id, ex.runner_dir)
+            self._remove_later(ex.container_id, ex.runner_dir, self.holder(ex.execution_id))
+        elif ex.mode == "fresh":
+            self.gpus.release(self.holder(ex.execution_id))  # no container was made
         self.running.pop(ex.execution_id, None)
         if ex.session_id:
             self.sessions.end(ex.session_id)
         if ex.path == "runner" and ex.mode == "session" and ex.runner_started:
             self.runner.forget_later(ex.runner_dir, [runner_id(ex.execution_id)])
 
-    def _remove_later(self, container_id: str, runner_dir: str | None) -> None:
+    def _remove_later(self, container_id: str, runner_dir: str | None, holder: str) -> None:
         def remove() -> None:
             try:
                 self.factory.remove(container_id, runner_dir)
             except DockerException as exc:
                 log.warning("could not remove container %s: %s", container_id, exc)
             finally:
+                # once the container is gone, not before; its command has ended either way
+                self.gpus.release(holder)
                 with self._claim_lock:
                     self.removing.discard(thread)
 

@@ -6,6 +6,25 @@ from __future__ import annotations
 from jupyter_remote.agent.executions.record import Execution
 from jupyter_remote.agent.specs import command_of, container_spec
 from jupyter_remote.protocol.bodies import ExecutionBody
+from jupyter_remote.protocol.errors import Conflict
+
+
+def check_session_gpus(sessions, session_id: str, want: int | list[int] | None) -> None:
+    """A session's GPUs are given when it is made: a cell asking for others is refused
+    (409 `gpus_mismatch`), never run without them."""
+    if want is None:
+        return
+    held = sessions.gpus.held(sessions.holder(session_id))
+    if (len(held) == want) if isinstance(want, int) else (sorted(want) == list(held)):
+        return
+    asked = f"{want}" if isinstance(want, int) else ",".join(map(str, want))
+    raise Conflict(
+        f"session {session_id!r} holds GPUs {','.join(map(str, held)) or 'none'}; GPUs are "
+        f"given when a session is made, so gpus {asked} cannot apply to it: delete the "
+        "session and make it again with these gpus, or run the cell in a fresh container",
+        reason="gpus_mismatch",
+        gpus=list(held),
+    )
 
 
 def plan(mgr, body: ExecutionBody) -> Execution:
@@ -26,6 +45,7 @@ def plan(mgr, body: ExecutionBody) -> Execution:
     )
     if body.session_id is not None:
         session = mgr.sessions.get(body.session_id)
+        check_session_gpus(mgr.sessions, body.session_id, body.gpus)
         # the runner takes the cell's text itself; the exec path feeds it on stdin
         how = (
             dict(path="runner", runner_kind=runner_kind, code=code, runner_dir=session.runner_dir)

@@ -14,12 +14,14 @@ import os
 import shutil
 import threading
 import time
+from dataclasses import replace
 
 from docker.errors import DockerException, NotFound
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
 from jupyter_remote.agent.containers import ContainerFactory
+from jupyter_remote.agent.gpus import GpuPool
 from jupyter_remote.agent.jobs.plan import LOG_MOUNT, WRAPPER, job_status, plan
 from jupyter_remote.agent.jobs.store import JobStore
 from jupyter_remote.agent.outputs import save_outputs
@@ -27,7 +29,7 @@ from jupyter_remote.agent.specs import ContainerSpec, Limits
 from jupyter_remote.agent.state import read_json, write_json
 from jupyter_remote.protocol.bodies import JobBody
 from jupyter_remote.protocol.common import TASK_FINAL
-from jupyter_remote.protocol.errors import Conflict
+from jupyter_remote.protocol.errors import BadRequest, Conflict, RemoteError
 
 log = logging.getLogger("jupyter_remote.agent")
 
@@ -51,6 +53,42 @@ class JobManager(JobStore):
         self.default_image = default_image
         self.stop_grace = stop_grace
         self._stop_seconds = max(1, math.ceil(stop_grace))  # Docker takes whole seconds
+        self.gpus = GpuPool(node_id=node_id)  # the Agent's, with the node's inventory
+
+    @staticmethod
+    def holder(job_id: str, index: int) -> str:
+        """Who holds a job task's GPUs in the GpuPool."""
+        return f"job:{job_id}/{index}"
+
+    def live_holders(self) -> set[str]:
+        """The GPU holders of tasks still running (after a restart, the rest are freed)."""
+        return {
+            self.holder(job["job_id"], task["index"])
+            for job in list(self.jobs.values())
+            for task in job["tasks"]
+            if task["status"] == "running"
+        }
+
+    def _take_first_gpus(self, job: dict) -> list[str]:
+        """The GPUs of the tasks that start at once, all or none: 409 `gpus_unavailable`
+        before the job is recorded. Later tasks take theirs when they start."""
+        first = job["tasks"][: job["parallelism"] or None]
+        taken = []
+        try:
+            for task in first:
+                want = task["spec"].get("gpu_request")
+                if want is not None:
+                    holder = self.holder(job["job_id"], task["index"])
+                    self.gpus.take(holder, want if isinstance(want, int) else tuple(want))
+                    taken.append(holder)
+        except RemoteError:
+            for holder in taken:
+                self.gpus.release(holder)
+            raise
+        return taken
+
+    def _release_gpus(self, job: dict, task: dict) -> None:
+        self.gpus.release(self.holder(job["job_id"], task["index"]))
 
     def parse(self, body: JobBody) -> dict:
         """A complete job record from a typed request, checked before anything starts."""
@@ -59,6 +97,13 @@ class JobManager(JobStore):
     # -- submitting --------------------------------------------------------------------
     def submit(self, job: dict) -> dict:
         """Record the job and start its first tasks (blocking: call off the event loop)."""
+        for task in job["tasks"]:  # GPUs this node could never give: 400, nothing made
+            try:
+                self.gpus.check(ContainerSpec.from_json(task["spec"]).gpu_request)
+            except BadRequest as exc:
+                raise BadRequest(
+                    f"task {task['index']}: {exc.message}", reason=exc.reason
+                ) from None
         for image in {t["spec"]["image"] for t in job["tasks"]}:
             self.factory.check_image(image)
         with self._create_lock:
@@ -69,9 +114,17 @@ class JobManager(JobStore):
                     "a job id never runs twice",
                     reason="duplicate_job",
                 )
+            if os.path.exists(self.path(job["job_id"])):
+                raise Conflict(
+                    f"job {job['job_id']!r} already exists on node {self.node_id!r}",
+                    reason="duplicate_job",
+                )
+            taken = self._take_first_gpus(job)
             try:
                 os.mkdir(self.path(job["job_id"]))
             except FileExistsError:
+                for holder in taken:
+                    self.gpus.release(holder)
                 raise Conflict(
                     f"job {job['job_id']!r} already exists on node {self.node_id!r}",
                     reason="duplicate_job",
@@ -106,9 +159,27 @@ class JobManager(JobStore):
                     running += 1
 
     def _start_task(self, job: dict, task: dict) -> None:
-        spec = task["spec"]
-        spec = ContainerSpec.from_json(spec)
+        spec = ContainerSpec.from_json(task["spec"])
         task_dir = self.path(job["job_id"], f"task-{task['index']}")
+        if spec.gpu_request is not None:
+            try:
+                spec = replace(
+                    spec,
+                    gpus=self.gpus.take(
+                        self.holder(job["job_id"], task["index"]), spec.gpu_request
+                    ),
+                )
+            except RemoteError as exc:  # GPUs held by others when a later task's turn came
+                task.update(
+                    status="failed",
+                    returncode=-1,
+                    finished_at=time.time(),
+                    message=f"not started: {exc.message}",
+                )
+                self._finish_if_done(job)
+                self.save(job)
+                return
+            task["spec"]["gpus"] = list(spec.gpus)
         task.update(status="running", started_at=time.time())
         self.save(job)  # "running" first: after a crash we look for the container by name
         try:
@@ -120,12 +191,14 @@ class JobManager(JobStore):
                 label_extra={"job": job["job_id"], "task": str(task["index"])},
                 binds={task_dir: {"bind": LOG_MOUNT, "mode": "rw"}},
             )
-        except DockerException as exc:
+        except (DockerException, RemoteError) as exc:
+            self._release_gpus(job, task)
+            why = exc.message if isinstance(exc, RemoteError) else exc
             task.update(
                 status="failed",
                 returncode=-1,
                 finished_at=time.time(),
-                message=f"could not start the task's container: {exc}",
+                message=f"could not start the task's container: {why}",
             )
             self.save(job)
             return
@@ -192,6 +265,7 @@ class JobManager(JobStore):
                 task["spec"].get("workdir"),
             )
         self.factory.remove(task["container_id"])
+        self._release_gpus(job, task)
         self._apply_exit(job, task)
 
     def _apply_exit(self, job: dict, task: dict) -> None:
@@ -201,6 +275,7 @@ class JobManager(JobStore):
             self.save(job)
 
     def _mark_lost(self, job: dict, task: dict, why: str) -> None:
+        self._release_gpus(job, task)
         with self._locks[job["job_id"]]:
             task.update(status="lost", returncode=-1, finished_at=time.time(), message=why)
             self._finish_if_done(job)

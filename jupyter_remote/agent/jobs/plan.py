@@ -22,6 +22,7 @@ TASK_DEFAULTS = (
     "network",
     "timeout",
     "outputs",
+    "gpus",
 )
 COMMAND_FIELDS = ("command", "python", "argv", "interpreter")
 # The command's stdout and stderr go to the bind-mounted log file, not through the agent.
