@@ -13,6 +13,7 @@ from traitlets import Float, Int, List, Type, Unicode, default
 from jupyter_remote.protocol.server_bodies import MAX_EXECUTION_BODY, MAX_JOB_BODY
 from jupyter_remote.util.retention import RetentionTraits
 from jupyter_remote_server.nodes.pool import NodeChooser
+from jupyter_remote_server.open_files import AcceptGuard, raise_open_files_limit
 from jupyter_remote_server.routes import handlers
 from jupyter_remote_server.services.manager import RemoteManager
 from jupyter_remote_server.store.jobstore import JobStore, SQLiteJobStore
@@ -95,7 +96,14 @@ class RemoteApp(RetentionTraits, ExtensionApp):
         MAX_EXECUTION_BODY,
         help="Largest execution request body in bytes (32 MiB: cells may carry data).",
     ).tag(config=True)
+    open_files_limit = Int(
+        0,
+        help="Soft open-files limit (RLIMIT_NOFILE) set at start; 0: the hard limit. Each "
+        "streaming cell holds two descriptors. When they run out anyway, new connections get "
+        "a 503 too_many_open_files instead of hanging.",
+    ).tag(config=True)
     manager: RemoteManager | None = None
+    accept_guard: AcceptGuard | None = None
 
     @default("join_token")
     def _default_join_token(self) -> str:
@@ -144,6 +152,9 @@ class RemoteApp(RetentionTraits, ExtensionApp):
         self.handlers.extend(handlers())  # the server prefixes its base_url
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
+        soft, hard = raise_open_files_limit(self.open_files_limit)
+        self.log.info("jupyter-remote: open-files limit %d (hard %d)", soft, hard)
+        self.accept_guard = AcceptGuard.install_for(serverapp)
         self.manager.start()
         serverapp.event_logger.add_listener(
             schema_id=KERNEL_ACTIONS, listener=self.manager.on_kernel_event
@@ -162,6 +173,8 @@ class RemoteApp(RetentionTraits, ExtensionApp):
                     kernels,
                 )
             await self.manager.stop()
+        if self.accept_guard is not None:
+            self.accept_guard.close()
 
 
 def stop_on_sigint(serverapp) -> None:

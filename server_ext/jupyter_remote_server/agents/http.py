@@ -13,6 +13,7 @@ read once per node) take this same path as plain HTTP.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import ssl
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from jupyter_remote.http.api import CONTROL_CONNECTIONS, DEFAULT_TIMEOUT, why_failed
-from jupyter_remote.protocol.errors import ConnectionFailed, TimedOut, error_from_body
+from jupyter_remote.protocol.errors import ConnectionFailed, TimedOut, Unavailable, error_from_body
 from jupyter_remote.protocol.records import RECORDS_TYPE
 
 ERROR_BODY_LIMIT = 1 << 20  # most bytes of a refusal's body read
@@ -39,6 +40,9 @@ def environ_proxy(url: str) -> str | None:
     if not proxies or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
         return None
     return proxies.get(parts.scheme) or proxies.get("all")
+
+
+OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)  # this process's fault, not the node's
 
 
 def failed(exc: BaseException) -> str:
@@ -127,6 +131,12 @@ class NodeHttp:
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
             if isinstance(exc, asyncio.TimeoutError):
                 raise TimedOut(f"{where}: connecting timed out", sent=False) from None
+            if getattr(getattr(exc, "os_error", None), "errno", None) in OUT_OF_FILES:
+                raise Unavailable(
+                    f"{where} not sent: the Jupyter server has run out of open files "
+                    "(raise c.RemoteApp.open_files_limit or ulimit -n)",
+                    reason="too_many_open_files",
+                ) from None
             raise ConnectionFailed(f"{where} failed: {failed(exc)}", sent=False) from None
         except asyncio.TimeoutError:
             raise TimedOut(f"{where} timed out waiting for an answer", sent=True) from None

@@ -165,6 +165,7 @@ class NodeRegistry(LoggingConfigurable):
         self._task: asyncio.Task | None = None
         self._polls: set[asyncio.Task] = set()
         self.sessions = SessionSnapshots(self.poll_interval)
+        self.starved_at = -float("inf")  # when a poll last failed: this process out of files
 
     def make_client(self, url: str, token: str | None) -> NodeClient:
         """One keep-alive client per node; never retries (seed 000)."""
@@ -306,6 +307,8 @@ class NodeRegistry(LoggingConfigurable):
             health = await node.client.health(wait)
             resources = await node.client.resources(wait)
         except RemoteError as exc:
+            if exc.reason == "too_many_open_files":  # our own shortage says nothing of the node
+                self.starved_at = time.monotonic()
             node.poll_error = exc.message
             if node.state == "unknown" or node.answering:
                 node.reason = f"last poll failed: {exc.message}"
@@ -324,6 +327,8 @@ class NodeRegistry(LoggingConfigurable):
         await self.sessions.after_poll(node)  # after liveness: a slow list delays no state
 
     def _age(self, node: Node) -> None:
+        if time.monotonic() - self.starved_at < self.suspect_after:
+            return  # polls failed for want of a descriptor here: silence is not the node's
         seen = node.last_seen
         silent = time.monotonic() - (seen if seen is not None else self._added_mono(node))
         why = f"; last poll failed: {node.poll_error}" if node.poll_error else ""
