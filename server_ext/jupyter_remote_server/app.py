@@ -53,7 +53,12 @@ class RemoteApp(RetentionTraits, ExtensionApp):
         help="Ignored since the server's agent client is async (one connection pool per node "
         "already); kept so that existing configurations still load. See pool_maxsize.",
     ).tag(config=True)
-    pool_maxsize = Int(10, help="Most keep-alive connections per node (seed 000).").tag(config=True)
+    pool_maxsize = Int(
+        64,
+        help="Most connections to one node at once (kept alive, seed 000). Each streaming cell "
+        "holds one while it runs and two are kept for health polls, so 62 cells stream from a "
+        "node at once; more wait for a free one.",
+    ).tag(config=True)
     default_image = Unicode(
         "jupyter-remote/python:local", help="Image used when a request names none."
     ).tag(config=True)

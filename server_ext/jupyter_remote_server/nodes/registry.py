@@ -156,7 +156,7 @@ class NodeRegistry(LoggingConfigurable):
     poll_interval = Float(5.0, help="Seconds between health and resource polls of each node.")
     suspect_after = Float(10.0, help="Seconds of silence after which a node is suspect.")
     lost_after = Float(60.0, help="Seconds of silence after which a node is lost.")
-    pool_maxsize = Int(10, help="Most keep-alive connections per node.")
+    pool_maxsize = Int(64, help="Most connections per node (RemoteApp.pool_maxsize).")
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
