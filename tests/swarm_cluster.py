@@ -27,7 +27,9 @@ Two choices beyond the notes:
   with the production mounts (/var/run/docker.sock) therefore reaches its own node's
   engine, never the machine's main one; the node's mounts (overlay roots, netns files)
   live and die with that namespace. The socket is addressed from the host by its real path,
-  NODE_DIR/run/docker.sock.
+  NODE_DIR/run/docker.sock. The data root is a tmpfs mounted in that namespace: images load
+  in ~2-6 s instead of ~15 s, and the store vanishes with the namespace (an rm of the
+  extracted layers took ~20 s).
 
 Teardown follows the notes' order (services and task containers, each dockerd by its pid
 file, its containerd, whatever is left in the node's namespaces, leftover mounts, the
@@ -46,6 +48,7 @@ import signal
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -55,6 +58,9 @@ PREFIX = "jrs"  # namespaces jrs-RUN-..., the host's veth jrsRUNh: easy to spot 
 PORT_MANAGER = 2377
 SECOND = 1_000_000_000  # docker-py's durations are nanoseconds
 AGENT_REPO = "jupyter-remote/swarm-agent"
+# A node's data root is a tmpfs in its own mount namespace: images load faster, and the
+# whole store goes with the namespace instead of an rm of ~10^4 files per node.
+DATA_TMPFS = "3g"
 
 
 def need_swarm() -> None:
@@ -124,6 +130,7 @@ class SwarmNode:
         self.net_ns: str | None = None
         self.client: docker.DockerClient | None = None
         self.node_id = ""  # the swarm's id for it, once it is in
+        self.killed: list[str] = []  # what was still there after dockerd and containerd
 
     def create_link(self) -> None:
         hub = self.cluster.hub
@@ -158,7 +165,11 @@ class SwarmNode:
         node's network namespace; the pid we keep is dockerd's own (every step execs)."""
         for sub in ("run", "data", "exec"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        script = f'mount --bind "{self.dir / "run"}" /run && hostname "{self.name}" && exec "$@"'
+        script = (
+            f'mount --bind "{self.dir / "run"}" /run && '
+            f'mount -t tmpfs -o size={DATA_TMPFS} tmpfs "{self.dir / "data"}" && '
+            f'hostname "{self.name}" && exec "$@"'
+        )
         argv = [
             "unshare", "--uts", "--mount", "--propagation", "private",
             "nsenter", f"--net=/run/netns/{self.name}", "--",
@@ -243,7 +254,7 @@ class SwarmNode:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(15)
+                self.proc.wait(8)  # 2-12 s measured; its state is thrown away anyway
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
@@ -254,9 +265,10 @@ class SwarmNode:
                 os.kill(pid, signal.SIGTERM)
         except (OSError, ValueError):
             pass
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 3
         while self.pids_inside() and time.monotonic() < deadline:
             time.sleep(0.1)
+        self.killed = [_cmdline(p) for p in self.pids_inside()]
         for pid in self.pids_inside():  # shims and their containers left behind
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -341,8 +353,9 @@ class SwarmCluster:
         self.wait_ready(nodes)
         self.timings["swarm_up_s"] = time.monotonic() - t1
         t2 = time.monotonic()
-        for node in nodes:
-            self._load(node)
+        for node, exc in in_parallel(self._load, nodes):
+            if exc is not None:
+                raise RuntimeError(f"loading images on {node.name}: {exc}") from exc
         self.timings["images_loaded_s"] = time.monotonic() - t2
 
     def _new_node(self) -> SwarmNode:
@@ -403,23 +416,28 @@ class SwarmCluster:
                     service.remove()
             except (docker.errors.DockerException, OSError):
                 pass
+        self.timings["services_removed_s"] = time.monotonic() - t0
         for step in (SwarmNode.stop_containers, SwarmNode.stop_daemon):
-            for node in self.nodes:
-                try:
-                    step(node)
-                except Exception as exc:  # noqa: BLE001 - go on; reported at the end
+            t = time.monotonic()
+            for node, exc in in_parallel(step, self.nodes):
+                if exc is not None:
                     errors.append(f"{node.name}: {step.__name__}: {exc}")
+            self.timings[f"{step.__name__}_s"] = time.monotonic() - t
+        t = time.monotonic()
         self._unmount_leftovers()
         for node in self.nodes:
             node.remove_link()
         run("ip", "link", "del", self.host_end, check=False)
         run("ip", "netns", "del", self.hub, check=False)
         self._remove_cgroups(errors)
+        self.timings["links_cgroups_s"] = time.monotonic() - t
+        t = time.monotonic()
         for node in self.nodes:
             for sub in ("data", "exec", "run"):
                 shutil.rmtree(node.dir / sub, ignore_errors=True)
         if self.image_tar is not None:
             self.image_tar.unlink(missing_ok=True)
+        self.timings["files_removed_s"] = time.monotonic() - t
         self.timings["swarm_down_s"] = time.monotonic() - t0
         if errors:
             raise RuntimeError("swarm teardown: " + "; ".join(errors))
@@ -465,6 +483,30 @@ class SwarmCluster:
                 f"cgroup {c}" for c in Path("/sys/fs/cgroup").glob(f"*/{node.name}") if c.exists()
             ]
         return found
+
+
+def in_parallel(step, nodes: list[SwarmNode]) -> list[tuple[SwarmNode, Exception | None]]:
+    """`step(node)` for every node at once; (node, its exception or None) each."""
+
+    def attempt(node: SwarmNode) -> Exception | None:
+        try:
+            step(node)
+        except Exception as exc:  # noqa: BLE001 - the caller goes on and reports it
+            return exc
+        return None
+
+    if not nodes:
+        return []
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        return list(zip(nodes, pool.map(attempt, nodes), strict=True))
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def _rmdir(path: Path) -> bool:
