@@ -5,16 +5,21 @@ node (docs/agent-api.md): `GET /v1`, `/v1/health`, `/v1/resources`, sessions, `P
 /v1/executions` (a cell: `started`, `--lines` stdout lines `--interval` s apart, `exit`;
 a command `sim LINES INTERVAL` sets both for that cell; records when the client asks for
 them, else NDJSON), `GET /v1/executions/{id}`, cancel,
-and the jobs list and change feed (long-polled, never changing). Any session id names a
-session the node has. `POST /v1/sessions` takes `session_delay` s (a container start).
+and jobs: submit, get, stop (`stop_delay` s, as a real agent's kill grace), the list and the
+change feed (long-polled, answered at the first change). A task whose command is `sleep S`
+completes after S s; any other runs until stopped (a service). Any session id names a session
+the node has. `POST /v1/sessions` takes `session_delay` s (a container start). A hung node
+accepts connections and reads requests but never answers (until it is released).
 
     python benchmarks/sim_agents.py --nodes 200 --max-seconds 300 [--certfile C --keyfile K]
 
 (with a certificate the nodes serve https) prints one JSON line (`{"control": URL,
 "nodes": [{"url", "node_id", "token"}]}`) and serves until stdin closes, SIGTERM, or
 `--max-seconds`. The control port answers `GET /stats` (calls by route, streams now and
-at most, session creations) and `POST /control` (`{"session_delay": s}`; `{"reset": true}`
-zeroes the counters).
+at most, session creations, stop calls per agent job, when each execution arrived) and
+`POST /control` (`{"session_delay": s}`, `{"stop_delay": s}`, `{"hang": [node_id, ...]}`
+(the list replaces the last one; `[]`
+releases them all); `{"reset": true}` zeroes the counters).
 """
 
 from __future__ import annotations
@@ -51,6 +56,17 @@ class Node:
         self.executions: dict[str, dict] = {}
         self.running = 0
         self.epoch = uuid.uuid4().hex
+        self.jobs: dict[str, dict] = {}
+        self.job_version = 0
+        self.versions: dict[str, int] = {}  # job id -> the feed version it last changed at
+        self.job_changed = asyncio.Event()  # replaced at each change: waiters see the old one set
+        self.hung = False
+
+    def changed(self, job: dict) -> None:
+        self.job_version += 1
+        self.versions[job["job_id"]] = self.job_version
+        self.job_changed.set()
+        self.job_changed = asyncio.Event()
 
 
 class Sim:
@@ -61,6 +77,12 @@ class Sim:
         self.lines = args.lines
         self.interval = args.interval
         self.session_delay = args.session_delay
+        self.stop_delay = args.stop_delay
+        self.max_seconds = args.max_seconds
+        self.stop_calls: Counter = Counter()
+        self.jobs_submitted = 0
+        self.arrivals: list[float] = []  # wall time each execution reached its node
+        self.released = asyncio.Event()
         self.by_port: dict[int, Node] = {}
         self.calls: Counter = Counter()
         self.streams = self.peak_streams = self.sessions_made = 0
@@ -73,6 +95,15 @@ class Sim:
         self.calls[f"{request.method} {route.canonical if route else request.path}"] += 1
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return error(401, "bad token", "unauthorized")
+        node = self.node(request)
+        if node.hung:  # accepted, read, never answered: until released (or the sim ends)
+            self.calls["hung"] += 1
+            while node.hung:
+                released = self.released
+                try:
+                    await asyncio.wait_for(released.wait(), self.max_seconds)
+                except asyncio.TimeoutError:
+                    break
         return await handler(request)
 
     def node(self, request: web.Request) -> Node:
@@ -94,6 +125,9 @@ class Sim:
                 get("/v1/executions/{id}", self.get_execution),
                 post("/v1/executions/{id}/cancel", self.cancel),
                 get("/v1/jobs", self.jobs),
+                post("/v1/jobs", self.submit_job),
+                get("/v1/jobs/{id}", self.get_job),
+                post("/v1/jobs/{id}/stop", self.stop_job),
             ]
         )
         return app
@@ -125,7 +159,9 @@ class Sim:
                 "executions": {"running": node.running},
                 "sessions": {"count": len(node.sessions)},
                 "warm_pool": {},
-                "jobs": {"running_tasks": 0},
+                "jobs": {
+                    "running_tasks": sum(j["status"] == "running" for j in node.jobs.values())
+                },
                 "own_containers": [],
                 "images": [IMAGE],
                 "sampled_at": time.time(),
@@ -181,6 +217,7 @@ class Sim:
     # -- executions ----------------------------------------------------------------------
     async def execute(self, request: web.Request) -> web.StreamResponse:
         node, body = self.node(request), await request.json()
+        self.arrivals.append(time.time())
         eid = body["execution_id"]
         if eid in node.executions:
             model = node.executions[eid]
@@ -278,12 +315,96 @@ class Sim:
         await asyncio.sleep(0)
         return web.json_response(node.executions[eid])
 
-    # -- jobs: none ever; the change feed holds the long poll, as a real agent's does ------
+    # -- jobs: one task each (as the server sends them); slow stops; the change feed ------
     async def jobs(self, request: web.Request) -> web.Response:
         node = self.node(request)
-        if "since" in request.query:
-            await asyncio.sleep(min(float(request.query.get("wait", 0)), 60))
-        return web.json_response({"jobs": [], "next": None, "epoch": node.epoch, "version": 0})
+        if "since" not in request.query:
+            found = sorted(node.jobs.values(), key=lambda j: j["created_at"], reverse=True)
+            body = {"jobs": found, "next": None, "epoch": node.epoch, "version": node.job_version}
+            return web.json_response(body)
+        since = int(request.query["since"])
+        wait = min(float(request.query.get("wait", 0)), 60)
+        if node.job_version <= since:
+            try:
+                await asyncio.wait_for(node.job_changed.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+        changed = [j for j in node.jobs.values() if node.versions[j["job_id"]] > since]
+        body = {"jobs": changed, "next": None, "epoch": node.epoch, "version": node.job_version}
+        return web.json_response(body)
+
+    async def submit_job(self, request: web.Request) -> web.Response:
+        node, body = self.node(request), await request.json()
+        job_id = body["job_id"]
+        if job_id in node.jobs:
+            return error(409, f"job {job_id!r} exists", "duplicate_job")
+        now = time.time()
+        spec = body["tasks"][0]
+        task = {
+            "index": 0,
+            "name": spec.get("name") or "task-0",
+            "argv": ["sh", "-c", spec.get("command") or ""],
+            "spec": spec,
+            "timeout": None,
+            "status": "running",
+            "returncode": None,
+            "oom_killed": False,
+            "container_id": uuid.uuid4().hex,
+            "started_at": now,
+            "finished_at": None,
+            "message": None,
+        }
+        job = {
+            "job_id": job_id,
+            "name": body.get("name") or job_id,
+            "status": "running",
+            "tasks_total": 1,
+            "tasks_done": 0,
+            "created_at": now,
+            "finished_at": None,
+            "stop_requested": False,
+            "parallelism": None,
+            "tasks": [task],
+        }
+        node.jobs[job_id] = job
+        node.changed(job)
+        self.jobs_submitted += 1
+        words = (spec.get("command") or "").replace(";", " ").split()
+        if len(words) >= 2 and words[0] == "sleep":  # a batch task: it ends by itself
+            asyncio.get_running_loop().call_later(
+                float(words[1]), self.end_job, node, job, "completed", 0
+            )
+        return web.json_response(job, status=201)
+
+    def end_job(self, node: Node, job: dict, status: str, returncode: int) -> None:
+        task = job["tasks"][0]
+        if task["status"] != "running":
+            return
+        now = time.time()
+        task.update(status=status, returncode=returncode, finished_at=now)
+        job.update(status=status, tasks_done=1, finished_at=now)
+        node.changed(job)
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        node, job_id = self.node(request), request.match_info["id"]
+        if job_id not in node.jobs:
+            return error(404, f"no job {job_id!r}", "job_not_found")
+        return web.json_response(node.jobs[job_id])
+
+    async def stop_job(self, request: web.Request) -> web.Response:
+        """Takes `stop_delay` s while the task runs (a container that ignores SIGTERM)."""
+        node, job_id = self.node(request), request.match_info["id"]
+        if job_id not in node.jobs:
+            return error(404, f"no job {job_id!r}", "job_not_found")
+        self.stop_calls[job_id] += 1
+        job = node.jobs[job_id]
+        if job["tasks"][0]["status"] == "running":
+            if not job["stop_requested"]:
+                job["stop_requested"] = True
+                node.changed(job)
+            await asyncio.sleep(self.stop_delay)
+            self.end_job(node, job, "stopped", 137)
+        return web.json_response(job)
 
     # -- control -------------------------------------------------------------------------
     async def stats(self, request: web.Request) -> web.Response:
@@ -293,6 +414,10 @@ class Sim:
                 "streams": self.streams,
                 "peak_streams": self.peak_streams,
                 "sessions_made": self.sessions_made,
+                "jobs_submitted": self.jobs_submitted,
+                "arrivals": self.arrivals,
+                "stop_calls": dict(self.stop_calls),
+                "hung": [n.node_id for n in self.by_port.values() if n.hung],
             }
         )
 
@@ -300,10 +425,21 @@ class Sim:
         body = await request.json()
         if "session_delay" in body:
             self.session_delay = float(body["session_delay"])
+        if "stop_delay" in body:
+            self.stop_delay = float(body["stop_delay"])
+        if "hang" in body:
+            hang = set(body["hang"])
+            for node in self.by_port.values():
+                node.hung = node.node_id in hang
+            self.released.set()  # the waiters look again: a node still hung waits anew
+            self.released = asyncio.Event()
         if body.get("reset"):
             self.calls.clear()
             self.peak_streams = self.streams
             self.sessions_made = 0
+            self.jobs_submitted = 0
+            self.stop_calls.clear()
+            self.arrivals = []
         return await self.stats(request)
 
 
@@ -368,6 +504,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=10)
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--session-delay", type=float, default=0.0)
+    parser.add_argument("--stop-delay", type=float, default=5.0)
     parser.add_argument("--max-seconds", type=float, default=300)
     parser.add_argument("--certfile", help="serve https with this certificate chain")
     parser.add_argument("--keyfile")
