@@ -21,6 +21,10 @@ class JupyterRemoteApp(Application):
             "jupyter_remote.gateway.app.GatewayApp",
             "Receive inference-engine states over UDP and log them.",
         ),
+        "swarm": (
+            "jupyter_remote.swarm.app.SwarmApp",
+            "Run the agents as a global service of a Docker Swarm (deploy, remove).",
+        ),
     }
 
     def initialize_subcommand(self, subc: str, argv=None) -> None:

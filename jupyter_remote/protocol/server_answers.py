@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict
 
 from jupyter_remote.protocol.common import JobStatus, TaskStatus
 
-NodeSource = Literal["config", "api", "join"]
-NodeState = Literal["unknown", "healthy", "busy", "unhealthy", "suspect", "lost"]
+NodeSource = Literal["config", "api", "join", "swarm"]
+# drained: it answers, but its engine (Swarm: availability drain or pause) takes no new work
+NodeState = Literal["unknown", "healthy", "busy", "unhealthy", "drained", "suspect", "lost"]
 
 
 class Answer(BaseModel):
@@ -34,6 +35,7 @@ class Node(Answer):
     node_id: str
     url: str
     source: NodeSource
+    labels: dict[str, str]  # its Swarm node's labels, or those configured for it
     state: NodeState
     reason: str
     added_at: float

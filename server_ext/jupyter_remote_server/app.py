@@ -12,7 +12,9 @@ from traitlets import Float, Int, List, Type, Unicode, default
 
 from jupyter_remote.protocol.server_bodies import MAX_EXECUTION_BODY, MAX_JOB_BODY
 from jupyter_remote.util.retention import RetentionTraits
+from jupyter_remote_server.nodes.labels import label_config
 from jupyter_remote_server.nodes.pool import NodeChooser
+from jupyter_remote_server.nodes.swarm import SwarmTraits, SwarmWatch
 from jupyter_remote_server.open_files import AcceptGuard, raise_open_files_limit
 from jupyter_remote_server.routes import handlers
 from jupyter_remote_server.services.manager import RemoteManager
@@ -24,14 +26,15 @@ ENV_TOKEN = "JUPYTER_REMOTE_SERVER_TOKEN"
 LOGGER = "jupyter_remote_server"  # the logger every module of the extension uses
 
 
-class RemoteApp(RetentionTraits, ExtensionApp):
+class RemoteApp(SwarmTraits, RetentionTraits, ExtensionApp):
     """jupyter-remote: runs notebook cells on a pool of Docker hosts through their agents."""
 
     name = "jupyter_remote_server"
 
     nodes = List(
         help="Agents to use, each a dict: {'url': 'http://host:9527', 'token': '...' or "
-        "'token_file': '/path', 'node_id': optional name}.",
+        "'token_file': '/path', 'node_id': optional name, 'labels': {'zone': 'eu-1'} for "
+        "placement with --on}.",
     ).tag(config=True)
     join_token = Unicode(
         help="Token agents present to join by themselves (jupyter-remote agent --join URL "
@@ -108,6 +111,7 @@ class RemoteApp(RetentionTraits, ExtensionApp):
         "a 503 too_many_open_files instead of hanging.",
     ).tag(config=True)
     manager: RemoteManager | None = None
+    swarm: SwarmWatch | None = None
     accept_guard: AcceptGuard | None = None
 
     @default("join_token")
@@ -135,6 +139,9 @@ class RemoteApp(RetentionTraits, ExtensionApp):
         # ServerApp does with tornado's, so its lines reach the server's handlers and level.
         logging.getLogger(LOGGER).parent = self.serverapp.log
         self.manager = RemoteManager(parent=self)  # settings: this app's traits
+        label_config(self.manager.registry.nodes, self._config_nodes())
+        if self.swarm_url:
+            self.swarm = SwarmWatch.from_settings(self, self.manager.registry, parent=self)
         if self.gateway_port:
             self.manager.configure_gateway(
                 bind=self.gateway_bind,
@@ -161,6 +168,8 @@ class RemoteApp(RetentionTraits, ExtensionApp):
         self.log.info("jupyter-remote: open-files limit %d (hard %d)", soft, hard)
         self.accept_guard = AcceptGuard.install_for(serverapp)
         self.manager.start()
+        if self.swarm is not None:
+            await self.swarm.start()  # the swarm's nodes are in the pool before any cell
         serverapp.event_logger.add_listener(
             schema_id=KERNEL_ACTIONS, listener=self.manager.on_kernel_event
         )
@@ -169,6 +178,8 @@ class RemoteApp(RetentionTraits, ExtensionApp):
     async def stop_extension(self) -> None:
         """The server stops its extensions, then shuts its kernels down: their sessions go
         first, while the agents can still be reached."""
+        if self.swarm is not None:
+            self.swarm.stop()
         if self.manager is not None:
             kernels, removed = await self.manager.kernels.remove_at_stop()
             if kernels:

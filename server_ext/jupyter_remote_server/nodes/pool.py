@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from jupyter_remote.protocol.errors import BadRequest, Unavailable
+from jupyter_remote.protocol.errors import BadRequest, Conflict, Unavailable
+from jupyter_remote_server.nodes.labels import Labels, lacks, shown
 from jupyter_remote_server.nodes.registry import Node, NodeRegistry
+
+LISTED = 20  # nodes named in a refusal; more are counted
 
 
 class NodeChooser:
@@ -34,10 +37,19 @@ class ExecutorPool:
         self.chooser = chooser
 
     def pick(
-        self, node_id: str | None = None, image: str | None = None, among: list[str] | None = None
+        self,
+        node_id: str | None = None,
+        image: str | None = None,
+        among: list[str] | None = None,
+        on: Labels | None = None,
     ) -> Node:
-        """A node that may take work now; 404 for an unknown node, 503 when none can."""
+        """A node that may take work now (with the labels `on` asks for: never another);
+        404 for an unknown node, 409 for a named node without the labels, 503 when none
+        can take it now, 400 when no node has the labels at all."""
         if node_id:
+            node = self.registry.get(node_id)
+            if not node.has_labels(on):
+                raise Conflict(lacks(node, on), reason="labels_not_matching")
             node = self.registry.usable(node_id)
             if not node.has_image(image):
                 raise Unavailable(
@@ -45,11 +57,16 @@ class ExecutorPool:
                     reason="image_not_on_node",
                 )
             return node
-        return self.chooser.choose(self.candidates(image, among), image)
+        return self.chooser.choose(self.candidates(image, among, on), image)
 
-    def candidates(self, image: str | None = None, among: list[str] | None = None) -> list[Node]:
-        """Usable nodes with the image (within `among`); 503 saying why when there are none."""
+    def candidates(
+        self, image: str | None = None, among: list[str] | None = None, on: Labels | None = None
+    ) -> list[Node]:
+        """Usable nodes with the image and the labels (within `among`); 503 saying why when
+        there are none now, 400 when no node has the labels."""
         nodes = [n for n in self.registry.nodes.values() if among is None or n.node_id in among]
+        if on:
+            nodes = self.matching(on, among)
         usable = [n for n in nodes if n.usable]
         with_image = [n for n in usable if n.has_image(image)]
         if not with_image:
@@ -57,18 +74,39 @@ class ExecutorPool:
                 why = "no nodes are registered; add one with %remote_nodes --add URL"
             elif not usable:
                 states = ", ".join(f"{n.node_id}: {n.state}" for n in nodes)
-                why = f"no node is usable ({states})"
+                having = f" with {shown(on)}" if on else ""
+                why = f"no node{having} is usable ({states})"
             else:
                 why = f"no usable node has image {image!r} (nodes never pull images)"
             raise Unavailable(why, reason="no_node")
         return with_image
 
-    def refuse_missing_image(self, image: str, among: list[str] | None = None) -> None:
-        """A 400 now when no node (within `among`) reports the image, rather than a 503 or
-        a job pending forever: nodes never pull images. Nodes not polled yet may have it."""
+    def matching(self, on: Labels, among: list[str] | None = None) -> list[Node]:
+        """The nodes (within `among`) that have every label `on` asks for, whatever their
+        state; a 400 listing which labels each node has when there are none."""
         nodes = [n for n in self.registry.nodes.values() if among is None or n.node_id in among]
+        found = [n for n in nodes if n.has_labels(on)]
+        if not found and nodes:
+            each = "; ".join(f"{n.node_id}: {shown(n.labels)}" for n in nodes[:LISTED])
+            if len(nodes) > LISTED:
+                each += f"; and {len(nodes) - LISTED} more"
+            raise BadRequest(
+                f"no node has {shown(on)} (labels per node: {each})", reason="no_matching_node"
+            )
+        return found
+
+    def refuse_missing_image(
+        self, image: str, among: list[str] | None = None, on: Labels | None = None
+    ) -> None:
+        """A 400 now when no node (within `among`, with the labels `on` asks for) reports
+        the image, rather than a 503 or a job pending forever: nodes never pull images.
+        Nodes not polled yet may have it."""
+        nodes = [n for n in self.registry.nodes.values() if among is None or n.node_id in among]
+        if on:
+            nodes = self.matching(on, among)
         if nodes and not any(n.has_image(image) for n in nodes):
             where = f"node {among[0]!r}" if among and len(among) == 1 else "any node in the pool"
+            where += f" with {shown(on)}" if on else ""
             raise BadRequest(
                 f"image {image!r} is not on {where} (nodes never pull images; "
                 "build or pull it on a node first)",

@@ -22,7 +22,8 @@ from jupyter_remote_server.nodes.session_snapshots import SessionSnapshots
 log = logging.getLogger("jupyter_remote_server")
 
 USABLE = ("healthy", "busy")  # busy: CPU/memory pressure; still takes work
-ANSWERING = ("healthy", "busy", "unhealthy")  # answered its last poll in time
+# answered its last poll in time; drained: its engine (Swarm) takes no new work there
+ANSWERING = ("healthy", "busy", "unhealthy", "drained")
 WARNING_CHECKS = ("cpu", "memory")  # pressure, for agents that give no severity
 
 
@@ -32,10 +33,10 @@ class Node:
 
     node_id: str
     url: str
-    source: str  # config | api | join
+    source: str  # config | api | join | swarm
     client: NodeClient
     token: str | None = None
-    state: str = "unknown"  # unknown | healthy | busy | unhealthy | suspect | lost
+    state: str = "unknown"  # unknown | healthy | busy | unhealthy | drained | suspect | lost
     reason: str = "not contacted yet"
     added_at: float = field(default_factory=time.time)
     last_seen: float | None = None  # monotonic
@@ -48,6 +49,10 @@ class Node:
     provisional: bool = False  # named after its URL until the agent tells its own id
     instance: str | None = None  # a joined agent's process (made at its start)
     poll_error: str | None = None  # why the last poll failed (a refused certificate, say)
+    labels: dict[str, str] = field(default_factory=dict)  # for placement (`on`)
+    # the word of the engine under it (Swarm), which outranks polls: ("lost", why) for a
+    # node it marks down, ("drained", why) for one it drains; None: polls decide
+    verdict: tuple[str, str] | None = None
 
     @property
     def usable(self) -> bool:
@@ -70,6 +75,10 @@ class Node:
             return True
         return image in images or f"{image}:latest" in images
 
+    def has_labels(self, wanted: dict[str, str] | None) -> bool:
+        """Whether the node has every one of these labels with these values."""
+        return not wanted or all(self.labels.get(k) == v for k, v in wanted.items())
+
     def load(self) -> tuple[int, float]:
         """Sort key for choosing: fewer running executions, then more free memory."""
         # counted from the pick, not from the first byte: a burst spreads over the pool
@@ -86,6 +95,7 @@ class Node:
             node_id=self.node_id,
             url=self.url,
             source=self.source,
+            labels=self.labels,
             state=self.state,
             reason=self.reason,
             added_at=self.added_at,
@@ -244,6 +254,19 @@ class NodeRegistry(LoggingConfigurable):
         self.nodes[node_id] = node
         return node, True
 
+    def set_verdict(self, node: Node, verdict: tuple[str, str] | None) -> None:
+        """The engine's word on a node (swarm.py), applied at once: lost (its work is
+        marked lost now, not after lost_after), drained (no new work), or None (polls
+        decide again; a lost node turns back at its next answer, then is reconciled)."""
+        if verdict == node.verdict:
+            return
+        node.verdict = verdict
+        if verdict is not None:
+            if verdict[0] == "lost" or node.answering:
+                self._set(node, *verdict)
+        elif node.state == "drained":  # back to what its last answer said
+            self._set(node, *state_of(node.health))
+
     def remove(self, node_id: str) -> Node:
         node = self.get(node_id)
         del self.nodes[node_id]
@@ -323,7 +346,10 @@ class NodeRegistry(LoggingConfigurable):
             self.nodes.pop(node.node_id, None)
             node.node_id, node.provisional = own_id, False
             self.nodes[own_id] = node
-        self._set(node, *state_of(health))
+        state = state_of(health)
+        if node.verdict and (node.verdict[0] == "lost" or state[0] in ANSWERING):
+            state = node.verdict  # its engine's word (Swarm: down, drained) outranks a poll
+        self._set(node, *state)
         await self.sessions.after_poll(node)  # after liveness: a slow list delays no state
 
     def _age(self, node: Node) -> None:

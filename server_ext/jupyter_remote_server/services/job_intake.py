@@ -76,8 +76,9 @@ class JobIntake:
         tasks = [self._task(i, t, defaults) for i, t in enumerate(raw)]
         for node_id in body.nodes or ():
             self.registry.get(node_id)
+        on = dict(body.on) if body.on else None  # tasks go only to nodes with these labels
         for image in sorted({t["spec"]["image"] for t in tasks}):
-            self.pool.refuse_missing_image(image, body.nodes)
+            self.pool.refuse_missing_image(image, body.nodes, on)
         job = {
             "job_id": job_id,
             "name": body.name or job_id,
@@ -87,6 +88,7 @@ class JobIntake:
             "stop_requested": False,
             "parallelism": body.parallelism,
             "nodes": body.nodes,
+            "on": on,
             "tasks": tasks,
         }
         if body.cell_id is not None:  # a notebook cell's --detach: a reloaded page finds it

@@ -113,12 +113,12 @@ class JobService(JobIntake, JobDeletion, LoggingConfigurable):
                     return
                 try:
                     node = self._choose(job, task)
-                except Unavailable:
+                except (Unavailable, BadRequest):  # none now, or none with its labels now
                     return  # no node can take it now; the next tick tries again
                 await self._send(job, task, node)
 
     def _choose(self, job: dict, task: dict) -> Node:
-        candidates = self.pool.candidates(task["spec"]["image"], job["nodes"])
+        candidates = self.pool.candidates(task["spec"]["image"], job["nodes"], job.get("on"))
         mine = {n.node_id: 0 for n in candidates}
         for t in job["tasks"]:
             if t["status"] == "running" and t["node_id"] in mine:

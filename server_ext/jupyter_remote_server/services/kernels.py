@@ -11,6 +11,7 @@ from traitlets.config import LoggingConfigurable
 
 from jupyter_remote.protocol.bodies import memory_bytes
 from jupyter_remote.protocol.errors import Conflict, NotFound, RemoteError
+from jupyter_remote_server.nodes.labels import shown
 
 log = logging.getLogger("jupyter_remote_server")
 
@@ -71,6 +72,7 @@ class KernelSessions(LoggingConfigurable):
         self, key: str, kernel_id: str, image: str, node_id: str | None, body: dict, kind: str
     ) -> dict:
         known = self.sessions.get(key)
+        on = body.get("on")
         if known:
             if node_id and node_id != known["node_id"]:
                 raise Conflict(
@@ -78,6 +80,8 @@ class KernelSessions(LoggingConfigurable):
                     f"use --fresh to run on {node_id!r}",
                     reason="session_elsewhere",
                 )
+            if on:
+                self._refuse_elsewhere(known, image, on)
             # a busy node still takes its sessions' cells: only silence stops them
             self.registry.answering(
                 known["node_id"],
@@ -85,8 +89,11 @@ class KernelSessions(LoggingConfigurable):
                 "use --fresh, or %remote_cleanup to start over on another node",
             )
             return known
-        self.pool.refuse_missing_image(image, [node_id] if node_id else None)
-        node = self.pool.pick(node_id, image)
+        # a named node without the labels is pick()'s 409
+        self.pool.refuse_missing_image(
+            image, [node_id] if node_id else None, None if node_id else on
+        )
+        node = self.pool.pick(node_id, image, on=on)
         digest = hashlib.sha1(image.encode()).hexdigest()[:8]
         session_id = f"k-{kernel_id}-{digest}"
         spec = {k: body[k] for k in SESSION_FIELDS if body.get(k) is not None}
@@ -111,6 +118,21 @@ class KernelSessions(LoggingConfigurable):
         self.store.save("kernel_session", key, record)
         log.info("kernel %s: session %s on node %s", kernel_id, session_id, node.node_id)
         return record
+
+    def _refuse_elsewhere(self, known: dict, image: str, on: dict) -> None:
+        """A 409 when the session lives on a node without the labels the cell asks for:
+        its files and variables are there, so it is never moved (nor the cell run
+        elsewhere without them)."""
+        node = self.registry.get(known["node_id"])
+        if node.has_labels(on):
+            return
+        raise Conflict(
+            f"this kernel's {image} session lives on node {node.node_id!r}, which does not "
+            f"have {shown(on)} (it has {shown(node.labels)}); use --fresh for a one-off "
+            "container there, or %remote_cleanup to start over on a matching node "
+            "(the session's files and variables go with it)",
+            reason="session_elsewhere",
+        )
 
     def forget(self, kernel_id: str, image: str) -> dict | None:
         """Drop the record of a session its node no longer has; the next ensure makes one."""

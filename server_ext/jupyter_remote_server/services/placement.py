@@ -6,7 +6,16 @@ from __future__ import annotations
 from jupyter_remote.protocol.errors import RemoteError
 from jupyter_remote_server.nodes.registry import Node
 
-SERVER_FIELDS = ("execution_id", "kernel_id", "owner", "node", "fresh", "session_id", "cell_id")
+SERVER_FIELDS = (
+    "execution_id",
+    "kernel_id",
+    "owner",
+    "node",
+    "fresh",
+    "session_id",
+    "cell_id",
+    "on",
+)
 SESSION_GONE = ("session_not_found", "session_expired")
 
 Placed = tuple[Node, dict, list[str]]  # the node, the agent's body, notices for the user
@@ -27,6 +36,8 @@ class ExecutionPlacement:
         node = session and self.registry.nodes.get(session["node_id"])
         if not node or not node.answering or req["node"] not in (None, node.node_id):
             return None
+        if not node.has_labels(body.get("on")):
+            return None  # place() refuses it
         return node, self._agent_body(body, session["session_id"]), self._notices(session, body)
 
     async def place(self, req: dict) -> Placed:
@@ -34,8 +45,10 @@ class ExecutionPlacement:
         (404, 409, 503) is made here."""
         body = req["body"]
         image = body.get("image") or self.default_image
+        on = body.get("on")
         if body.get("session_id"):
-            return self.pool.pick(req["node"]), self._agent_body(body, body["session_id"]), []
+            node = self.pool.pick(req["node"], on=on)
+            return node, self._agent_body(body, body["session_id"]), []
         if req["owner"] and not body.get("fresh"):
             kind = "kernel" if req["kernel_id"] else "client"
             session = await self.kernels.ensure(req["owner"], image, req["node"], body, kind=kind)
@@ -43,7 +56,9 @@ class ExecutionPlacement:
             return node, self._agent_body(body, session["session_id"]), self._notices(session, body)
         agent_body = self._agent_body(body, None)
         agent_body["image"] = image
-        return self.pool.pick(req["node"], image), agent_body, []
+        if on and not req["node"]:  # a named node without the labels is pick()'s 409
+            self.pool.refuse_missing_image(image, None, on)
+        return self.pool.pick(req["node"], image, on=on), agent_body, []
 
     @staticmethod
     def _agent_body(body: dict, session_id: str | None) -> dict:

@@ -1,0 +1,1 @@
+"""`jupyter-remote swarm`: agents as a global service of a Docker Swarm."""
