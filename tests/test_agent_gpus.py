@@ -215,6 +215,54 @@ def test_fresh_executions_and_job_tasks_hold_gpus_while_they_run(make_agent, doc
     assert _wait_free(node, 4)["free"] == 4
 
 
+def test_forty_concurrent_fresh_executions_for_one_gpu_each(make_agent, docker_client):
+    """Fresh executions are not serialised by a session lock: only the allocator's own."""
+    node = make_agent(extra=(*CALM, *FOUR, "--gpu-mode", "env"))
+
+    def run(i):
+        body = {
+            "execution_id": new_id(),
+            "image": BUSYBOX,
+            "memory": "64m",
+            "gpus": 1,
+            "command": "echo gpu=$NVIDIA_VISIBLE_DEVICES; sleep 3",
+        }
+        resp = _post(node, "/v1/executions", body)
+        return resp.status_code, resp.text
+
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(run, range(40)))
+    ran = [text for status, text in answers if status == 200]
+    refused = [text for status, text in answers if status == 409]
+    assert len(ran) == 4 and len(refused) == 36, [s for s, _ in answers]
+    seen = sorted(line.split("gpu=")[1][:1] for text in ran for line in [text] if "gpu=" in line)
+    assert seen == ["0", "1", "2", "3"], ran
+    assert all('"gpus_unavailable"' in text for text in refused)
+    assert _wait_free(node, 4)["free"] == 4
+
+
+def test_gpus_are_freed_by_idle_cull_and_by_holders_that_died_while_the_agent_was_down(
+    make_agent, docker_client
+):
+    node = make_agent(extra=(*CALM, *FOUR, "--gpu-mode", "env"))
+    idle, dead, kept = new_id("s"), new_id("s"), new_id("s")
+    body = {"image": BUSYBOX, "memory": "64m", "gpus": 1}
+    assert _post(node, "/v1/sessions", {**body, "session_id": idle, "idle_timeout": 1}).ok
+    assert _wait_free(node, 4)["free"] == 4  # culled after 1 s idle, its GPU back
+    job = node.client.submit_job(job_id=new_id("j"), image=BUSYBOX, gpus=1, command="sleep 2")
+    for sid in (dead, kept):
+        assert _post(node, "/v1/sessions", {**body, "session_id": sid}).ok
+    assert _gpus(node)["free"] == 1
+    node.kill9()
+    (container,) = node.containers(docker_client, session=dead)
+    container.remove(force=True)  # crashed and gone while the agent was down
+    time.sleep(2.5)  # the job's task ends meanwhile
+    node.start()
+    gpus = _wait_free(node, 3)
+    assert sorted(h for d in gpus["devices"] for h in d["held_by"]) == [f"session:{kept}"]
+    assert wait_job(node.client, job["job_id"])["status"] == "completed"
+
+
 def test_containers_without_gpus_on_a_gpu_node_get_none(make_agent, docker_client):
     """NVIDIA's runtime reads NVIDIA_VISIBLE_DEVICES when it starts a container: the agent's
     value is the container's, whatever the request's env (or a CUDA image) says."""
