@@ -7,6 +7,7 @@ labels, matching nodes that cannot take work now a 503.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -14,6 +15,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from conftest import BUSYBOX, free_port
+from jupyter_remote.kernel.api import RemoteDockerEnvironment, RemoteEnvironment
 from jupyter_remote_server.nodes.labels import check_labels
 from server_fixtures import (
     FAST,
@@ -164,6 +166,27 @@ async def test_a_jobs_tasks_run_only_on_matching_nodes(jp_fetch, agents):
     done = await until(ended, timeout=60)
     assert done["status"] == "completed"
     assert set(done["nodes_used"]) <= {agents[0].node_id, agents[1].node_id}
+
+
+async def test_the_python_api_places_by_label(jp_fetch, agents):
+    await healthy(jp_fetch, 3)
+
+    def scripted():  # the blocking client, as a script uses it (the server is on this loop)
+        with RemoteDockerEnvironment(image=BUSYBOX, on={"zone": "us-2"}) as env:
+            ran = env.execute("echo hi")
+        batch = RemoteEnvironment("labelled", image=BUSYBOX, on={"gpu": "a100"})
+        return ran, batch.add("true").add("true").submit()
+
+    ran, job = await asyncio.to_thread(scripted)
+    assert ran["returncode"] == 0 and ran["node_id"] == agents[2].node_id
+    assert job["on"] == {"gpu": "a100"}
+
+    async def ended():
+        got = await api(jp_fetch, "jobs", job["job_id"])
+        return got if got["status"] in ("completed", "failed") else None
+
+    done = await until(ended, timeout=60)
+    assert done["status"] == "completed" and done["nodes_used"] == [agents[0].node_id]
 
 
 def test_configured_labels_follow_the_protocols_rule():

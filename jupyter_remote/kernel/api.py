@@ -33,13 +33,16 @@ class RemoteDockerEnvironment:
         node: str | None = None,
         memory: str | None = None,
         cpus: float | None = None,
+        on: dict[str, str] | None = None,
         client: RemoteClient | None = None,
     ) -> None:
         self.client = client or RemoteClient(server_url, token)
         self.image = image
         self.timeout = timeout
         self.node = node
-        self.limits = {k: v for k, v in {"memory": memory, "cpus": cpus}.items() if v}
+        # on: only a node with every one of these labels takes the session
+        fields = {"memory": memory, "cpus": cpus, "on": on}
+        self.limits = {k: v for k, v in fields.items() if v}
         self.owner = f"env-{uuid.uuid4().hex[:12]}"
         self.session: dict | None = None
 
@@ -120,6 +123,7 @@ class RemoteEnvironment:
         image: str | None = None,
         nodes: list[str] | None = None,
         parallelism: int = 0,
+        on: dict[str, str] | None = None,
         token: str | None = None,
         client: RemoteClient | None = None,
     ) -> None:
@@ -127,6 +131,7 @@ class RemoteEnvironment:
         self.name = name
         self.image = image
         self.nodes = nodes
+        self.on = on  # tasks only on nodes with every one of these labels
         self.parallelism = parallelism
         self.tasks: list[dict] = []
         self.job_id: str | None = None
@@ -156,6 +161,8 @@ class RemoteEnvironment:
             body["image"] = self.image
         if self.nodes:
             body["nodes"] = self.nodes
+        if self.on:
+            body["on"] = self.on
         job = self.client.submit_job(**body)
         self.job_id = job["job_id"]
         if not autostop:
