@@ -29,6 +29,7 @@ from jupyter_remote.agent.sessions import SessionManager
 from jupyter_remote.agent.specs import Limits, check_host_fits
 from jupyter_remote.protocol.bodies import SessionBody
 from jupyter_remote.protocol.errors import BadRequest, Unavailable
+from jupyter_remote.util.failures import log_failure
 from jupyter_remote.util.retention import Policy
 
 log = logging.getLogger("jupyter_remote.agent")
@@ -208,7 +209,7 @@ class Agent:
         try:
             return self.retention.sweep()
         except Exception:  # noqa: BLE001 - a bad pass must not stop the agent's loop
-            log.exception("retention pass failed")
+            log_failure(log, "retention pass failed")
             return {}
 
     def sweep_expired(self) -> list[str]:

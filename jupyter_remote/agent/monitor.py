@@ -11,6 +11,7 @@ import docker
 import psutil
 
 from jupyter_remote.agent import labels
+from jupyter_remote.util.failures import log_failure
 
 log = logging.getLogger("jupyter_remote.agent")
 
@@ -52,7 +53,7 @@ class ResourceMonitor:
             try:
                 self.refresh()
             except Exception:  # noqa: BLE001 - a bad sample must not end monitoring
-                log.exception("resource sampling failed")
+                log_failure(log, "resource sampling failed")
 
     def refresh(self) -> None:
         """Take one sample of the host, the engine and this node's containers."""

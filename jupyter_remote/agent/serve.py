@@ -19,6 +19,7 @@ from jupyter_remote.agent.settings import UsageFailure
 from jupyter_remote.agent.specs import Limits
 from jupyter_remote.agent.web.base import BodyLimits
 from jupyter_remote.agent.web.routes import make_app
+from jupyter_remote.http.open_files import AcceptGuard, raise_open_files_limit
 from jupyter_remote.protocol.errors import RemoteError
 
 log = logging.getLogger("jupyter_remote.agent")
@@ -67,10 +68,14 @@ async def serve(app, host: str, port: int, token: str, limits: Limits) -> None:
         idle_connection_timeout=300,
         ssl_options=tls,
     )
+    raise_open_files_limit(0)  # each stream to a server holds a descriptor
     try:
         server.listen(port, address=host)
     except OSError as exc:
         raise UsageFailure(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    guard = None if tls else AcceptGuard(server, port, "the agent", "ulimit -n")
+    if guard is not None:
+        guard.install()
     reaper = loop.create_task(reap(agent))
     joiner = None
     if app.join:
@@ -93,6 +98,8 @@ async def serve(app, host: str, port: int, token: str, limits: Limits) -> None:
     log.info("stopping")
     agent.stopping = True
     agent.jobs.changes.notify()  # long-polls answer now instead of being cut off
+    if guard is not None:
+        guard.close()
     server.stop()
     reaper.cancel()
     if joiner:

@@ -105,7 +105,9 @@ def _distinct(value: list[int]) -> list[int]:
 
 GpuCount = Annotated[int, Field(ge=1, le=MAX_GPUS, strict=True)]
 GpuIndex = Annotated[int, Field(ge=0, le=1023, strict=True)]
-GpuList = Annotated[list[GpuIndex], Field(min_length=1, max_length=MAX_GPUS), AfterValidator(_distinct)]
+GpuList = Annotated[
+    list[GpuIndex], Field(min_length=1, max_length=MAX_GPUS), AfterValidator(_distinct)
+]
 Gpus = Annotated[
     GpuCount | GpuList,
     Field(
@@ -123,7 +125,8 @@ PlacementLabels = Annotated[
     Field(
         min_length=1,
         max_length=MAX_LABELS,
-        description="Only nodes with every one of these labels (node labels: Swarm's or the agent's --labels)",
+        description="Only nodes with every one of these labels (Swarm's node labels, or a "
+        "configured node's)",
         examples=[{"zone": "eu-1"}],
     ),
 ]

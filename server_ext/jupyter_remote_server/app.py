@@ -15,7 +15,7 @@ from jupyter_remote.util.retention import RetentionTraits
 from jupyter_remote_server.nodes.labels import label_config
 from jupyter_remote_server.nodes.pool import NodeChooser
 from jupyter_remote_server.nodes.swarm import SwarmTraits, SwarmWatch
-from jupyter_remote_server.open_files import AcceptGuard, raise_open_files_limit
+from jupyter_remote.http.open_files import AcceptGuard, raise_open_files_limit
 from jupyter_remote_server.routes import handlers
 from jupyter_remote_server.services.manager import RemoteManager
 from jupyter_remote_server.store.jobstore import JobStore, SQLiteJobStore

@@ -13,7 +13,6 @@ read once per node) take this same path as plain HTTP.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import os
 import ssl
@@ -25,6 +24,7 @@ import aiohttp
 from jupyter_remote.http.api import CONTROL_CONNECTIONS, DEFAULT_TIMEOUT, why_failed
 from jupyter_remote.protocol.errors import ConnectionFailed, TimedOut, Unavailable, error_from_body
 from jupyter_remote.protocol.records import RECORDS_TYPE
+from jupyter_remote.util.failures import OUT_OF_FILES
 
 ERROR_BODY_LIMIT = 1 << 20  # most bytes of a refusal's body read
 DRAIN_WAIT = 5.0  # seconds to read an answer's end after its last event, for reuse
@@ -40,9 +40,6 @@ def environ_proxy(url: str) -> str | None:
     if not proxies or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
         return None
     return proxies.get(parts.scheme) or proxies.get("all")
-
-
-OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)  # this process's fault, not the node's
 
 
 def failed(exc: BaseException) -> str:

@@ -12,7 +12,6 @@ briefly; it logs one warning per `WARN_EVERY` seconds with the count refused.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -24,9 +23,10 @@ import psutil
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
-log = logging.getLogger("jupyter_remote_server")
+from jupyter_remote.util.failures import OUT_OF_FILES
 
-OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
+log = logging.getLogger("jupyter_remote")
+
 PAUSE = 0.1  # seconds without accepting after a refusal: the loop does other work meanwhile
 WARN_EVERY = 10.0
 DRAIN_FOR = 1.0  # seconds a refused connection may take to send its request before closing
@@ -46,12 +46,12 @@ def raise_open_files_limit(want: int) -> tuple[int, int]:
     return soft, hard
 
 
-def refusal(soft: int) -> bytes:
-    """The 503 a connection gets when the server has no descriptor left for it."""
+def refusal(who: str, soft: int, hint: str) -> bytes:
+    """The 503 a connection gets when the process has no descriptor left for it."""
     body = json.dumps(
         {
-            "message": f"the Jupyter server has run out of open files (limit {soft}); "
-            "try again in a moment, or raise c.RemoteApp.open_files_limit / ulimit -n",
+            "message": f"{who} has run out of open files (limit {soft}); try again in a "
+            f"moment, or raise {hint}",
             "reason": "too_many_open_files",
         }
     ).encode()
@@ -65,9 +65,11 @@ def refusal(soft: int) -> bytes:
 class AcceptGuard:
     """Accepts for an HTTP server's listening sockets, shedding load on EMFILE."""
 
-    def __init__(self, http_server, port: int) -> None:
+    def __init__(self, http_server, port: int, who: str, hint: str, logger=log) -> None:
+        self.log = logger
         self.http_server = http_server
         self.port = port
+        self.who, self.hint = who, hint  # the 503's words: whose limit, and how to raise it
         self.loop = IOLoop.current()
         self.sockets: list[socket.socket] = []
         self.reserve: int | None = None
@@ -85,7 +87,13 @@ class AcceptGuard:
             return None
         if serverapp.certfile:
             return None
-        guard = cls(http_server, serverapp.port)
+        guard = cls(
+            http_server,
+            serverapp.port,
+            "the Jupyter server",
+            "c.RemoteApp.open_files_limit",
+            logging.getLogger("jupyter_remote_server"),
+        )
         return guard if guard.install() else None
 
     def install(self) -> int:
@@ -156,7 +164,8 @@ class AcceptGuard:
         self._refused_since_warning += 1
         conn.setblocking(False)
         try:
-            conn.send(refusal(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            conn.send(refusal(self.who, soft, self.hint))
             conn.shutdown(socket.SHUT_WR)
         except OSError:
             return self._closed(conn)
@@ -192,9 +201,10 @@ class AcceptGuard:
         now = time.monotonic()
         if now - self._warned_at >= WARN_EVERY:
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            log.warning(
-                "jupyter-remote: out of open files (limit %d): %d connection(s) refused with "
-                "503 too_many_open_files since the last such warning",
+            self.log.warning(
+                "jupyter-remote: %s is out of open files (limit %d): %d connection(s) refused "
+                "with 503 too_many_open_files since the last such warning",
+                self.who,
                 soft,
                 self._refused_since_warning,
             )
