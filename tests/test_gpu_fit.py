@@ -63,3 +63,44 @@ def test_why_none_names_each_nodes_free_gpus_and_holders():
     assert why_none([], 1) == "no node has 1 free GPU: there are no usable nodes"
     many = [node(f"n{i}", reported(1, {f"session:s{i}": (0,)})) for i in range(12)]
     assert why_none(many, 1).endswith("n7: 1 GPU, 0 free (0: session:s7); and 4 more")
+
+
+def test_the_nodes_widget_shows_a_bar_per_gpu_and_who_holds_it():
+    """The node's `gpus` (its agent's report) as the NodesWidget shows it, reused in place."""
+    from jupyter_remote.kernel.widgets import NodesWidget
+
+    class Canned:
+        answer: list[dict] = []
+
+        def nodes(self) -> list[dict]:
+            return self.answer
+
+    def model(name: str, gpus: dict | None) -> dict:
+        return {
+            "node_id": name,
+            "state": "healthy",
+            "reason": "ok",
+            "health": [],
+            "warnings": [],
+            "running_executions": 0,
+            "gpus": gpus,
+        }
+
+    gpus = reported(2, {"session:<s1>": (1,)})
+    gpus["devices"][0].update(utilization=37.0, model="NVIDIA H100")
+    client = Canned()
+    client.answer = [model("a", gpus), model("cpu", None)]
+    widget = NodesWidget(client)
+    widget.refresh()
+    row = widget.rows["a"]
+    first, second = row.gpu_bars
+    assert first.figure.value == "37%" and "free" in first.holder.value
+    assert second.bar.value == 100.0 and second.holder.value == "session:&lt;s1&gt;"
+    assert "1 of 2 GPUs free" in row.work.value
+    assert widget.rows["cpu"].gpu_bars == [] and "GPUs" not in widget.rows["cpu"].work.value
+    gpus = reported(1, {})
+    client.answer = [model("a", gpus)]
+    widget.refresh()
+    assert row.gpu_bars == [first] and tuple(row.gpus.children) == (first,)
+    assert second.comm is None  # the bar of a GPU no longer reported is closed
+    widget.close()

@@ -1,5 +1,5 @@
-"""The pool's nodes: one row per node (state, CPU / memory / disk bars, running work,
-health warnings), updated in place."""
+"""The pool's nodes: one row per node (state, CPU / memory / disk bars, a bar per GPU
+with who holds it, running work, health warnings), updated in place."""
 
 from __future__ import annotations
 
@@ -34,6 +34,42 @@ class _Bar(w.HBox):
         self.figure.value = f"{value:.0f}%"
 
 
+def gpu_percent(device: dict) -> float | None:
+    """What a GPU's bar shows: its utilisation, else its memory in use, else None (a GPU
+    known by index only)."""
+    if device.get("utilization") is not None:
+        return float(device["utilization"])
+    used, total = device.get("memory_used"), device.get("memory_total")
+    if used is not None and total:
+        return 100.0 * used / total
+    return None
+
+
+class _GpuBar(w.HBox):
+    """One GPU: index and model, a bar (utilisation or memory), and who holds it."""
+
+    def __init__(self) -> None:
+        self.label = w.HTML(layout=w.Layout(width="3.5em"))
+        self.bar = w.FloatProgress(min=0, max=100, layout=w.Layout(width="9em"))
+        self.figure = w.Label(layout=w.Layout(width="3.5em"))
+        self.holder = w.HTML()
+        super().__init__([self.label, self.bar, self.figure, self.holder])
+
+    def update(self, device: dict) -> None:
+        model = html.escape(str(device.get("model") or "GPU"))
+        self.label.value = f"<span title='{model}'>gpu{int(device.get('index', 0))}</span>"
+        percent = gpu_percent(device)
+        held = device.get("held_by") or []
+        self.bar.value = percent if percent is not None else (100.0 if held else 0.0)
+        self.bar.bar_style = "info" if held else "success"
+        self.figure.value = f"{percent:.0f}%" if percent is not None else ""
+        self.holder.value = (
+            html.escape(", ".join(map(str, held)))
+            if held
+            else "<span style='color:#757575'>free</span>"
+        )
+
+
 def health_problems(node: dict) -> tuple[list[str], list[str]]:
     """(warnings, critical) messages of a node model's failing checks: a warning (CPU or
     memory pressure) makes a node busy but usable; a critical one makes it unusable."""
@@ -57,11 +93,32 @@ class NodeRow(w.HBox):
         self.bars = {
             key: _Bar(label) for key, label in (("cpu", "CPU"), ("memory", "mem"), ("disk", "disk"))
         }
+        self.gpus = w.VBox()
+        self.gpu_bars: list[_GpuBar] = []
         self.work = w.HTML()
         self.problems = w.HTML()
         super().__init__(
-            [self.name, w.VBox(list(self.bars.values())), w.VBox([self.work, self.problems])]
+            [
+                self.name,
+                w.VBox(list(self.bars.values())),
+                self.gpus,
+                w.VBox([self.work, self.problems]),
+            ]
         )
+
+    def update_gpus(self, gpus: dict | None) -> None:
+        """A bar per GPU; bars are kept and reused, so a refresh makes no new widgets."""
+        devices = (gpus or {}).get("devices") or []
+        gone = self.gpu_bars[len(devices) :]
+        self.gpu_bars = self.gpu_bars[: len(devices)]
+        while len(self.gpu_bars) < len(devices):
+            self.gpu_bars.append(_GpuBar())
+        for bar, device in zip(self.gpu_bars, devices, strict=True):
+            bar.update(device)
+        if tuple(self.gpus.children) != tuple(self.gpu_bars):
+            self.gpus.children = tuple(self.gpu_bars)
+        for bar in gone:  # out of the box first, then closed with all it holds
+            close_all(bar)
 
     def update(self, node: dict) -> None:
         state = node["state"]
@@ -74,7 +131,12 @@ class NodeRow(w.HBox):
         )
         for key, bar in self.bars.items():
             bar.update((node.get(key) or {}).get("percent"))
-        self.work.value = f"{node.get('running_executions', 0)} running"
+        self.update_gpus(node.get("gpus"))
+        work = f"{node.get('running_executions', 0)} running"
+        gpus = node.get("gpus") or {}
+        if gpus.get("count"):
+            work += f"<br>{int(gpus.get('free', 0))} of {int(gpus['count'])} GPUs free"
+        self.work.value = work
         warnings, critical = health_problems(node)
         lines = [f"<span style='color:#c62828'>✖ {html.escape(m)}</span>" for m in critical]
         lines += [
