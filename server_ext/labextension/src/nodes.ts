@@ -1,5 +1,6 @@
-// The panel's "Nodes" section: one compact row per node (state, CPU / memory / disk, running
-// work, warnings), ✕ to remove one after a confirmation, and the form that adds one.
+// The panel's "Nodes" section: one compact row per node (state, CPU / memory / disk, a bar
+// per GPU with who holds it, running work, warnings), ✕ to remove one after a confirmation,
+// and the form that adds one.
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { find, h, KeyedRows, setAttr, setText, show, showError } from './dom';
 import { requestAPI } from './request';
@@ -15,6 +16,63 @@ const BARS: [keyof INode, string][] = [
   ['memory', 'mem'],
   ['disk', 'disk']
 ];
+
+/** One GPU of the agent's /v1/resources `gpus` (docs/gpus.md). */
+interface IGpu {
+  index: number;
+  model?: string | null;
+  memory_used?: number | null;
+  memory_total?: number | null;
+  utilization?: number | null;
+  held_by?: string[];
+}
+
+interface IGpus {
+  count?: number;
+  free?: number;
+  devices?: IGpu[];
+}
+
+/** The node's GPUs, when its answer carries them (agents from before GPUs do not). */
+function gpusOf(n: INode): IGpus | null {
+  return (n as unknown as { gpus?: IGpus | null }).gpus ?? null;
+}
+
+/** What a GPU's bar shows: utilisation, else memory in use, else null (index only). */
+function gpuPercent(g: IGpu): number | null {
+  if (g.utilization !== null && g.utilization !== undefined) {
+    return g.utilization;
+  }
+  if (g.memory_used !== null && g.memory_used !== undefined && g.memory_total) {
+    return (100 * g.memory_used) / g.memory_total;
+  }
+  return null;
+}
+
+function updateGpus(box: HTMLElement, gpus: IGpus | null): void {
+  const devices = gpus?.devices ?? [];
+  while (box.children.length > devices.length) {
+    box.lastElementChild?.remove();
+  }
+  while (box.children.length < devices.length) {
+    box.append(h('div', { class: 'jr-gpu' }, makeBar('gpu'), h('span', { class: 'jr-gpu-holder' })));
+  }
+  devices.forEach((g, i) => {
+    const row = box.children[i] as HTMLElement;
+    const bar = find(row, '.jr-bar');
+    const label = `gpu${g.index}`;
+    const held = g.held_by ?? [];
+    const percent = gpuPercent(g);
+    updateBar(bar, label, percent ?? (held.length ? 100 : 0));
+    setText(find(bar, '.jr-bar-label'), label);
+    if (percent === null) {
+      setText(find(bar, '.jr-bar-figure'), '');
+    }
+    setAttr(bar, 'title', `${g.model ?? 'GPU'} ${label}: ${held.length ? held.join(', ') : 'free'}`);
+    setText(find(row, '.jr-gpu-holder'), held.length ? held.join(', ') : 'free');
+  });
+  show(box, devices.length > 0);
+}
 
 function makeBar(label: string): HTMLElement {
   return h(
@@ -53,7 +111,8 @@ function makeRow(n: INode): HTMLElement {
       title: 'busy: still takes work; new work prefers other nodes'
     }),
     h('div', { class: 'jr-seen' }),
-    h('div', { class: 'jr-bars' }, ...BARS.map(([, label]) => makeBar(label)))
+    h('div', { class: 'jr-bars' }, ...BARS.map(([, label]) => makeBar(label))),
+    h('div', { class: 'jr-gpus' })
   );
 }
 
@@ -62,7 +121,10 @@ function updateRow(row: HTMLElement, n: INode): void {
   setText(state, n.state);
   setAttr(state, 'class', `jr-state jr-${n.state}`);
   setAttr(state, 'title', `${n.reason} · last seen ${agoFrom(n.last_seen_at)}`);
-  setText(find(row, '.jr-running'), `${n.running_executions} running`);
+  const gpus = gpusOf(n);
+  const free = gpus?.count ? ` · ${gpus.free ?? 0} of ${gpus.count} GPUs free` : '';
+  setText(find(row, '.jr-running'), `${n.running_executions} running${free}`);
+  updateGpus(find(row, '.jr-gpus'), gpus);
   // Why a node is busy: it still takes work, so a warning, not an error.
   const warnings = find(row, '.jr-warnings');
   const list = n.warnings ?? [];
