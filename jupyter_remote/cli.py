@@ -8,6 +8,8 @@ from traitlets.config import Application
 
 from jupyter_remote._version import __version__
 
+EXTRAS = {"swarm": "agent"}  # the extra a sub-command needs, where it has no extra of its own
+
 
 class JupyterRemoteApp(Application):
     name = "jupyter-remote"
@@ -33,7 +35,7 @@ class JupyterRemoteApp(Application):
         except ModuleNotFoundError as exc:
             print(
                 f"error: `jupyter-remote {subc}` needs module {exc.name!r}, which this install "
-                f"lacks; install it with: pip install 'jupyter-remote[{subc}]'",
+                f"lacks; install it with: pip install 'jupyter-remote[{EXTRAS.get(subc, subc)}]'",
                 file=sys.stderr,
             )
             self.exit(2)
