@@ -305,6 +305,12 @@ def test_bad_gpu_values_are_400s_and_create_nothing(make_agent, docker_client):
     resp = _post(plain, "/v1/sessions", {"image": BUSYBOX, "gpus": 1})
     assert resp.status_code == 400 and resp.json()["reason"] == "bad_gpus"
     assert "has no GPUs" in resp.json()["message"]
+    sid = new_id("s")  # a cell asking for GPUs in a session of a node without any: 400 too
+    assert _post(plain, "/v1/sessions", {"session_id": sid, "image": BUSYBOX}).ok
+    cell = {"execution_id": new_id(), "session_id": sid, "gpus": 1, "command": "true"}
+    resp = _post(plain, "/v1/executions", cell)
+    assert resp.status_code == 400 and resp.json()["reason"] == "bad_gpus", resp.text
+    plain.client.delete_session(sid)
     assert not node.containers(docker_client) and not plain.containers(docker_client)
     assert _gpus(node)["free"] == 4
 

@@ -14,6 +14,7 @@ def check_session_gpus(sessions, session_id: str, want: int | list[int] | None) 
     (409 `gpus_mismatch`), never run without them."""
     if want is None:
         return
+    sessions.gpus.check(want)  # more than the node has: 400, as for a new container
     held = sessions.gpus.held(sessions.holder(session_id))
     if (len(held) == want) if isinstance(want, int) else (sorted(want) == list(held)):
         return
