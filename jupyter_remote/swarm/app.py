@@ -71,7 +71,9 @@ class SwarmCommand(Application):
                 "pip install 'jupyter-remote[agent]'"
             ) from None
         try:
-            client = docker.DockerClient(base_url=self.docker_host, timeout=60)
+            # TLS as the docker CLI: DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
+            tls = docker.utils.kwargs_from_env().get("tls", False)
+            client = docker.DockerClient(base_url=self.docker_host, timeout=60, tls=tls)
             swarm = client.info().get("Swarm") or {}
         except docker.errors.DockerException as exc:
             raise Failed(f"cannot reach the Docker engine at {self.docker_host}: {exc}") from None

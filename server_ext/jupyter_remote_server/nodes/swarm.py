@@ -35,8 +35,8 @@ class SwarmTraits(HasTraits):
     swarm_url = Unicode(
         "",
         help="Docker API URL of a swarm manager (unix:///var/run/docker.sock, "
-        "tcp://manager:2376); its nodes that run the agent service join the pool. "
-        "Empty: no swarm.",
+        "tcp://manager:2376; TLS from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as for the "
+        "docker CLI); its nodes that run the agent service join the pool. Empty: no swarm.",
     ).tag(config=True)
     swarm_agent_port = Int(
         9527, help="The port the swarm's agents listen on (jupyter-remote swarm deploy --port)."
@@ -220,8 +220,9 @@ class SwarmWatch(LoggingConfigurable):
         import docker
         from docker.errors import NotFound
 
-        if self._client is None:
-            self._client = docker.APIClient(base_url=self.url, timeout=API_TIMEOUT)
+        if self._client is None:  # TLS as the docker CLI: DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
+            tls = docker.utils.kwargs_from_env().get("tls", False)
+            self._client = docker.APIClient(base_url=self.url, timeout=API_TIMEOUT, tls=tls)
         nodes = self._client.nodes()
         try:
             tasks = self._client.tasks(filters={"service": self.service})
