@@ -78,7 +78,9 @@ class ExecutionService(ExecutionRecords, ExecutionPlacement, LoggingConfigurable
                         self._release(eid)
                         raise
                     continue
-                if exc.status < 500:  # the agent refused it: nothing ran, keep nothing
+                if exc.status < 500 or exc.reason == "too_many_open_files":
+                    # the agent refused it, or this server had no descriptor to send it
+                    # with: nothing ran, keep nothing; the caller gets the error itself
                     self._release(eid)
                     raise
                 yield self._broken(record, node, exc, sent=exc.details.get("sent", True))
