@@ -871,7 +871,7 @@ def main() -> None:
     if unknown:
         parser.error(f"no scenario {sorted(unknown)}; there are {', '.join(SCENARIOS)}")
     raise_open_files()
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="jr-scale-bench-"))
     if args.server_commit:
         os.environ["SCALE_SERVER_TREE"] = str(checkout(args.server_commit, tmp / "tree"))
@@ -908,7 +908,11 @@ def main() -> None:
             sim.wait(30)
     took = time.perf_counter() - started
     over = ", https agents" if TLS else ""
-    print(f"\nSUMMARY (N={NODES}{over}; {took:.0f} s in all)", flush=True)
+    print(
+        f"\nSUMMARY (N={NODES}{over}; {took:.0f} s in all; {os.cpu_count()} cores, load average "
+        f"{load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)",
+        flush=True,
+    )
     for name in (n for n in SCENARIOS if n in results):
         r = results[name]
         print(f"{r['verdict']:<5} {name:<9} target: {r['target']}\n{'':<16}{r['figures']}")
