@@ -442,7 +442,7 @@ def test_nvml_reader_reads_what_the_library_gives():
     listed, source = gpus.inventory(reader, (1,))  # the operator keeps 0 back
     assert source == "configured" and [g.uuid for g in listed] == ["GPU-1"]
     pool = gpus.GpuPool(listed, source=source)
-    (dev,) = pool.report(reader)["devices"]
+    (dev,) = pool.report({1: reader.metrics(1)})["devices"]
     assert dev == {
         "index": 1,
         "uuid": "GPU-1",
@@ -452,3 +452,30 @@ def test_nvml_reader_reads_what_the_library_gives():
         "utilization": None,
         "held_by": [],
     }
+
+
+def test_the_resource_monitor_reads_nvml_on_its_own_thread(docker_client, tmp_path):
+    """NVML's figures come from the monitor's sample (off the event loop), by index."""
+    from jupyter_remote.agent.monitor import ResourceMonitor
+
+    class Reader:
+        calls = 0
+
+        def metrics(self, index):
+            Reader.calls += 1
+            return {"memory_used": index, "memory_total": 8, "utilization": 50.0}
+
+    monitor = ResourceMonitor(
+        docker_client,
+        node_id="n",
+        disk_path=str(tmp_path),
+        interval=60,
+        cpu_max=100,
+        memory_max=100,
+        disk_max=100,
+    )
+    monitor.refresh()
+    assert monitor.gpu_metrics == {}  # no reader: nothing read
+    monitor.gpu_reader, monitor.gpu_indices = Reader(), [0, 3]
+    monitor.refresh()
+    assert Reader.calls == 2 and monitor.gpu_metrics[3]["memory_used"] == 3

@@ -160,6 +160,8 @@ class Agent:
         self.monitor = ResourceMonitor(
             self.client, node_id=node_id, disk_path=data_dir, interval=sample_interval, **thresholds
         )
+        self.monitor.gpu_reader = self.gpu_reader if self.gpu_reader.available else None
+        self.monitor.gpu_indices = [g.index for g in gpus if g.uuid]  # NVML's, not index-only
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="agent-io")
         self.stopping = False  # set at SIGTERM: requests still in flight then get a 503
         self.handlers: weakref.WeakSet = weakref.WeakSet()  # requests not answered yet
@@ -246,7 +248,7 @@ class Agent:
             "warm_pool": self.warm_pool.count(),
             "jobs": {"running_tasks": self.jobs.running_count()},
             "retention": self.retention.last,
-            "gpus": self.gpus.report(self.gpu_reader),
+            "gpus": self.gpus.report(self.monitor.gpu_metrics),
         }
 
     def default_session(self, image: str | None) -> str:

@@ -286,21 +286,22 @@ class GpuPool:
             log.info("GPUs of %s freed: it ended while the agent was down", holder)
         return gone
 
-    def report(self, reader: NvmlReader | None = None) -> dict:
-        """What /v1/resources says: each device, what NVML reads of it, who holds it."""
+    def report(self, metrics: dict[int, dict] | None = None) -> dict:
+        """What /v1/resources says: each device, what NVML last read of it (`metrics`, by
+        index: the resource monitor's), who holds it now."""
         held = self.held_by()
         devices = []
         for index in sorted(self.gpus):
             gpu = self.gpus[index]
-            metrics = reader.metrics(index) if reader is not None and gpu.uuid else {}
+            read = (metrics or {}).get(index) or {}
             devices.append(
                 {
                     "index": index,
                     "uuid": gpu.uuid,
                     "model": gpu.model,
-                    "memory_used": metrics.get("memory_used"),
-                    "memory_total": metrics.get("memory_total") or gpu.memory_total,
-                    "utilization": metrics.get("utilization"),
+                    "memory_used": read.get("memory_used"),
+                    "memory_total": read.get("memory_total") or gpu.memory_total,
+                    "utilization": read.get("utilization"),
                     "held_by": held.get(index, []),
                 }
             )
@@ -325,7 +326,8 @@ def main() -> None:
         except reader.nvml.NVMLError:
             version = None
         print(json.dumps({"driver_version": version}))
-    print(json.dumps(pool.report(reader), indent=2))
+    read = {g.index: reader.metrics(g.index) for g in gpus if g.uuid}
+    print(json.dumps(pool.report(read), indent=2))
 
 
 if __name__ == "__main__":

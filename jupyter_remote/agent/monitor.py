@@ -36,6 +36,10 @@ class ResourceMonitor:
         self.interval = interval
         self.thresholds = {"cpu": cpu_max, "memory": memory_max, "disk": disk_max}
         self.sample: dict = {}
+        # NVML is read here, off the event loop; the Agent sets the reader and the indices
+        self.gpu_reader = None
+        self.gpu_indices: list[int] = []
+        self.gpu_metrics: dict[int, dict] = {}  # index -> memory used/total, utilization
         self._prev_cpu: dict[str, tuple[int, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="resource-monitor", daemon=True)
@@ -96,6 +100,8 @@ class ResourceMonitor:
             sample["docker"] = {"ok": False, "error": str(exc)}
             sample["own_containers"] = []
             sample["images"] = []
+        if self.gpu_reader is not None:
+            self.gpu_metrics = {i: self.gpu_reader.metrics(i) for i in self.gpu_indices}
         self.sample = sample
 
     def _own_containers(self) -> list[dict]:
