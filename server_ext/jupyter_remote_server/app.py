@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
+import socket
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Int, List, Type, Unicode, default
+from traitlets import Dict, Enum, Float, Int, List, Type, Unicode, default
 
 from jupyter_remote.protocol.server_bodies import MAX_EXECUTION_BODY, MAX_JOB_BODY
 from jupyter_remote.util.retention import RetentionTraits
@@ -110,6 +112,28 @@ class RemoteApp(SwarmTraits, RetentionTraits, ExtensionApp):
         "streaming cell holds two descriptors. When they run out anyway, new connections get "
         "a 503 too_many_open_files instead of hanging.",
     ).tag(config=True)
+    operators = List(
+        Unicode(),
+        help="Jupyter usernames that see and act on every user's executions, jobs and "
+        "sessions through /remote/api (the rest see their own only).",
+    ).tag(config=True)
+    user_quota = Dict(
+        help="Per-user quota across the pool: {'sessions': int, 'cpus': float, 'memory': "
+        "'16g' or bytes, 'gpus': int}, each optional (absent: no limit). Checked and held "
+        "before anything is sent to an agent; over it is a 403 quota_exceeded.",
+    ).tag(config=True)
+    user_identity = Enum(
+        ["auto", "identity", "single"],
+        "auto",
+        help="Whose work a request is: 'identity' the Jupyter user (current_user.username), "
+        "'single' this server's one user (everything is theirs), 'auto' single with "
+        "jupyter_server's own identity provider (its token requests are anonymous), "
+        "identity with any other (JupyterHub's, a custom one).",
+    ).tag(config=True)
+    tenant_name = Unicode(
+        help="This server's tenant name on the agents that join it: each mints a credential "
+        "for it (default: this machine's host name, made a valid id).",
+    ).tag(config=True)
     manager: RemoteManager | None = None
     swarm: SwarmWatch | None = None
     accept_guard: AcceptGuard | None = None
@@ -117,6 +141,10 @@ class RemoteApp(SwarmTraits, RetentionTraits, ExtensionApp):
     @default("join_token")
     def _default_join_token(self) -> str:
         return os.environ.get("JUPYTER_REMOTE_JOIN_TOKEN", "")
+
+    @default("tenant_name")
+    def _default_tenant_name(self) -> str:
+        return tenant_id(socket.gethostname())
 
     @default("db_path")
     def _default_db_path(self) -> str:
@@ -191,6 +219,12 @@ class RemoteApp(SwarmTraits, RetentionTraits, ExtensionApp):
             await self.manager.stop()
         if self.accept_guard is not None:
             self.accept_guard.close()
+
+
+def tenant_id(name: str) -> str:
+    """A host name as an id (letters, digits, '.', '_', '-'; a letter or digit first)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-")[:64]
+    return cleaned or "jupyter-server"
 
 
 def stop_on_sigint(serverapp) -> None:

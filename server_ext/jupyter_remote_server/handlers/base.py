@@ -11,6 +11,7 @@ from jupyter_remote.http.handler import JsonApiMixin
 from jupyter_remote.protocol.errors import PayloadTooLarge
 from jupyter_remote.protocol.validation import load_object, parse_body
 from jupyter_remote_server.services.manager import RemoteManager
+from jupyter_remote_server.services.users import Caller
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -24,6 +25,16 @@ class RemoteHandler(JsonApiMixin, APIHandler):
     @property
     def manager(self) -> RemoteManager:
         return self.settings["jupyter_remote_manager"]
+
+    @property
+    def caller(self) -> Caller:
+        """The Jupyter user of this request, and whether they are an operator."""
+        return self.manager.users.caller(self.current_user)
+
+    def own(self, kind: str, key: str) -> None:
+        """Every route naming an execution or job by id asks this first: another user's
+        gets the very 404 of an unknown id."""
+        self.manager.users.check(self.manager, self.caller, kind, key)
 
     def body(self, model: type[M], limit: str = "max_job_body") -> tuple[M, dict]:
         """The typed body and its JSON (None fields dropped), checked before anything happens.

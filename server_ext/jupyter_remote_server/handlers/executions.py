@@ -17,20 +17,21 @@ class ExecutionsHandler(RemoteHandler):
     @authorized
     async def get(self) -> None:
         query = page_query(ExecutionPageQuery, self.request.query_arguments)
-        got = self.manager.executions.list(query)
+        got = self.manager.executions.list(query, self.caller)
         self.send({"executions": got["items"], "next": got["next"]})
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         _, data = self.body(ServerExecutionBody, "max_execution_body")
-        await self.stream_events(self.manager.executions.run(data))
+        await self.stream_events(self.manager.executions.run(data, self.caller))
 
 
 class ExecutionHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self, execution_id: str) -> None:
+        self.own("execution", execution_id)
         self.send(self.manager.executions.get(execution_id))
 
 
@@ -38,6 +39,7 @@ class ExecutionEventsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self, execution_id: str) -> None:
+        self.own("execution", execution_id)
         events = self.manager.executions.events(
             execution_id, self.int_arg("offset"), self.flag("follow")
         )
@@ -48,6 +50,7 @@ class ExecutionCancelHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def post(self, execution_id: str) -> None:
+        self.own("execution", execution_id)
         body, _ = self.body(CancelBody)
         self.send(await self.manager.executions.cancel(execution_id, body.signal))
 
@@ -57,4 +60,4 @@ class NotebookCellsHandler(RemoteHandler):
     @authorized
     async def get(self) -> None:
         query = page_query(NotebookCellsQuery, self.request.query_arguments)
-        self.send(notebook_cells(self.manager, query.path))
+        self.send(notebook_cells(self.manager, query.path, self.caller))

@@ -16,7 +16,9 @@ class JobsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        got = self.manager.jobs.list(page_query(PageQuery, self.request.query_arguments))
+        got = self.manager.jobs.list(
+            page_query(PageQuery, self.request.query_arguments), self.caller
+        )
         self.send({"jobs": got["items"], "next": got["next"]})
 
     @web.authenticated
@@ -26,18 +28,20 @@ class JobsHandler(RemoteHandler):
         jobs = self.manager.jobs
         # only a notebook cell's job (--detach) is filed under its notebook
         notebook = await self.manager.notebook_of(body.kernel_id) if body.cell_id else None
-        self.send(await jobs.submit(jobs.parse(body, data, notebook)), 201)
+        self.send(await jobs.submit(jobs.parse(body, data, notebook, self.caller)), 201)
 
 
 class JobHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
+        self.own("job", job_id)
         self.send(self.manager.jobs.get(job_id))
 
     @web.authenticated
     @authorized
     async def delete(self, job_id: str) -> None:
+        self.own("job", job_id)
         self.send(await self.manager.jobs.delete(job_id, force=self.flag("force")))
 
 
@@ -45,6 +49,7 @@ class JobWaitHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
+        self.own("job", job_id)
         timeout = min(self.int_arg("timeout", 30), MAX_WAIT)
         self.send(await self.manager.jobs.wait(job_id, timeout))
 
@@ -53,6 +58,7 @@ class JobStopHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def post(self, job_id: str) -> None:
+        self.own("job", job_id)
         self.send(await self.manager.jobs.stop(job_id))
 
 
@@ -60,6 +66,7 @@ class JobLogsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
+        self.own("job", job_id)
         logs = self.manager.jobs.logs(
             job_id, self.int_arg("task"), self.int_arg("offset"), self.flag("follow")
         )

@@ -56,7 +56,8 @@ class JoinHandler(RemoteHandler):
     async def get(self) -> None:
         """An agent checks its token before it starts, so a wrong one fails at once."""
         self.check_join_token()
-        self.send({"join_token": "accepted"})
+        # the tenant the joining agent mints this server's credential for
+        self.send({"join_token": "accepted", "tenant": self.manager.tenant_name})
 
     async def post(self) -> None:
         self.check_join_token()

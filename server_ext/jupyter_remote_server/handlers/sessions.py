@@ -18,7 +18,7 @@ class KernelSessionsHandler(RemoteHandler):
     async def get(self, kernel_id: str) -> None:
         self.send(
             {
-                "sessions": self.manager.kernels.for_kernel(kernel_id),
+                "sessions": self.manager.kernels.for_kernel(kernel_id, self.caller),
                 "known_kernel": self.manager.known_kernel(kernel_id),
             }
         )
@@ -26,7 +26,7 @@ class KernelSessionsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def delete(self, kernel_id: str) -> None:
-        self.send({"removed": await self.manager.kernel_gone(kernel_id)})
+        self.send({"removed": await self.manager.kernel_gone(kernel_id, self.caller)})
 
 
 class SessionsHandler(RemoteHandler):
@@ -39,14 +39,16 @@ class SessionsHandler(RemoteHandler):
         owner = body.owner or f"c-{uuid.uuid4().hex[:12]}"
         image = body.image or self.manager.executions.default_image
         kernels = self.manager.kernels
-        record = await kernels.ensure(owner, image, body.node, data, kind="client")
+        record = await kernels.ensure(
+            owner, image, body.node, data, kind="client", caller=self.caller
+        )
         self.send(record, 201)
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
         notebooks = await sessions_view.notebooks_by_kernel(self.settings.get("session_manager"))
-        self.send(await sessions_view.sessions_model(self.manager, notebooks))
+        self.send(await sessions_view.sessions_model(self.manager, notebooks, self.caller))
 
 
 class SessionOwnerHandler(RemoteHandler):
@@ -55,7 +57,7 @@ class SessionOwnerHandler(RemoteHandler):
     async def delete(self, owner: str) -> None:
         image = self.get_query_argument("image", None)
         if image:  # one session (the panel's Remove), not all of the owner's
-            one = await sessions_view.remove_one(self.manager, owner, image)
+            one = await sessions_view.remove_one(self.manager, owner, image, self.caller)
             self.send({"removed": [one]})
             return
-        self.send({"removed": await self.manager.kernel_gone(owner)})
+        self.send({"removed": await self.manager.kernel_gone(owner, self.caller)})

@@ -19,6 +19,7 @@ from jupyter_remote.protocol.errors import BadRequest, ConnectionFailed, NotFoun
 from jupyter_remote.protocol.tarstream import CHUNK
 from jupyter_remote_server.agents.http import Answer
 from jupyter_remote_server.handlers.base import RemoteHandler
+from jupyter_remote_server.services.users import session_not_found
 
 TAR = "application/x-tar"
 
@@ -35,15 +36,15 @@ async def find_session(handler: RemoteHandler, owner: str, create: bool) -> dict
     manager = handler.manager
     image = handler.get_query_argument("image", "") or manager.executions.default_image
     kernels = manager.kernels
+    caller = handler.caller
     record = kernels.sessions.get(kernels.key(owner, image))
+    if record is not None and not caller.sees(record):
+        raise session_not_found(owner, image)  # another user's: as if there were none
     if record is not None:
         return record
     if create and manager.known_kernel(owner):
-        return await kernels.ensure(owner, image, None, {}, "kernel")
-    raise NotFound(
-        f"no {image} session for {owner!r}: run a cell (or create the session) first",
-        reason="session_not_found",
-    )
+        return await kernels.ensure(owner, image, None, {}, "kernel", caller)
+    raise session_not_found(owner, image)
 
 
 async def pump_tar(handler: RemoteHandler, opening) -> None:
@@ -148,6 +149,7 @@ class JobOutputsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self, job_id: str, index: str) -> None:
+        self.own("job", job_id)
         job = self.manager.jobs.get(job_id)
         if not index.isdigit() or int(index) >= len(job["tasks"]):
             raise BadRequest(

@@ -12,6 +12,8 @@ from jupyter_remote.protocol.common import EXECUTION_FINAL, EXECUTION_UNSETTLED
 from jupyter_remote.protocol.errors import BadRequest, Conflict, NotFound, RemoteError
 from jupyter_remote.protocol.queries import ExecutionPageQuery, finish_page
 from jupyter_remote_server.nodes.registry import Node
+from jupyter_remote_server.services.user_quota import ask_of
+from jupyter_remote_server.services.users import SERVER, Caller, id_used, not_found
 from jupyter_remote_server.store.retention import is_live, refuse_expired
 
 SETTLE_WAIT = 5.0  # seconds to ask a node for an outcome after its stream broke
@@ -32,7 +34,7 @@ def exit_event(status: str, message: str, **extra) -> bytes:
 
 class ExecutionRecords:
     """The execution service's records (a part of ExecutionService, which sets `registry`,
-    `pool`, `store` and `known_kernel`): live ones in memory, the rest in the store."""
+    `pool`, `store`, `quota` and `known_kernel`): live ones in memory, the rest in the store."""
 
     streaming: set[str]  # ids whose stream this server reads now (ExecutionService sets it)
 
@@ -53,26 +55,29 @@ class ExecutionRecords:
             self.records[eid] = record
         else:  # settled: read from the store from now on
             self.records.pop(eid, None)
+            self.quota.give_back(f"execution:{eid}")
 
     def get(self, execution_id: str) -> dict:
         record = self.records.get(execution_id) or self.store.get("execution", execution_id)
         if record is None:
             refuse_expired(self.store, "execution", execution_id)
-            raise NotFound(f"no execution {execution_id!r}", reason="execution_not_found")
+            raise not_found("execution", execution_id)
         return record
 
     def forget(self, execution_id: str) -> None:
         """Retention removed it from the store."""
         self.records.pop(execution_id, None)
 
-    def list(self, query: ExecutionPageQuery) -> dict:
-        """One page, newest first by (created_at, id): from the store, live ones as in memory."""
-        rows = self.store.page("execution", query.limit + 1, query.after(), query.kernel_id)
+    def list(self, query: ExecutionPageQuery, caller: Caller = SERVER) -> dict:
+        """One page, newest first by (created_at, id): from the store, live ones as in memory;
+        the caller's own (an operator's: all)."""
+        user = None if caller.operator else caller.user
+        rows = self.store.page("execution", query.limit + 1, query.after(), query.kernel_id, user)
         rows = [self.records.get(r["execution_id"], r) for r in rows]
         return finish_page(rows, query.limit, "created_at", "execution_id")
 
     # -- claiming ----------------------------------------------------------------------
-    def reserve(self, body: dict) -> dict:
+    def reserve(self, body: dict, caller: Caller = SERVER) -> dict:
         """Check the server-side fields, then claim the id before anything else happens.
 
         `body` passed ServerExecutionBody already (types, ranges, ids). Runs on the event
@@ -80,7 +85,7 @@ class ExecutionRecords:
         id, exactly one gets past here; the other is a 409.
         """
         eid = body.get("execution_id") or f"x-{uuid.uuid4().hex}"
-        self._refuse_duplicate(eid)
+        self._refuse_duplicate(eid, caller=caller)
         kernel_id = body.get("kernel_id")
         if kernel_id is not None and not self.known_kernel(kernel_id):
             raise BadRequest(
@@ -112,14 +117,21 @@ class ExecutionRecords:
             "created_at": time.time(),
             "finished_at": None,
         }
+        if caller.user is not None:
+            record["user"] = caller.user
         if body.get("cell_id"):  # a notebook's cell: run() adds its notebook's path
             record.update(
                 cell_id=body["cell_id"],
                 source_sha256=source_digest(body),
                 image=body.get("image") or self.default_image,
             )
+        fresh = not body.get("session_id") and (body.get("fresh") or not (kernel_id or owner))
+        if fresh:  # its own container: held against the user's quota until it ends
+            record["quota"] = ask_of(body, False)
+            self.quota.take(caller.quota_key, f"execution:{eid}", record["quota"], "this cell")
         if not self.store.reserve("execution", eid, record):
-            self._refuse_duplicate(eid, self.store.get("execution", eid) or record)
+            self.quota.give_back(f"execution:{eid}")
+            self._refuse_duplicate(eid, self.store.get("execution", eid) or record, caller)
         self.records[eid] = record
         # whose session the cell runs in: a kernel this server started, or an API client's
         # owner id (kernels it did not start: nbval, VS Code, a terminal IPython)
@@ -130,12 +142,17 @@ class ExecutionRecords:
             "owner": session_owner,
             "node": node,
             "body": body,
+            "caller": caller,
         }
 
-    def _refuse_duplicate(self, eid: str, first: dict | None = None) -> None:
+    def _refuse_duplicate(
+        self, eid: str, first: dict | None = None, caller: Caller = SERVER
+    ) -> None:
         first = first or self.records.get(eid)
         if first is None and (stone := self.store.expired("execution", eid)) is not None:
             first = {"execution_id": eid, "expired": True, **stone}
+        if first is not None and not caller.sees(first):
+            raise id_used("execution", eid)
         if first is not None:
             raise Conflict(
                 f"execution {eid!r} was already received (status {first['status']}); it is "
@@ -148,6 +165,7 @@ class ExecutionRecords:
         """Forget a reservation whose request was refused before anything ran."""
         self.records.pop(execution_id, None)
         self.store.delete("execution", execution_id)
+        self.quota.give_back(f"execution:{execution_id}")
 
     # -- ending ------------------------------------------------------------------------
     def _finish(self, record: dict, event: dict) -> None:

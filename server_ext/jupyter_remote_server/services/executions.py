@@ -16,6 +16,7 @@ from jupyter_remote_server.nodes.reconcile import Guarded, LinkWatch
 from jupyter_remote_server.nodes.registry import Node
 from jupyter_remote_server.services.execution_records import ExecutionRecords, exit_event
 from jupyter_remote_server.services.placement import ExecutionPlacement
+from jupyter_remote_server.services.users import SERVER, Caller
 
 __all__ = ["ExecutionService", "exit_event", "notice_event"]
 
@@ -40,6 +41,7 @@ class ExecutionService(ExecutionRecords, ExecutionPlacement, LoggingConfigurable
         self.pool = manager.pool
         self.kernels = manager.kernels
         self.store = manager.store
+        self.quota = manager.quota
         self.known_kernel = manager.known_kernel
         self.notebook_of = manager.notebook_of
         self.links = LinkWatch(self.registry)  # ends streams from a node that turns lost
@@ -49,9 +51,9 @@ class ExecutionService(ExecutionRecords, ExecutionPlacement, LoggingConfigurable
         self._load_records()
 
     # -- running -----------------------------------------------------------------------
-    async def run(self, body: dict) -> AsyncIterator[bytes]:
+    async def run(self, body: dict, caller: Caller = SERVER) -> AsyncIterator[bytes]:
         """Whole NDJSON event lines as the agent sends them, ending in one exit event."""
-        req = self.reserve(body)
+        req = self.reserve(body, caller)
         eid = req["execution_id"]
         record = self.records[eid]
         try:

@@ -73,7 +73,11 @@ class JobDeletion:
         if errors:
             self.store.save("job", job_id, job)  # which copies are gone already
             raise errors[0]
-        self.store.save("job_deleted", job_id, {"job_id": job_id, "deleted_at": time.time()})
+        self.store.save(
+            "job_deleted",
+            job_id,
+            {"job_id": job_id, "deleted_at": time.time(), "user": job.get("user")},
+        )
         self.deleted.add(job_id)
         self.store.delete("job", job_id)
         self.jobs.pop(job_id, None)

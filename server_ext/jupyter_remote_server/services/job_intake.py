@@ -12,6 +12,9 @@ from jupyter_remote.protocol.errors import BadRequest, Conflict, NotFound
 from jupyter_remote.protocol.queries import PageQuery, finish_page
 from jupyter_remote.protocol.server_bodies import ServerJobBody
 from jupyter_remote.protocol.validation import parse_body
+from jupyter_remote_server.services.job_fit import refuse_unfit
+from jupyter_remote_server.services.user_quota import job_ask
+from jupyter_remote_server.services.users import SERVER, Caller, id_used, not_found
 from jupyter_remote_server.store.retention import refuse_expired
 
 
@@ -22,7 +25,7 @@ def job_status(job: dict) -> str:
 
 class JobIntake:
     """Reading and taking in jobs (a part of JobService, which sets `jobs`, `deleted`,
-    `store`, `registry`, `pool` and `default_image`)."""
+    `store`, `registry`, `pool`, `quota` and `default_image`)."""
 
     # -- models ------------------------------------------------------------------------
     def model(self, job: dict) -> dict:
@@ -51,26 +54,35 @@ class JobIntake:
         job = self.jobs.get(job_id) or self.store.get("job", job_id)
         if job is None:
             refuse_expired(self.store, "job", job_id)
-            was = " (it was deleted)" if job_id in self.deleted else ""
-            raise NotFound(f"no job {job_id!r}{was}", reason="job_not_found")
+            if job_id in self.deleted:
+                raise NotFound(f"no job {job_id!r} (it was deleted)", reason="job_not_found")
+            raise not_found("job", job_id)
         return job
 
-    def list(self, query: PageQuery) -> dict:
-        """One page, newest first by (created_at, id): from the store, live ones as in memory."""
-        rows = self.store.page("job", query.limit + 1, query.after())
+    def list(self, query: PageQuery, caller: Caller = SERVER) -> dict:
+        """One page, newest first by (created_at, id): from the store, live ones as in memory;
+        the caller's own (an operator's: all)."""
+        user = None if caller.operator else caller.user
+        rows = self.store.page("job", query.limit + 1, query.after(), None, user)
         rows = [self.jobs.get(r["job_id"], r) for r in rows]
         got = finish_page(rows, query.limit, "created_at", "job_id")
         return {**got, "items": [self.model(j) for j in got["items"]]}
 
     # -- submitting --------------------------------------------------------------------
-    def parse(self, body: ServerJobBody, data: dict, notebook_path: str | None = None) -> dict:
+    def parse(
+        self,
+        body: ServerJobBody,
+        data: dict,
+        notebook_path: str | None = None,
+        caller: Caller = SERVER,
+    ) -> dict:
         """A complete job from a checked body: every task checked before anything is sent.
 
         `data` is the body's JSON: task specs are forwarded as given, the agent applies its
         own limits to them. `notebook_path`: the notebook of the kernel that sent it, if any.
         """
         job_id = body.job_id or f"j-{uuid.uuid4().hex[:12]}"
-        self._refuse_duplicate(job_id)
+        self._refuse_duplicate(job_id, caller)
         raw = data.get("tasks") or [{k: data[k] for k in TASK_SPEC_FIELDS if k in data}]
         defaults = {k: data[k] for k in JOB_DEFAULT_FIELDS if k in data}
         tasks = [self._task(i, t, defaults) for i, t in enumerate(raw)]
@@ -79,6 +91,13 @@ class JobIntake:
         on = dict(body.on) if body.on else None  # tasks go only to nodes with these labels
         for image in sorted({t["spec"]["image"] for t in tasks}):
             self.pool.refuse_missing_image(image, body.nodes, on)
+        among = [
+            n
+            for n in self.registry.nodes.values()
+            if (body.nodes is None or n.node_id in body.nodes) and n.has_labels(on)
+        ]
+        for task in tasks:  # limits no node can give: refused now, as an execution's are
+            refuse_unfit(among, task["spec"], f"task {task['index']}")
         job = {
             "job_id": job_id,
             "name": body.name or job_id,
@@ -93,14 +112,28 @@ class JobIntake:
         }
         if body.cell_id is not None:  # a notebook cell's --detach: a reloaded page finds it
             job.update(kernel_id=body.kernel_id, cell_id=body.cell_id, notebook_path=notebook_path)
+        if caller.user is not None:
+            job["user"] = caller.user
+        # held against the user's quota until the job ends (what its tasks may hold at once)
+        job["quota"] = job_ask([t["spec"] for t in tasks], body.parallelism)
+        self.quota.take(caller.quota_key, f"job:{job_id}", job["quota"], "this job")
         # Claimed with no await since the check above, and atomically in the store: of two
         # requests with one job id, one gets here; the other is a 409.
         if not self.store.reserve("job", job_id, job):
+            self.quota.give_back(f"job:{job_id}")
             raise Conflict(f"job {job_id!r} exists already", reason="duplicate_job")
         self.jobs[job_id] = job
         return job
 
-    def _refuse_duplicate(self, job_id: str) -> None:
+    def _refuse_duplicate(self, job_id: str, caller: Caller = SERVER) -> None:
+        seen = (
+            self.jobs.get(job_id)
+            or self.store.get("job", job_id)
+            or self.store.expired("job", job_id)
+            or self.store.get("job_deleted", job_id)
+        )
+        if not caller.sees(seen):
+            raise id_used("job", job_id)
         if self.store.expired("job", job_id) is not None:
             raise Conflict(
                 f"job {job_id!r} ran and its record expired; a job id never runs twice",

@@ -48,6 +48,7 @@ class JobService(JobIntake, JobDeletion, LoggingConfigurable):
         self.registry = registry = manager.registry
         self.pool = manager.pool
         self.store = store = manager.store
+        self.quota = manager.quota
         # only live jobs in memory (records.py); ended ones are read from the store
         self.jobs: dict[str, dict] = {j["job_id"]: j for j in store.load_live("job")}
         self._ended: set[str] = set()  # jobs to drop from memory at the next tick
@@ -72,6 +73,7 @@ class JobService(JobIntake, JobDeletion, LoggingConfigurable):
 
     def _changed(self, job: dict) -> None:
         if job_status(job) in JOB_FINAL:
+            self.quota.give_back(f"job:{job['job_id']}")
             if not job["finished_at"]:
                 job["finished_at"] = time.time()
             end = self._ends.pop(job["job_id"], None)

@@ -12,6 +12,8 @@ from traitlets.config import LoggingConfigurable
 from jupyter_remote.protocol.bodies import memory_bytes
 from jupyter_remote.protocol.errors import Conflict, NotFound, RemoteError
 from jupyter_remote_server.nodes.labels import shown
+from jupyter_remote_server.services.user_quota import ask_of
+from jupyter_remote_server.services.users import SERVER, Caller, id_used
 
 log = logging.getLogger("jupyter_remote_server")
 
@@ -37,6 +39,7 @@ class KernelSessions(LoggingConfigurable):
         self.registry = self.parent.registry
         self.pool = self.parent.pool
         self.store = self.parent.store
+        self.quota = self.parent.quota
         self.sessions: dict[str, dict] = {r["key"]: r for r in self.store.load("kernel_session")}
         # one lock per (owner, image): a kernel's cells wait for its session, not for
         # every other kernel's (sessions are made concurrently)
@@ -48,7 +51,13 @@ class KernelSessions(LoggingConfigurable):
         return f"{kernel_id}/{image}"
 
     async def ensure(
-        self, kernel_id: str, image: str, node_id: str | None, body: dict, kind: str = "kernel"
+        self,
+        kernel_id: str,
+        image: str,
+        node_id: str | None,
+        body: dict,
+        kind: str = "kernel",
+        caller: Caller = SERVER,
     ) -> dict:
         """The owner's session for this image, made on first use.
 
@@ -62,17 +71,26 @@ class KernelSessions(LoggingConfigurable):
         users[0] += 1
         try:
             async with lock:
-                return await self._ensure_locked(key, kernel_id, image, node_id, body, kind)
+                return await self._ensure_locked(key, kernel_id, image, node_id, body, kind, caller)
         finally:
             users[0] -= 1
             if not users[0]:  # nobody holds or waits for it: the map stays small
                 del self._locks[key]
 
     async def _ensure_locked(
-        self, key: str, kernel_id: str, image: str, node_id: str | None, body: dict, kind: str
+        self,
+        key: str,
+        kernel_id: str,
+        image: str,
+        node_id: str | None,
+        body: dict,
+        kind: str,
+        caller: Caller,
     ) -> dict:
         known = self.sessions.get(key)
         on = body.get("on")
+        if known and not caller.sees(known):  # another user's owner id: no word about it
+            raise id_used("session owner", kernel_id)
         if known:
             if node_id and node_id != known["node_id"]:
                 raise Conflict(
@@ -97,11 +115,16 @@ class KernelSessions(LoggingConfigurable):
         digest = hashlib.sha1(image.encode()).hexdigest()[:8]
         session_id = f"k-{kernel_id}-{digest}"
         spec = {k: body[k] for k in SESSION_FIELDS if body.get(k) is not None}
+        holder = f"session:{key}"
+        self.quota.take(caller.quota_key, holder, ask_of(body, True), "this session")
         node.placing += 1  # the pool counts it from now: a burst of new kernels spreads
         try:
             made = await node.client.create_session(
                 session_id=session_id, **{**spec, "image": image}
             )
+        except BaseException:
+            self.quota.give_back(holder)
+            raise
         finally:
             node.placing -= 1
         record = {
@@ -112,7 +135,10 @@ class KernelSessions(LoggingConfigurable):
             "session_id": session_id,
             "kind": kind,
             "limits": {k: made.get(k) for k in LIMIT_FIELDS},
+            "quota": ask_of(body, True),
         }
+        if caller.user is not None:
+            record["user"] = caller.user
         self.sessions[key] = record
         self.registry.sessions.note(node.node_id, made)
         self.store.save("kernel_session", key, record)
@@ -139,6 +165,7 @@ class KernelSessions(LoggingConfigurable):
         key = self.key(kernel_id, image)
         record = self.sessions.pop(key, None)
         self.store.delete("kernel_session", key)
+        self.quota.give_back(f"session:{key}")
         return record
 
     @staticmethod
@@ -161,8 +188,9 @@ class KernelSessions(LoggingConfigurable):
             "with these limits, or use --fresh for a one-off container."
         ]
 
-    def for_kernel(self, kernel_id: str) -> list[dict]:
-        return [r for r in self.sessions.values() if r["kernel_id"] == kernel_id]
+    def for_kernel(self, kernel_id: str, caller: Caller = SERVER) -> list[dict]:
+        """The owner's sessions the caller may see."""
+        return [r for r in self.sessions.values() if r["kernel_id"] == kernel_id and caller.sees(r)]
 
     def kernel_ids(self) -> set[str]:
         """Owners that are kernels (client-owned sessions are not tied to a kernel)."""
@@ -170,12 +198,12 @@ class KernelSessions(LoggingConfigurable):
             r["kernel_id"] for r in self.sessions.values() if r.get("kind", "kernel") == "kernel"
         }
 
-    async def remove_kernel(self, kernel_id: str) -> list[dict]:
-        """Delete the kernel's session containers on their nodes."""
+    async def remove_kernel(self, kernel_id: str, caller: Caller = SERVER) -> list[dict]:
+        """Delete the kernel's session containers (those the caller may see) on their nodes."""
         removed = []
         if self.closed:  # the server stopped: its agent connections and store are closed
             return removed
-        for record in self.for_kernel(kernel_id):
+        for record in self.for_kernel(kernel_id, caller):
             try:
                 node = self.registry.get(record["node_id"])
                 await node.client.delete_session(record["session_id"])
@@ -186,6 +214,7 @@ class KernelSessions(LoggingConfigurable):
                 continue  # kept, so a later clean-up tries again
             self.sessions.pop(record["key"], None)
             self.store.delete("kernel_session", record["key"])
+            self.quota.give_back(f"session:{record['key']}")
             removed.append(record)
         return removed
 

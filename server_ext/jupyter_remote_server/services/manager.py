@@ -9,6 +9,7 @@ from traitlets.config import LoggingConfigurable
 
 from jupyter_remote.gateway.core import StateGateway
 from jupyter_remote.gateway.jsonl import RotatingJsonl
+from jupyter_remote.protocol.common import JOB_FINAL
 from jupyter_remote.protocol.errors import BadRequest, RemoteError
 from jupyter_remote.util.retention import Policy
 from jupyter_remote_server.nodes.pool import ExecutorPool
@@ -16,6 +17,8 @@ from jupyter_remote_server.nodes.registry import NodeRegistry
 from jupyter_remote_server.services.executions import ExecutionService
 from jupyter_remote_server.services.jobs import JobService
 from jupyter_remote_server.services.kernels import KernelSessions
+from jupyter_remote_server.services.user_quota import UserQuota, parse_limits
+from jupyter_remote_server.services.users import SERVER, Caller, Users
 from jupyter_remote_server.store.retention import Retention
 
 log = logging.getLogger("jupyter_remote_server")
@@ -61,12 +64,27 @@ class RemoteManager(LoggingConfigurable):
         # agent instances whose node was removed: {instance: node_id}
         self.removed = {r["instance"]: r["node_id"] for r in store.load("node_removed")}
         self.pool = ExecutorPool(self.registry, app.node_chooser_class())
+        self.users = Users(app.user_identity, app.operators, app.serverapp.identity_provider)
+        self.tenant_name = app.tenant_name
+        self.quota = UserQuota(parse_limits(app.user_quota))
         self.kernels = KernelSessions(parent=self)
         self.executions = ExecutionService(parent=self, default_image=app.default_image)
         self.jobs = JobService(parent=self, default_image=app.default_image)
+        self.quota.load(self._holders())
         self.retention = Retention(store, Policy.from_traits(app), self._forget)
         self._background: list[asyncio.Task] = []
         self.gateway: StateGateway | None = None
+
+    def _holders(self):
+        """What already holds a share of its user's quota (at start: from the store)."""
+        for r in self.kernels.sessions.values():
+            yield r.get("user") or "", f"session:{r['key']}", r.get("quota") or {"sessions": 1.0}
+        for r in self.executions.records.values():
+            if r.get("quota"):
+                yield r.get("user") or "", f"execution:{r['execution_id']}", r["quota"]
+        for j in self.jobs.jobs.values():
+            if j.get("quota") and self.jobs.model(j)["status"] not in JOB_FINAL:
+                yield j.get("user") or "", f"job:{j['job_id']}", j["quota"]
 
     def configure_gateway(
         self, *, bind: str, port: int, mode: str, log_file: str, stale_threshold_ms: int
@@ -161,9 +179,10 @@ class RemoteManager(LoggingConfigurable):
         service = self.executions if kind == "execution" else self.jobs
         self.loop.call_soon_threadsafe(service.forget, key)
 
-    async def kernel_gone(self, kernel_id: str) -> list[dict]:
-        """Remove a kernel's session containers (it shut down, or was culled)."""
-        return await self.kernels.remove_kernel(kernel_id)
+    async def kernel_gone(self, kernel_id: str, caller: Caller = SERVER) -> list[dict]:
+        """Remove a kernel's session containers (it shut down, or was culled); those the
+        caller may see."""
+        return await self.kernels.remove_kernel(kernel_id, caller)
 
     async def on_kernel_event(self, logger, schema_id: str, data: dict) -> None:
         """jupyter_server's kernel_actions event: clean up when a kernel shuts down."""

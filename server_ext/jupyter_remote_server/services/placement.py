@@ -33,6 +33,8 @@ class ExecutionPlacement:
             return None
         image = body.get("image") or self.default_image
         session = self.kernels.sessions.get(self.kernels.key(req["owner"], image))
+        if session is not None and not req["caller"].sees(session):
+            return None  # another user's: place() refuses it
         node = session and self.registry.nodes.get(session["node_id"])
         if not node or not node.answering or req["node"] not in (None, node.node_id):
             return None
@@ -51,7 +53,9 @@ class ExecutionPlacement:
             return node, self._agent_body(body, body["session_id"]), []
         if req["owner"] and not body.get("fresh"):
             kind = "kernel" if req["kernel_id"] else "client"
-            session = await self.kernels.ensure(req["owner"], image, req["node"], body, kind=kind)
+            session = await self.kernels.ensure(
+                req["owner"], image, req["node"], body, kind=kind, caller=req["caller"]
+            )
             node = self.registry.get(session["node_id"])
             return node, self._agent_body(body, session["session_id"]), self._notices(session, body)
         agent_body = self._agent_body(body, None)

@@ -7,6 +7,7 @@ import logging
 import time
 
 from jupyter_remote.protocol.errors import NotFound
+from jupyter_remote_server.services.users import SERVER, Caller
 
 log = logging.getLogger("jupyter_remote_server")
 
@@ -29,10 +30,11 @@ async def notebooks_by_kernel(session_manager) -> dict[str, dict]:
     return out
 
 
-async def sessions_model(manager, notebooks: dict[str, dict]) -> dict:
-    """The GET /remote/api/sessions answer: one row per session container, never failing
-    as a whole because one node is slow or gone."""
-    records = sorted(manager.kernels.sessions.values(), key=lambda r: r["key"])
+async def sessions_model(manager, notebooks: dict[str, dict], caller: Caller = SERVER) -> dict:
+    """The GET /remote/api/sessions answer: one row per session container the caller may
+    see, never failing as a whole because one node is slow or gone."""
+    mine = (r for r in manager.kernels.sessions.values() if caller.sees(r))
+    records = sorted(mine, key=lambda r: r["key"])
     node_ids = sorted({r["node_id"] for r in records})
     answers = await asyncio.gather(*(_node_sessions(manager, n) for n in node_ids))
     agent = dict(zip(node_ids, answers, strict=True))
@@ -133,11 +135,12 @@ def _last_end_by_session(records) -> dict[str, float]:
     return out
 
 
-async def remove_one(manager, owner: str, image: str) -> dict:
-    """Remove one session of an owner (one image) on its node; 404 if unknown."""
+async def remove_one(manager, owner: str, image: str, caller: Caller = SERVER) -> dict:
+    """Remove one session of an owner (one image) on its node; 404 if unknown (or another
+    user's)."""
     kernels = manager.kernels
     record = kernels.sessions.get(kernels.key(owner, image))
-    if record is None:
+    if record is None or not caller.sees(record):
         raise NotFound(
             f"owner {owner!r} has no {image} session on this server", reason="no_session"
         )

@@ -52,9 +52,15 @@ class JobStore:
         raise NotImplementedError
 
     def page(
-        self, kind: str, limit: int, after: tuple[float, str] | None, owner: str | None = None
+        self,
+        kind: str,
+        limit: int,
+        after: tuple[float, str] | None,
+        owner: str | None = None,
+        user: str | None = None,
     ) -> list[dict]:
-        """Up to `limit` records newest first by (time, key), older than `after`."""
+        """Up to `limit` records newest first by (time, key), older than `after`; with
+        `user`, only that user's and those of no recorded user."""
         raise NotImplementedError
 
     def of_notebook(self, kind: str, path: str, limit: int) -> list[dict]:
@@ -142,6 +148,7 @@ class SQLiteJobStore(JobStore):
             "CREATE INDEX IF NOT EXISTS records_owner ON records (kind, owner, at, key)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS records_ended ON records (ended, kind)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS records_user ON records (kind, user, at, key)")
         self._db.execute(
             "CREATE INDEX IF NOT EXISTS records_notebook ON records (kind, notebook, at, key)"
         )
@@ -260,12 +267,20 @@ class SQLiteJobStore(JobStore):
         return [json.loads(body) for (body,) in rows]
 
     def page(
-        self, kind: str, limit: int, after: tuple[float, str] | None, owner: str | None = None
+        self,
+        kind: str,
+        limit: int,
+        after: tuple[float, str] | None,
+        owner: str | None = None,
+        user: str | None = None,
     ) -> list[dict]:
         where, args = ["kind = ?"], [kind]
         if owner is not None:
             where.append("owner = ?")
             args.append(owner)
+        if user is not None:
+            where.append("(user = ? OR user IS NULL)")
+            args.append(user)
         if after is not None:
             where.append("(at, key) < (?, ?)")  # a row value: one seek in the index
             args += [after[0], after[1]]

@@ -24,7 +24,7 @@ from jupyter_remote.util.retention import Policy, to_remove
 log = logging.getLogger("jupyter_remote_server")
 
 # Columns beside each record's JSON body: sort time, owner (kernel), end time when it may
-# be removed, whether it stays in memory, and its size.
+# be removed, whether it stays in memory, its size, its notebook and the Jupyter user.
 COLUMNS = (
     ("at", "REAL"),
     ("owner", "TEXT"),
@@ -32,6 +32,7 @@ COLUMNS = (
     ("live", "INTEGER"),
     ("size", "INTEGER"),
     ("notebook", "TEXT"),
+    ("user", "TEXT"),
 )
 KINDS = ("execution", "job")
 
@@ -108,7 +109,7 @@ def is_live(kind: str, record: dict) -> bool:
 def columns_of(kind: str, record: dict, body: str) -> tuple:
     """The COLUMNS values of a record of any kind (other kinds: only the size)."""
     if kind not in KINDS:
-        return (None, None, None, 0, len(body), None)
+        return (None, None, None, 0, len(body), None, None)
     final = status_of(kind, record) in (EXECUTION_FINAL if kind == "execution" else JOB_FINAL)
     ended = (record.get("finished_at") or time.time()) if final else None
     return (
@@ -118,12 +119,13 @@ def columns_of(kind: str, record: dict, body: str) -> tuple:
         int(is_live(kind, record)),
         len(body),
         record.get("notebook_path"),
+        record.get("user"),
     )
 
 
 def outcome(kind: str, record: dict) -> dict:
     """What an expired id still tells: how it ended."""
-    keep = ("returncode", "created_at", "finished_at", "node_id", "kernel_id")
+    keep = ("returncode", "created_at", "finished_at", "node_id", "kernel_id", "user")
     return {"status": status_of(kind, record), **{k: record[k] for k in keep if k in record}}
 
 
