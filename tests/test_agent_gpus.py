@@ -81,6 +81,15 @@ def test_a_session_asking_two_gpus_is_created_with_two_device_requests(make_agen
     attrs = docker_client.api.inspect_container(container.id)
     assert attrs["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == ["1", "3"]
 
+    # a fresh execution and a job task that cannot start: a clear message, GPUs freed
+    events = list(node.client.execute_stream(new_id(), image=BUSYBOX, gpus=1, command="true"))
+    assert events[-1]["status"] == "failed" and "no NVIDIA runtime" in events[-1]["message"]
+    job = node.client.submit_job(job_id=new_id("j"), image=BUSYBOX, gpus=1, command="true")
+    done = wait_job(node.client, job["job_id"])
+    assert done["status"] == "failed", done
+    assert "no NVIDIA runtime" in (done["tasks"][0].get("message") or ""), done
+    assert _wait_free(node, 4)["free"] == 4
+
 
 def test_forty_concurrent_requests_for_one_gpu_on_four_then_kill_restart_and_removal(
     make_agent, docker_client
