@@ -87,7 +87,7 @@ def test_the_service_is_global_and_the_stack_files_twin():
     stack = yaml.safe_load(STACK.read_text())["services"]["agent"]
     assert (
         spec["command"]
-        == stack["command"]
+        == stack["entrypoint"]
         == [
             "jupyter-remote",
             "agent",
