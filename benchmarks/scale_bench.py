@@ -26,11 +26,16 @@ Scenarios (`--only a,b` picks some; all by default), each with its target from i
   1,024 where the server has that trait), 500 cells into existing sessions. Every refused
   cell gets a 503 with a reason, no traceback storm in the server log (at most 10).
 - `store`: benchmarks/store_bench.py (1M execution rows): no save waits more than 20 ms.
+- `https`: 500 cells at once into existing sessions on 200 agents served over https (a
+  second simulated-agents process, the run's own CA). All succeed.
+- `slots`: 200 cells at once on 10 nodes with the server's own per-node connection cap. All
+  stream at once (the agents' peak of concurrent streams), none queued behind another.
 
 Per burst: cells ok and failed (by reason), TTFB p50/p99, the server process's threads and
 open fds (psutil, every 0.25 s), its CPU, node state changes in its log. Sizes: `SCALE_NODES`,
 `SCALE_CELLS`, `SCALE_NEW`, `SCALE_HUNG`, `SCALE_SERVICES`, `SCALE_FRESH`, `SCALE_PANELS`,
-`SCALE_PANEL_CELLS`, `SCALE_SPREAD`, `SCALE_NOFILE`, `SCALE_NOFILE_CELLS`; `SCALE_BASELINES=0`
+`SCALE_PANEL_CELLS`, `SCALE_SPREAD`, `SCALE_NOFILE`, `SCALE_NOFILE_CELLS`, `SCALE_HTTPS_CELLS`,
+`SCALE_SLOTS_CELLS`; `SCALE_BASELINES=0`
 skips the 1- and 10-node runs of `existing`; `STORE_BENCH_ROWS` is store_bench's.
 `SCALE_SERVER_TREE=DIR` runs the server from another checkout (its `server_ext` beside it);
 `BENCH_TLS=1` has the agents serve https. Every wait has a limit (`SCENARIO_LIMIT` s a
@@ -79,10 +84,23 @@ PANEL_ROUNDS = int(os.environ.get("SCALE_PANEL_ROUNDS", "2"))
 SPREAD = int(os.environ.get("SCALE_SPREAD", "500"))
 NOFILE = int(os.environ.get("SCALE_NOFILE", "1024"))
 NOFILE_CELLS = int(os.environ.get("SCALE_NOFILE_CELLS", "500"))
+HTTPS_CELLS = int(os.environ.get("SCALE_HTTPS_CELLS", "500"))
+SLOTS_NODES, SLOTS_CELLS = 10, int(os.environ.get("SCALE_SLOTS_CELLS", "200"))
 TRACEBACK_STORM = 10  # more Traceback lines than this in a burst's log is a storm
 BASELINES = os.environ.get("SCALE_BASELINES", "1") != "0"
 SCENARIO_LIMIT = float(os.environ.get("SCENARIO_LIMIT", "300"))
-SCENARIOS = ("existing", "new", "hung", "autostop", "panels", "spread", "nofile", "store")
+SCENARIOS = (
+    "existing",
+    "new",
+    "hung",
+    "autostop",
+    "panels",
+    "spread",
+    "nofile",
+    "store",
+    "https",
+    "slots",
+)
 SMALL = 10  # the node count the thread count is compared with
 LINES, INTERVAL = 10, 0.5  # 10 lines over 5 s
 SESSION_DELAY = 0.25  # seconds a simulated agent takes to make a session
@@ -98,22 +116,24 @@ def raise_open_files() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
 
 
-def start_sim(nodes: int, tmp: Path) -> tuple[subprocess.Popen, dict]:
-    """The simulated agents; over https with BENCH_TLS=1 (the run's CA trusted from here on,
-    by this process and the servers it starts)."""
-    tls = tls_options(run_ca(), "127.0.0.1") if TLS else ()
+def start_sim(nodes: int, tmp: Path, tls: bool = TLS) -> tuple[subprocess.Popen, dict]:
+    """The simulated agents; over https with `tls` (BENCH_TLS=1: the run's CA trusted from
+    here on, by this process and the servers it starts)."""
+    options = tls_options(run_ca(), "127.0.0.1") if tls else ()
     sim = subprocess.Popen(
-        [sys.executable, str(HERE / "sim_agents.py"), "--nodes", str(nodes), *tls]
+        [sys.executable, str(HERE / "sim_agents.py"), "--nodes", str(nodes), *options]
         + ["--lines", str(LINES), "--interval", str(INTERVAL), "--max-seconds", "1500"]
         + ["--stop-delay", str(STOP_DELAY)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=open(tmp / "sim.log", "wb"),
+        stderr=open(tmp / ("sim-https.log" if tls else "sim.log"), "wb"),
     )
     return sim, json.loads(sim.stdout.readline())
 
 
-def start_server(tmp: Path, nodes: list[dict], nofile: int | None = None, **extra) -> ServerProcess:
+def start_server(
+    tmp: Path, nodes: list[dict], nofile: int | None = None, raise_cap: bool = True, **extra
+) -> ServerProcess:
     """A server with these nodes; each node's connection cap (`pool_maxsize`) raised where
     fewer nodes would otherwise queue the burst's cells behind it (at N=1 and 10), else the
     server's own. With `nofile`, the server's soft open-files limit is `nofile` from its
@@ -121,7 +141,7 @@ def start_server(tmp: Path, nodes: list[dict], nofile: int | None = None, **extr
     tmp.mkdir()
     agents = [SimpleNamespace(**n) for n in nodes]
     per_node = -(-CELLS // len(nodes)) + 2  # two more for liveness calls
-    if per_node > 10:
+    if per_node > 10 and raise_cap:
         extra.setdefault("pool_maxsize", per_node)
     server = LimitedServer(tmp, agents, **REMOTE, **extra)
     if nofile is not None:
@@ -786,6 +806,7 @@ async def sc_nofile(run: Run) -> dict:
     in_stream = sum(n for why, n in r["failed"].items() if "run out of open files" in why)
     unclear = sum(r["failed"].values()) - clear - in_stream
     emfile = whole.count("Too many open files")
+    warned = len(re.findall(r"\[W .*out of open files", whole))
     ok = unclear == in_stream == 0 and r["tracebacks"] <= TRACEBACK_STORM and alive
     return {
         "verdict": verdict(ok),
@@ -798,7 +819,74 @@ async def sc_nofile(run: Run) -> dict:
             f"with a 200 whose stream ends 'run out of open files', {unclear} failed otherwise "
             f"(all: {failures(r)}); fds max {r['fds_max']}; {r['tracebacks']} "
             f"Traceback lines in the burst's log ({whole.count('Traceback')} in the whole log), "
-            f"'Too many open files' {emfile}x; server {'alive' if alive else 'DEAD'} after"
+            f"'Too many open files' {emfile}x, {warned} warnings 'out of open files'; "
+            f"server {'alive' if alive else 'DEAD'} after"
+        ),
+        "bursts": [r],
+    }
+
+
+async def warm_owners(load: Load, tag: str, count: int, nodes: list[dict]) -> list[str]:
+    """`count` owners with a session each, made round-robin on `nodes`."""
+    owners = [f"{tag}-o{i}" for i in range(count)]
+    ids = [n["node_id"] for n in nodes]
+    made = await load.warm([cell(o, 0, 0, node=ids[i % len(ids)]) for i, o in enumerate(owners)])
+    print(f"  {sum(m['ok'] for m in made)}/{count} sessions made", flush=True)
+    return owners
+
+
+async def sc_https(run: Run) -> dict:
+    """HTTPS_CELLS cells at once into existing sessions on 200 agents served over https
+    (a second simulated-agents process with the run's own CA)."""
+    sim, found = start_sim(NODES, run.tmp, tls=True)
+    found["pid"] = sim.pid
+    try:
+        server = run.own("https", found["nodes"])
+        load = Load(server, found)
+        try:
+            owners = await warm_owners(load, "https", HTTPS_CELLS, found["nodes"])
+            r = await load.burst("https agents", [cell(o) for o in owners])
+            show(r)
+        finally:
+            await load.http.close()
+            server.stop()
+    finally:
+        sim.stdin.close()
+        sim.wait(30)
+    return {
+        "verdict": verdict(r["ok"] == HTTPS_CELLS),
+        "target": f"{HTTPS_CELLS} cells on https agents all succeed (issue: the 512-thread cap)",
+        "figures": (
+            f"{r['ok']}/{HTTPS_CELLS} ok (failed: {failures(r)}), TTFB p50 "
+            f"{r['ttfb_p50_ms']:.0f} ms p99 {r['ttfb_p99_ms']:.0f} ms, server threads max "
+            f"{r['threads_max']}, fds max {r['fds_max']}, CPU {r['server_cpu_s']} s"
+        ),
+        "bursts": [r],
+    }
+
+
+async def sc_slots(run: Run) -> dict:
+    """SLOTS_CELLS cells at once on SLOTS_NODES nodes, each node's connection cap the
+    server's own: all stream at once, none queued behind another (the agents' peak of
+    concurrent streams), whatever the machine's load does to TTFB."""
+    nodes = run.nodes[:SLOTS_NODES]
+    server = run.own("slots", nodes, raise_cap=False)
+    load = Load(server, run.sim)
+    try:
+        owners = await warm_owners(load, "slots", SLOTS_CELLS, nodes)
+        r = await load.burst(f"slots N={SLOTS_NODES}", [cell(o) for o in owners])
+        show(r)
+        peak = (await load.sim_stats())["peak_streams"]
+    finally:
+        await load.http.close()
+        server.stop()
+    return {
+        "verdict": verdict(r["ok"] == SLOTS_CELLS and peak >= SLOTS_CELLS),
+        "target": f"{SLOTS_CELLS} cells on {SLOTS_NODES} nodes all stream at once (issue: 8 "
+        "slots a node, p50 5.1 s)",
+        "figures": (
+            f"{r['ok']}/{SLOTS_CELLS} ok (failed: {failures(r)}), {peak} streams at once at the "
+            f"agents, TTFB p50 {r['ttfb_p50_ms']:.0f} ms p99 {r['ttfb_p99_ms']:.0f} ms"
         ),
         "bursts": [r],
     }
@@ -852,6 +940,8 @@ RUNS = {
     "spread": sc_spread,
     "hung": sc_hung,
     "nofile": sc_nofile,
+    "https": sc_https,
+    "slots": sc_slots,
 }
 SHARED = ("existing", "new", "autostop", "panels", "spread")  # run first, on one server
 
