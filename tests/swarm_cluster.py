@@ -128,6 +128,9 @@ class SwarmNode:
         self.proc: subprocess.Popen | None = None
         self.mnt_ns: str | None = None
         self.net_ns: str | None = None
+        # open handles on both namespaces: while held, their identities cannot be reused by
+        # another namespace, so "a process in them" names only this node's processes
+        self.ns_fds: list[int] = []
         self.client: docker.DockerClient | None = None
         self.node_id = ""  # the swarm's id for it, once it is in
         self.killed: list[str] = []  # what was still there after dockerd and containerd
@@ -165,6 +168,8 @@ class SwarmNode:
         node's network namespace; the pid we keep is dockerd's own (every step execs)."""
         for sub in ("run", "data", "exec"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        for sub in self.cluster.run_dirs:
+            (self.dir / "run" / sub).mkdir(parents=True, exist_ok=True)
         script = (
             f'mount --bind "{self.dir / "run"}" /run && '
             f'mount -t tmpfs -o size={DATA_TMPFS} tmpfs "{self.dir / "data"}" && '
@@ -197,6 +202,10 @@ class SwarmNode:
             return True
 
         until(up, timeout, f"dockerd of {self.name} answering")
+        for kind in ("mnt", "net"):
+            self.ns_fds.append(os.open(f"/proc/{self.proc.pid}/ns/{kind}", os.O_RDONLY))
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"dockerd of {self.name} exited {self.proc.returncode}")
         self.mnt_ns = ns_inode(self.proc.pid, "mnt")
         self.net_ns = ns_inode(self.proc.pid, "net")
 
@@ -226,8 +235,8 @@ class SwarmNode:
         """Processes in this node's mount or network namespace (its daemons, shims, and
         containers on the host network); none of ours or of the main engine's."""
         marks = {m for m in (self.mnt_ns, self.net_ns) if m}
-        if not marks:
-            return []
+        if not marks or not self.ns_fds:
+            return []  # not held (never made, or released): the identities mean nothing
         found = []
         for entry in os.listdir("/proc"):
             if entry.isdigit() and int(entry) != os.getpid():
@@ -276,6 +285,12 @@ class SwarmNode:
                 pass
         until(lambda: not self.pids_inside(), 10, f"processes of {self.name} gone")
 
+    def release(self) -> None:
+        """Let go of the namespaces (the mount namespace, and its tmpfs, goes with it)."""
+        for fd in self.ns_fds:
+            os.close(fd)
+        self.ns_fds = []
+
     def remove_link(self) -> None:
         run("ip", "netns", "del", self.name, check=False)
 
@@ -285,8 +300,15 @@ class SwarmCluster:
 
     `with SwarmCluster(tmp_dir) as swarm:` forms it and always tears it down."""
 
-    def __init__(self, root: Path, size: int = 3, images: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        images: tuple[str, ...] = (),
+        run_dirs: tuple[str, ...] = (),
+    ) -> None:
         self.run = uuid.uuid4().hex[:6]
+        self.run_dirs = run_dirs  # made in each node's /run before it starts (bind sources)
         self.root = Path(root)
         self.size = size
         self.images = images
@@ -297,6 +319,7 @@ class SwarmCluster:
         self.nodes: list[SwarmNode] = []
         self.image_tar: Path | None = None
         self.timings: dict[str, float] = {}
+        self.stray: list[str] = []  # processes of a node still there when it was let go
 
     @property
     def manager(self) -> SwarmNode:
@@ -423,6 +446,11 @@ class SwarmCluster:
                 if exc is not None:
                     errors.append(f"{node.name}: {step.__name__}: {exc}")
             self.timings[f"{step.__name__}_s"] = time.monotonic() - t
+        for node in self.nodes:
+            self.stray += [
+                f"process {p} ({_cmdline(p)}) of {node.name}" for p in node.pids_inside()
+            ]
+            node.release()
         t = time.monotonic()
         self._unmount_leftovers()
         for node in self.nodes:
@@ -470,7 +498,7 @@ class SwarmCluster:
 
     def leftovers(self) -> list[str]:
         """What of this swarm is still on the machine (empty after `close`)."""
-        found = []
+        found = list(self.stray)
         netns = run("ip", "netns", "list").stdout
         found += [f"netns {n}" for n in netns.split() if n.startswith(f"{PREFIX}-{self.run}")]
         if self.host_end in run("ip", "-o", "link").stdout:
@@ -478,7 +506,6 @@ class SwarmCluster:
         with open("/proc/self/mountinfo") as fh:
             found += [f"mount {ln.split()[4]}" for ln in fh if str(self.root) in ln.split()[4]]
         for node in self.nodes:
-            found += [f"process {p} of {node.name}" for p in node.pids_inside()]
             found += [
                 f"cgroup {c}" for c in Path("/sys/fs/cgroup").glob(f"*/{node.name}") if c.exists()
             ]
@@ -533,11 +560,18 @@ def save_images(names: tuple[str, ...], tar: Path) -> Path:
 
 
 # -- the agent image ------------------------------------------------------------------------
+# The test's settings ride in the image's environment (JUPYTER_REMOTE_AGENT_<OPTION>), as the
+# deployed service sets only its own: calm limits on a loaded 2-core machine, fast samples,
+# busybox by default and no warm pool (no container the tests did not ask for).
 AGENT_DOCKERFILE = """\
 FROM jupyter-remote/python:local
 COPY site/ /opt/jupyter-remote-agent/site/
 COPY jupyter-remote /usr/local/bin/jupyter-remote
-ENV PYTHONPATH=/opt/jupyter-remote-agent/site PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+ENV PYTHONPATH=/opt/jupyter-remote-agent/site PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    JUPYTER_REMOTE_AGENT_CPU_MAX=100 JUPYTER_REMOTE_AGENT_MEMORY_MAX=100 \
+    JUPYTER_REMOTE_AGENT_SAMPLE_INTERVAL=0.5 \
+    JUPYTER_REMOTE_AGENT_DEFAULT_IMAGE=jupyter-remote/busybox:local \
+    JUPYTER_REMOTE_AGENT_WARM_POOL_SIZE=0
 ENTRYPOINT ["python3", "-m", "jupyter_remote"]
 CMD ["agent", "--help"]
 """
