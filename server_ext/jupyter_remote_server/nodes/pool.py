@@ -16,7 +16,8 @@ class NodeChooser:
     it does, so new work goes to healthy nodes first; but a burst does not pile everything
     on the one node that happened to look calm at its last sample while busy ones sit idle.
     Ties go to the node with more free memory. Swap it with `c.RemoteApp.node_chooser_class`
-    (a subclass overriding `choose`; candidates are every usable node with the image).
+    (a subclass overriding `choose`; candidates are every usable node with the image and
+    the labels the work asks for: it never sees another).
     """
 
     busy_penalty = 8
