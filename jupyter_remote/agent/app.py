@@ -154,6 +154,7 @@ class AgentApp(AgentOptions, RetentionTraits, Application):
         "listen": "AgentApp.listen",
         "token": "AgentApp.token",
         "token-file": "AgentApp.token_file",
+        "tenants-file": "AgentApp.tenants_file",
         "certfile": "AgentApp.certfile",
         "keyfile": "AgentApp.keyfile",
         "data-dir": "AgentApp.data_dir",
@@ -259,11 +260,12 @@ class AgentApp(AgentOptions, RetentionTraits, Application):
     def _run(self) -> None:
         host, port = self.host_port()
         token = self.read_token()
-        if not is_loopback(host) and not token:
+        if not is_loopback(host) and not token and not self.tenants_file:
             raise UsageFailure(
                 f"refusing to listen on {host}:{port} without a token: give "
-                "--token or --token-file (only loopback binds may go without)"
+                "--token, --token-file or --tenants-file (only loopback binds may go without)"
             )
+        credentials = self.credentials(token)
         limits = self.limits()
         self.check_numbers()
         if self.join and not self.join_token:
@@ -277,4 +279,4 @@ class AgentApp(AgentOptions, RetentionTraits, Application):
         )
         from jupyter_remote.agent.serve import serve  # docker, tornado: only when serving
 
-        asyncio.run(serve(self, host, port, token, limits))
+        asyncio.run(serve(self, host, port, token, limits, credentials))

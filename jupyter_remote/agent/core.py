@@ -27,6 +27,7 @@ from jupyter_remote.agent.pool import WarmPool
 from jupyter_remote.agent.retention import Retention
 from jupyter_remote.agent.sessions import SessionManager
 from jupyter_remote.agent.specs import Limits, check_host_fits
+from jupyter_remote.agent.tenants import Credentials, Quotas, ask_of
 from jupyter_remote.protocol.bodies import SessionBody
 from jupyter_remote.protocol.errors import BadRequest, Unavailable
 from jupyter_remote.util.failures import log_failure
@@ -163,6 +164,9 @@ class Agent:
         self.monitor.gpu_reader = self.gpu_reader if self.gpu_reader.available else None
         self.monitor.gpu_indices = [g.index for g in gpus if g.uuid]  # NVML's, not index-only
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="agent-io")
+        self.credentials = Credentials()  # serve.py sets the token's and tenants file's
+        self.quotas = Quotas(self)
+        self.jobs.admit = self.quotas.admit_task
         self.stopping = False  # set at SIGTERM: requests still in flight then get a 503
         self.handlers: weakref.WeakSet = weakref.WeakSet()  # requests not answered yet
         self._default_session_lock = threading.Lock()
@@ -251,18 +255,23 @@ class Agent:
             "gpus": self.gpus.report(self.monitor.gpu_metrics),
         }
 
-    def default_session(self, image: str | None) -> str:
-        """The session `POST /execute` uses: one per image, made on first use (blocking)."""
+    def default_session(self, image: str | None, tenant: str | None = None) -> str:
+        """The session `POST /execute` uses: one per image (and tenant), made on first use
+        (blocking), within the tenant's quota."""
         image = image or self.sessions.default_image
         sid = (
             DEFAULT_SESSION
             if image == self.sessions.default_image
             else (f"{DEFAULT_SESSION}-{hashlib.sha1(image.encode()).hexdigest()[:10]}")
         )
+        if tenant is not None:
+            sid = f"{sid}:{tenant}"
         with self._default_session_lock:
             if sid not in self.sessions.sessions:
                 _, spec, idle = self.sessions.parse(
                     SessionBody.model_construct(session_id=sid, image=image)
                 )
-                self.sessions.create(sid, spec, idle)
+                key = ("session", sid)
+                with self.quotas.reserve(tenant, key, ask_of(spec, sessions=1), "session"):
+                    self.sessions.create(sid, spec, idle, tenant)
         return sid

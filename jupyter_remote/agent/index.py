@@ -33,6 +33,7 @@ class Done:
     started_at: float
     finished_at: float
     bytes: int
+    tenant: str | None = None  # whose it is (tenants.py): listings show a tenant its own
 
 
 class ExecutionIndex:
@@ -61,6 +62,7 @@ class ExecutionIndex:
                 started,
                 meta.get("finished_at") or started,
                 disk_bytes(os.path.join(self.root, name)),
+                meta.get("tenant"),
             )
             with self._lock:
                 self.done[name] = done

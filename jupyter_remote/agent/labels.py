@@ -14,6 +14,7 @@ PATH = "jupyter-remote.path"  # runner | exec (absent: exec)
 RUNNER_DIR = "jupyter-remote.runner-dir"  # the host directory of a runner's socket and spool
 PROBE = "jupyter-remote.probe"  # a throw-away python3 probe of an image, by this node
 POOL = "jupyter-remote.pool"  # a warm container waiting in the pool (kind fresh)
+TENANT = "jupyter-remote.tenant"  # who made a session (absent: the operator)
 EXPIRES = "jupyter-remote.expires"  # unix time after which any agent may remove it
 
 

@@ -17,7 +17,8 @@ import time
 
 from jupyter_remote.protocol.errors import NotFound
 
-FIELDS = ("status", "returncode", "started_at", "finished_at", "expired_at")
+KEPT = ("status", "returncode", "started_at", "finished_at", "tenant")  # from each record
+FIELDS = (*KEPT, "expired_at")
 
 
 class Ledger:
@@ -38,15 +39,20 @@ class Ledger:
             "expired_at REAL NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS expired_at ON expired (expired_at)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(expired)")}
+        if "tenant" not in columns:  # a ledger of an agent from before tenants: the operator's
+            self._db.execute("ALTER TABLE expired ADD COLUMN tenant TEXT")
 
     def add(self, kind: str, records: dict[str, dict]) -> None:
         """Written before the records are removed (one transaction): a crash in between
         leaves both, never neither."""
         now = time.time()
-        rows = [(kind, rid, *(r.get(f) for f in FIELDS[:-1]), now) for rid, r in records.items()]
+        rows = [(kind, rid, *(r.get(f) for f in KEPT), now) for rid, r in records.items()]
         with self._lock, self._db:
             self._db.executemany(
-                "INSERT OR REPLACE INTO expired VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                f"INSERT OR REPLACE INTO expired (kind, id, {', '.join(FIELDS)}) "
+                f"VALUES ({', '.join('?' * (len(FIELDS) + 2))})",
+                rows,
             )
 
     def get(self, kind: str, record_id: str) -> dict | None:

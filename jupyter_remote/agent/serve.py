@@ -17,6 +17,7 @@ from jupyter_remote.agent.expiry import SWEEP_EVERY
 from jupyter_remote.agent.join import advertised_url, keep_joined
 from jupyter_remote.agent.settings import UsageFailure
 from jupyter_remote.agent.specs import Limits
+from jupyter_remote.agent.tenants import Credentials
 from jupyter_remote.agent.web.base import BodyLimits
 from jupyter_remote.agent.web.routes import make_app
 from jupyter_remote.http.open_files import AcceptGuard, raise_open_files_limit
@@ -53,17 +54,21 @@ def build(app, limits: Limits) -> Agent:
         raise UsageFailure(exc.message) from None
 
 
-async def serve(app, host: str, port: int, token: str, limits: Limits) -> None:
-    """Run the agent until SIGTERM or SIGINT; `app` is the AgentApp with its options."""
+async def serve(
+    app, host: str, port: int, token: str, limits: Limits, credentials: Credentials
+) -> None:
+    """Run the agent until SIGTERM or SIGINT; `app` is the AgentApp with its options.
+    SIGHUP re-reads the tenants file."""
     body_limits = BodyLimits(execution=app.max_execution_bytes, other=app.max_request_bytes)
     tls = app.ssl_context()  # a bad certificate is refused before anything starts
     agent = build(app, limits)
+    agent.credentials = credentials
     loop = asyncio.get_running_loop()
     agent.jobs.changes.loop = loop
     agent.executions.loop = loop
     await agent.blocking(agent.start)
     server = HTTPServer(
-        make_app(agent, token or None, body_limits),
+        make_app(agent, body_limits),
         max_body_size=body_limits.largest + 1,
         idle_connection_timeout=300,
         ssl_options=tls,
@@ -84,6 +89,7 @@ async def serve(app, host: str, port: int, token: str, limits: Limits) -> None:
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: credentials.reload(force=True))
     log.info(
         "agent %s (node %s) listening on %s://%s:%d, data in %s%s",
         __version__,
@@ -92,8 +98,10 @@ async def serve(app, host: str, port: int, token: str, limits: Limits) -> None:
         host,
         port,
         app.data_dir,
-        "" if token else " (no token)",
+        "" if token else " (no operator token)",
     )
+    if credentials.path:
+        log.info("tenants from %s: %d", credentials.path, len(credentials.tenants))
     await stopping.wait()
     log.info("stopping")
     agent.stopping = True

@@ -24,6 +24,7 @@ from jupyter_remote.agent.specs import (
     container_spec,
     safe_name,
 )
+from jupyter_remote.agent.tenants import unknown
 from jupyter_remote.agent.tombstones import Tombstones
 from jupyter_remote.protocol.bodies import SessionBody
 from jupyter_remote.protocol.errors import Conflict, NotFound
@@ -42,6 +43,7 @@ class Session:
     running: int = 0
     lease_until: float = 0.0  # the expiry other agents see (label, then lease file)
     runner_dir: str | None = None  # host dir of the runner's socket and spool; None: exec
+    tenant: str | None = None  # who made it (tenants.py); None: the operator
 
     @property
     def path(self) -> str:
@@ -64,6 +66,7 @@ class Session:
             "created_at": self.created_at,
             "last_used_at": self.last_used_at,
             "running_executions": self.running,
+            "tenant": self.tenant,
         }
 
 
@@ -107,8 +110,11 @@ class SessionManager:
         idle = body.idle_timeout if body.idle_timeout is not None else self.idle_timeout
         return sid, spec, float(idle)
 
-    def create(self, sid: str, spec: ContainerSpec, idle_timeout: float) -> Session:
-        """Start the container (blocking: call off the event loop)."""
+    def create(
+        self, sid: str, spec: ContainerSpec, idle_timeout: float, tenant: str | None = None
+    ) -> Session:
+        """Start the container (blocking: call off the event loop); `tenant` owns it (a
+        label on the container, so a restarted agent knows it too)."""
         with self._lock:
             if sid in self.sessions:
                 raise Conflict(
@@ -121,6 +127,7 @@ class SessionManager:
                 "session": sid,
                 "idle_timeout": f"{idle_timeout:g}",
                 **expiry_label(idle_timeout),
+                **({"tenant": tenant} if tenant is not None else {}),
             }
             runner_dir = None
             spec = self.factory.workdirs.cell_spec(spec)  # never / (identity.py)
@@ -140,7 +147,7 @@ class SessionManager:
             except BaseException:
                 self.gpus.release(self.holder(sid))
                 raise
-            session = Session(sid, cid, spec, idle_timeout, runner_dir=runner_dir)
+            session = Session(sid, cid, spec, idle_timeout, runner_dir=runner_dir, tenant=tenant)
             session.lease_until = session.created_at + idle_timeout
             self.sessions[sid] = session
             self.removed.clear(sid)
@@ -171,8 +178,9 @@ class SessionManager:
                 session_id=sid,
                 removed_at=removed["removed_at"],
                 idle_timeout=removed["idle_timeout"],
+                tenant=removed.get("tenant"),
             )
-        raise NotFound(f"no session {sid!r} on node {self.node_id!r}", reason="session_not_found")
+        raise unknown("session", sid, self.node_id)
 
     def list(self) -> list[dict]:
         return [s.to_json() for s in self.sessions.values()]
@@ -244,6 +252,7 @@ class SessionManager:
                 idle_for=now - session.last_used_at,
                 idle_timeout=session.idle_timeout,
                 image=session.spec.image,
+                tenant=session.tenant,
             )
             reaped.append(sid)
         return reaped
@@ -270,6 +279,13 @@ class SessionManager:
             )
             idle = float(info["Labels"].get(labels.IDLE_TIMEOUT, self.idle_timeout))
             runner_dir = info["Labels"].get(labels.RUNNER_DIR) or None
-            self.sessions[sid] = Session(sid, info["Id"], spec, idle, runner_dir=runner_dir)
+            self.sessions[sid] = Session(
+                sid,
+                info["Id"],
+                spec,
+                idle,
+                runner_dir=runner_dir,
+                tenant=info["Labels"].get(labels.TENANT),  # none on older ones: the operator's
+            )
             self._renew(self.sessions[sid])  # its idle clock restarts now
         return len(self.sessions)

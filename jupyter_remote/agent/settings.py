@@ -44,6 +44,15 @@ class AgentOptions(HasTraits):
         "", help="Bearer token clients must send (Authorization: Bearer TOKEN).", config=True
     )
     token_file = Unicode("", help="File holding the bearer token (first line).", config=True)
+    tenants_file = Unicode(
+        "",
+        help='JSON file of named tenant credentials, each with its quota: {"tenants": '
+        '{"NAME": {"token": "...", "quota": {"sessions": 4, "cpus": 8, '
+        '"memory": "16g", "gpus": 1}}}} (mode 600). A tenant sees only what it made; '
+        "--token stays the operator's, which sees everything. Re-read when it changes and on "
+        "SIGHUP. See docs/security.md#tenants.",
+        config=True,
+    )
     certfile = Unicode(
         "",
         help="TLS certificate (PEM, with its chain) to serve https; with --keyfile. Without "
@@ -295,6 +304,15 @@ class AgentOptions(HasTraits):
                 )
             return token
         return self.token
+
+    def credentials(self, token: str):
+        """The operator's token and the tenants file; a bad file is a UsageFailure."""
+        from jupyter_remote.agent.tenants import Credentials, TenantsFileError
+
+        try:
+            return Credentials(token, self.tenants_file)
+        except TenantsFileError as exc:
+            raise UsageFailure(f"--tenants-file: {exc}") from None
 
     def limits(self) -> Limits:
         try:

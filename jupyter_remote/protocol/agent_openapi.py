@@ -27,6 +27,13 @@ SHAPES = {
     "Info": oa.obj(["node_id", "api_version"], node_id=oa.STRING),
     "Health": oa.obj(["status", "healthy"], status=oa.STRING, healthy={"type": "boolean"}),
     "Resources": oa.obj(["node_id"], node_id=oa.STRING),
+    "WhoAmI": oa.obj(
+        ["tenant", "operator", "quota", "use"],
+        tenant={"type": ["string", "null"]},
+        operator={"type": "boolean"},
+        quota={"type": "object"},
+        use={"type": "object"},
+    ),
     "Session": oa.obj(["session_id"], session_id=oa.STRING),
     "SessionList": oa.obj(["sessions"], sessions=OBJECTS),
     "Execution": oa.obj(["execution_id", "status"], execution_id=oa.STRING),
@@ -74,6 +81,12 @@ PATHS = {
     "/v1/health": {"get": _op("health checks", _json("200", "Health", "always 200"))},
     "/v1/resources": {"get": _op("resource sample", _json("200", "Resources", "the sample"))},
     "/v1/openapi.json": {"get": _op("this document", _json("200", "Document", "OpenAPI 3.1"))},
+    "/v1/whoami": {
+        "get": _op(
+            "the caller: its tenant (null: the operator), quota and use",
+            _json("200", "WhoAmI", "the caller"),
+        )
+    },
     "/v1/sessions": {
         "get": _op("sessions", _json("200", "SessionList", "every session")),
         "post": _op("create a session", _json("201", "Session", "created"), "SessionBody"),

@@ -63,6 +63,7 @@ class Execution:
     runner_dir: str | None = None
     runner_started: bool = False  # the run request went to the runner
     execution_count: int | None = None  # the kernel's In[N]: a Python traceback names it
+    tenant: str | None = None  # who asked for it (tenants.py); None: the operator
     log: EventLog | None = None
     done: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -89,4 +90,5 @@ class Execution:
             "oom_killed": self.oom_killed,
             "message": self.message,
             "log_size": self.log.size if self.log else None,
+            "tenant": self.tenant,
         }

@@ -102,6 +102,7 @@ def resume(mgr, name: str, meta: dict) -> bool:
         path="runner",
         runner_dir=session.runner_dir,
         runner_started=True,
+        tenant=meta.get("tenant"),
     )
     stream = client(ex).attach(rid, offset)
     ex.log = EventLog(path, mgr.loop)

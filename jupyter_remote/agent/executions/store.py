@@ -11,6 +11,7 @@ from jupyter_remote.agent.executions.record import Execution
 from jupyter_remote.agent.index import ExecutionIndex
 from jupyter_remote.agent.specs import check_id
 from jupyter_remote.agent.state import read_json, write_json
+from jupyter_remote.agent.tenants import unknown
 from jupyter_remote.protocol.common import EXECUTION_FINAL
 from jupyter_remote.protocol.errors import BadRequest, Conflict, NotFound
 from jupyter_remote.protocol.queries import PageQuery, page
@@ -46,10 +47,7 @@ class ExecutionStore:
         if meta is None:
             if self.ledger is not None:
                 self.ledger.refuse("execution", execution_id, "execution")
-            raise NotFound(
-                f"no execution {execution_id!r} on node {self.node_id!r}",
-                reason="execution_not_found",
-            )
+            raise unknown("execution", execution_id, self.node_id)
         return meta
 
     def get_or_none(self, execution_id: str) -> dict | None:
@@ -58,14 +56,20 @@ class ExecutionStore:
         except (NotFound, BadRequest):
             return None
 
-    def list(self, query: PageQuery) -> dict:
-        """One page of executions, newest first by (started_at, id), and the next cursor."""
+    def list(self, query: PageQuery, keep=lambda tenant: True) -> dict:
+        """One page of executions, newest first by (started_at, id), and the next cursor;
+        only those whose tenant `keep` accepts (a tenant's own)."""
         running = dict(self.running)
         keys = [
             {"execution_id": k, "started_at": d.started_at}
             for k, d in self.index.refresh(running).items()
+            if keep(d.tenant)
         ]
-        keys += [{"execution_id": k, "started_at": ex.started_at} for k, ex in running.items()]
+        keys += [
+            {"execution_id": k, "started_at": ex.started_at}
+            for k, ex in running.items()
+            if keep(ex.tenant)
+        ]
         got = page(keys, query, "started_at", "execution_id")
         return {
             **got,

@@ -14,6 +14,7 @@ import os
 import shutil
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 
 from docker.errors import DockerException, NotFound
@@ -54,6 +55,8 @@ class JobManager(JobStore):
         self.stop_grace = stop_grace
         self._stop_seconds = max(1, math.ceil(stop_grace))  # Docker takes whole seconds
         self.gpus = GpuPool(node_id=node_id)  # the Agent's, with the node's inventory
+        # a task's start within its tenant's quota: yields None, or why it may not start
+        self.admit = lambda job, task: nullcontext(None)
 
     @staticmethod
     def holder(job_id: str, index: int) -> str:
@@ -159,6 +162,21 @@ class JobManager(JobStore):
                     running += 1
 
     def _start_task(self, job: dict, task: dict) -> None:
+        """Start it, or fail it when its tenant's quota is used up by then."""
+        with self.admit(job, task) as refused:
+            if refused is None:
+                self._start_admitted(job, task)
+                return
+        task.update(
+            status="failed",
+            returncode=-1,
+            finished_at=time.time(),
+            message=f"not started: {refused.message}",
+        )
+        self._finish_if_done(job)
+        self.save(job)
+
+    def _start_admitted(self, job: dict, task: dict) -> None:
         spec = ContainerSpec.from_json(task["spec"])
         task_dir = self.path(job["job_id"], f"task-{task['index']}")
         if spec.gpu_request is not None:

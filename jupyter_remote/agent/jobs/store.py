@@ -14,7 +14,8 @@ from docker.errors import NotFound
 
 from jupyter_remote.agent.jobs.plan import job_status
 from jupyter_remote.agent.specs import check_id, safe_name
-from jupyter_remote.agent.state import write_json
+from jupyter_remote.agent.state import read_json, write_json
+from jupyter_remote.agent.tenants import unknown
 from jupyter_remote.protocol.common import TASK_FINAL
 from jupyter_remote.protocol.errors import BadRequest, Conflict
 from jupyter_remote.protocol.errors import NotFound as RemoteNotFound
@@ -54,9 +55,14 @@ class JobStore:
         write_json(self.path(job["job_id"], "job.json"), job)
         self.changes.notify()
 
-    def changed_since(self, version: int) -> dict:
-        """The change feed: jobs saved after `version`, so a watcher needs one request."""
-        jobs = [self.model(j) for j in list(self.jobs.values()) if j.get("version", 0) > version]
+    def changed_since(self, version: int, keep=lambda tenant: True) -> dict:
+        """The change feed: jobs saved after `version`, so a watcher needs one request;
+        only those whose tenant `keep` accepts (a tenant's own)."""
+        jobs = [
+            self.model(j)
+            for j in list(self.jobs.values())
+            if j.get("version", 0) > version and keep(j.get("tenant"))
+        ]
         return {"epoch": self.epoch, "version": self.version, "jobs": jobs}
 
     def model(self, job: dict) -> dict:
@@ -68,6 +74,7 @@ class JobStore:
             "tasks_total": len(tasks),
             "tasks_done": done,
             "node_id": self.node_id,
+            "tenant": job.get("tenant"),  # none in older records: the operator's
         }
 
     def get(self, job_id: str) -> dict:
@@ -77,9 +84,13 @@ class JobStore:
         except KeyError:
             if self.ledger is not None:
                 self.ledger.refuse("job", job_id, "job")
-            was = " (it was deleted)" if self._deleted(job_id) else ""
+            gone = read_json(self._tombstone(job_id)) if self._deleted(job_id) else None
+            if gone is None:
+                raise unknown("job", job_id, self.node_id) from None
             raise RemoteNotFound(
-                f"no job {job_id!r} on node {self.node_id!r}{was}", reason="job_not_found"
+                f"no job {job_id!r} on node {self.node_id!r} (it was deleted)",
+                reason="job_not_found",
+                **({"tenant": gone["tenant"]} if gone.get("tenant") is not None else {}),
             ) from None
 
     def _tombstone(self, job_id: str) -> str:
@@ -88,9 +99,11 @@ class JobStore:
     def _deleted(self, job_id: str) -> bool:
         return os.path.exists(self._tombstone(job_id))
 
-    def list(self, query: PageQuery) -> dict:
-        """One page of jobs, newest first by (created_at, id), and the next cursor."""
-        got = page(list(self.jobs.values()), query, "created_at", "job_id")
+    def list(self, query: PageQuery, keep=lambda tenant: True) -> dict:
+        """One page of jobs, newest first by (created_at, id), and the next cursor; only
+        those whose tenant `keep` accepts (a tenant's own)."""
+        mine = [j for j in list(self.jobs.values()) if keep(j.get("tenant"))]
+        got = page(mine, query, "created_at", "job_id")
         return {**got, "items": [self.model(j) for j in got["items"]]}
 
     def finished(self) -> list[tuple[str, float | None]]:
@@ -135,7 +148,12 @@ class JobStore:
             with self._create_lock:
                 write_json(
                     self._tombstone(job_id),
-                    {"job_id": job_id, "deleted_at": time.time(), "status": status},
+                    {
+                        "job_id": job_id,
+                        "deleted_at": time.time(),
+                        "status": status,
+                        "tenant": job.get("tenant"),
+                    },
                 )
                 gone = self._unlink(job_id)
         self._discarded(job_id, gone)
@@ -170,6 +188,7 @@ class JobStore:
                 "status": job_status(job),
                 "started_at": job["created_at"],
                 "finished_at": ending[job_id],
+                "tenant": job.get("tenant"),
             }
         if not records:
             return 0

@@ -1,19 +1,37 @@
 """The base of every agent handler: the shared JSON contract (http/handler.py) on tornado's
-RequestHandler, with the agent's bearer token and body caps."""
+RequestHandler, with the caller's credential (a tenant or the operator), the one ownership
+rule (tenants.py) and body caps."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
 from tornado import web
 
+from jupyter_remote.agent import tenants
 from jupyter_remote.agent.core import Agent
 from jupyter_remote.agent.web.wire import read_body
-from jupyter_remote.http.handler import JsonApiMixin, bearer, token_matches
-from jupyter_remote.protocol.errors import PayloadTooLarge, RemoteError, Unauthorized, Unavailable
+from jupyter_remote.http.handler import JsonApiMixin, bearer
+from jupyter_remote.protocol.errors import (
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    RemoteError,
+    Unauthorized,
+    Unavailable,
+)
 
 M = TypeVar("M")
+
+
+LOOKUP = {
+    "session": lambda agent, oid: agent.sessions.get(oid),
+    "execution": lambda agent, oid: agent.executions.get(oid),
+    "job": lambda agent, oid: agent.jobs.get(oid),
+}
 
 
 @dataclass(frozen=True)
@@ -34,11 +52,11 @@ class AgentHandler(JsonApiMixin, web.RequestHandler):
 
     agent: Agent
     carries_cells = False  # True where a POST body holds a cell: it gets the larger cap
+    tenant: str | None = None  # who asks: a tenant's name, or None for the operator
 
-    def initialize(self, agent: Agent, token: str | None, limits: BodyLimits) -> None:
+    def initialize(self, agent: Agent, limits: BodyLimits) -> None:
         self.agent = agent
         agent.handlers.add(self)  # so a stopping agent can let answers in flight finish
-        self._token = token
         self._max_body = limits.other
         if self.carries_cells and self.request.method == "POST":
             self._max_body = limits.execution
@@ -48,13 +66,15 @@ class AgentHandler(JsonApiMixin, web.RequestHandler):
         self.agent.handlers.discard(self)  # answered: a stopping agent need not wait for it
 
     def prepare(self) -> None:
-        if self._token:
-            given = self.request.headers.get("Authorization", "")
-            scheme, value = bearer(given)
-            if scheme.lower() != "bearer" or not token_matches(value, self._token):
-                raise Unauthorized(
-                    "missing or wrong bearer token", reason="bad_token" if given else "no_token"
-                )
+        given = self.request.headers.get("Authorization", "")
+        scheme, value = bearer(given)
+        known, self.tenant = self.agent.credentials.resolve(
+            value if scheme.lower() == "bearer" else None
+        )
+        if not known:
+            raise Unauthorized(
+                "missing or wrong bearer token", reason="bad_token" if given else "no_token"
+            )
         length = self.request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > self._max_body:
             raise PayloadTooLarge(
@@ -65,6 +85,34 @@ class AgentHandler(JsonApiMixin, web.RequestHandler):
         self._body += chunk
         if len(self._body) > self._max_body:
             raise PayloadTooLarge(f"request body is over the {self._max_body}-byte limit")
+
+    # -- tenants: one rule for every route ---------------------------------------------------
+    def visible(self, owner: str | None) -> bool:
+        return tenants.visible(self.tenant, owner)
+
+    def own(self, kind: str, oid: str):
+        """The record of a session, execution or job named in the request, if the caller
+        may see it; for a tenant, another's object (live or gone) is the very 404 of an id
+        never used. Every route that names an object goes through here."""
+        node = self.agent.node_id
+        try:
+            record = LOOKUP[kind](self.agent, oid)
+        except NotFound as exc:
+            raise tenants.screen_gone(exc, self.tenant, kind, oid, node) from None
+        owner = record.tenant if kind == "session" else record.get("tenant")
+        if not self.visible(owner):
+            raise tenants.unknown(kind, oid, node)
+        return record
+
+    @contextmanager
+    def new_id(self, kind: str, oid: str) -> Iterator[None]:
+        """Around a create: a run-once id another tenant used is a 409 that names no one."""
+        try:
+            yield
+        except Conflict as exc:
+            if exc.reason != f"duplicate_{kind}":
+                raise
+            raise tenants.id_taken(exc, self.tenant, kind, oid, self.agent.node_id) from None
 
     def body_as(self, model: type[M]) -> M:
         """The typed body, or a 400 naming the field and the rule; before anything happens."""

@@ -7,6 +7,7 @@ import asyncio
 import os
 
 from jupyter_remote.agent.eventlog import read_file
+from jupyter_remote.agent.tenants import ask_of
 from jupyter_remote.agent.web.base import AgentHandler
 from jupyter_remote.protocol.bodies import CancelBody, ExecutionBody, LegacyExecuteBody
 from jupyter_remote.protocol.errors import BadRequest
@@ -15,38 +16,61 @@ from jupyter_remote.protocol.records import Splitter, events, starts_record
 from jupyter_remote.protocol.validation import parse_body
 
 
-class ExecutionsHandler(AgentHandler):
+class ExecutionPlanning:
+    """For the handlers that run cells: the caller's own session, its quota."""
+
+    async def plan(self, body: ExecutionBody):
+        if body.session_id is not None:
+            self.own("session", body.session_id)  # another tenant's: the unknown id's 404
+        ex = self.agent.executions.parse(body)
+        ex.tenant = self.tenant
+        if ex.mode == "fresh":
+            await self.agent.blocking(self.agent.factory.check_image, ex.image)
+        return ex
+
+    def claim(self, ex) -> None:
+        """The id, its GPUs and (fresh) its share of the tenant's quota, all or nothing."""
+        ask = ask_of(ex.spec) if ex.mode == "fresh" else None
+        key = ("execution", ex.execution_id)
+        with self.new_id("execution", ex.execution_id):
+            if ask is None:
+                self.agent.executions.claim(ex)
+                return
+            with self.agent.quotas.reserve(self.tenant, key, ask, "execution"):
+                self.agent.executions.claim(ex)
+
+
+class ExecutionsHandler(ExecutionPlanning, AgentHandler):
     carries_cells = True
 
     def get(self) -> None:
-        got = self.agent.executions.list(page_query(PageQuery, self.request.query_arguments))
+        query = page_query(PageQuery, self.request.query_arguments)
+        got = self.agent.executions.list(query, self.visible)
         self.send({"executions": got["items"], "next": got["next"]})
 
     async def post(self) -> None:
-        ex = self.agent.executions.parse(self.body_as(ExecutionBody))
-        if ex.mode == "fresh":
-            await self.agent.blocking(self.agent.factory.check_image, ex.image)
-        self.agent.executions.claim(ex)
+        ex = await self.plan(self.body_as(ExecutionBody))
+        self.claim(ex)
         self.agent.executions.start(ex, asyncio.get_running_loop())
         await self.stream_events(ex.log.read(0, follow=True))
 
 
 class ExecutionHandler(AgentHandler):
     def get(self, execution_id: str) -> None:
-        self.send(self.agent.executions.get(execution_id))
+        self.send(self.own("execution", execution_id))
 
 
 class ExecutionEventsHandler(AgentHandler):
     async def get(self, execution_id: str) -> None:
         executions = self.agent.executions
-        executions.get(execution_id)
+        self.own("execution", execution_id)
         offset = self.int_arg("offset")
         try:
             at_start = await self.agent.blocking(
                 starts_record, executions.log_path(execution_id), offset
             )
         except FileNotFoundError:
-            executions.get(execution_id)  # 404 expired
+            self.own("execution", execution_id)  # 404 expired
             raise
         if not at_start:
             raise BadRequest(
@@ -61,7 +85,7 @@ class ExecutionEventsHandler(AgentHandler):
             try:  # opened now: a record that retention removes meanwhile reads to its end
                 await self.stream_events(read_file(executions.log_path(execution_id), offset))
             except FileNotFoundError:
-                executions.get(execution_id)  # 404 expired
+                self.own("execution", execution_id)  # 404 expired
                 raise
 
 
@@ -69,12 +93,12 @@ class ExecutionCancelHandler(AgentHandler):
     async def post(self, execution_id: str) -> None:
         sig = self.body_as(CancelBody).signal
         executions = self.agent.executions
-        executions.get(execution_id)
+        self.own("execution", execution_id)
         reason = "cancel requested" if sig == "SIGTERM" else f"cancel requested ({sig})"
         self.send(await self.agent.blocking(executions.cancel, execution_id, reason, sig))
 
 
-class ExecuteHandler(AgentHandler):
+class ExecuteHandler(ExecutionPlanning, AgentHandler):
     """Seed 000's plain endpoint: {"command", "timeout"} in, {"output", "returncode"} out."""
 
     carries_cells = True
@@ -88,9 +112,11 @@ class ExecuteHandler(AgentHandler):
         if legacy.session_id is None:
             if legacy.image is not None:
                 await agent.blocking(agent.factory.check_image, legacy.image)
-            body["session_id"] = await agent.blocking(agent.default_session, legacy.image)
-        ex = agent.executions.parse(parse_body(ExecutionBody, body))
-        agent.executions.claim(ex)
+            body["session_id"] = await agent.blocking(
+                agent.default_session, legacy.image, self.tenant
+            )
+        ex = await self.plan(parse_body(ExecutionBody, body))
+        self.claim(ex)
         agent.executions.start(ex, asyncio.get_running_loop())
         output, splitter = [], Splitter()
         async for chunk in ex.log.read(0, follow=True):

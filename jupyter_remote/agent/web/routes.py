@@ -19,6 +19,7 @@ from jupyter_remote.agent.web.node import (
     InfoHandler,
     OpenApiHandler,
     ResourcesHandler,
+    WhoAmIHandler,
 )
 from jupyter_remote.agent.web.sessions import SessionHandler, SessionsHandler
 from jupyter_remote.agent.web.transfers import FilesHandler, JobOutputsHandler
@@ -30,6 +31,7 @@ ROUTES = [
     (r"/v1/health", HealthHandler),
     (r"/v1/resources", ResourcesHandler),
     (r"/v1/openapi.json", OpenApiHandler),
+    (r"/v1/whoami", WhoAmIHandler),
     (r"/v1/sessions", SessionsHandler),
     (rf"/v1/sessions/{ID}", SessionHandler),
     (rf"/v1/sessions/{ID}/files", FilesHandler),
@@ -55,9 +57,9 @@ class NotFoundHandler(AgentHandler):
         )
 
 
-def make_app(agent: Agent, token: str | None, limits: BodyLimits) -> web.Application:
-    """The tornado application serving one agent."""
-    kw = {"agent": agent, "token": token, "limits": limits}
+def make_app(agent: Agent, limits: BodyLimits) -> web.Application:
+    """The tornado application serving one agent (its credentials are agent.credentials)."""
+    kw = {"agent": agent, "limits": limits}
     return web.Application(
         [(pattern, handler, kw) for pattern, handler in ROUTES],
         default_handler_class=NotFoundHandler,

@@ -86,7 +86,7 @@ class FilesHandler(AgentHandler):
         super().on_connection_close()
 
     def _where(self, sid: str) -> tuple:
-        session = self.agent.sessions.get(sid)
+        session = self.own("session", sid)
         raw = self.get_query_argument("path", None)
         return session, container_path(raw, session.spec.workdir)
 
@@ -109,6 +109,7 @@ class JobOutputsHandler(AgentHandler):
     """GET /v1/jobs/{id}/outputs?task=N&path=P: a saved output as a tar stream."""
 
     async def get(self, job_id: str) -> None:
+        self.own("job", job_id)
         path = output_file(
             self.agent.jobs, job_id, self.int_arg("task"), self.get_query_argument("path", None)
         )
