@@ -67,7 +67,8 @@ def need_swarm() -> None:
     """Root, `ip`, `unshare`, `nsenter`, `dockerd` and the main engine's images, or a skip
     that fails under CI=true (where scripts/setup.sh provides them all)."""
     missing = [] if os.geteuid() == 0 else ["root"]
-    missing += [tool for tool in ("ip", "unshare", "nsenter", "dockerd") if not shutil.which(tool)]
+    tools = ("ip", "unshare", "nsenter", "mount", "hostname", "dockerd")
+    missing += [tool for tool in tools if not shutil.which(tool)]
     if missing:
         message = (
             f"a swarm on this machine needs {', '.join(missing)}; "
@@ -635,14 +636,15 @@ def agent_context(where: Path, package: Path) -> str:
 
 def agent_image(work: Path) -> str:
     """`jupyter-remote/swarm-agent:HASH` on the main engine, built offline (network none)
-    FROM jupyter-remote/python:local when the package or its dependencies changed; older
-    tags of it go."""
+    FROM jupyter-remote/python:local when the package or its dependencies changed; tags of
+    it older than an hour go."""
     import jupyter_remote
 
     package = Path(jupyter_remote.__file__).parent
     context = work / "agent-image"
     shutil.rmtree(context, ignore_errors=True)
     tag = f"{AGENT_REPO}:{agent_context(context, package)}"
+    stale_before = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 3600))
     main = docker.from_env(timeout=300)
     try:
         try:
@@ -650,6 +652,8 @@ def agent_image(work: Path) -> str:
         except docker.errors.ImageNotFound:
             main.images.build(path=str(context), tag=tag, network_mode="none", rm=True)
             for image in main.images.list(name=AGENT_REPO):
+                if image.attrs["Created"] > stale_before:
+                    continue  # maybe a concurrent run's, from a tree being edited
                 for old in image.tags:
                     if old != tag:
                         try:
