@@ -29,6 +29,21 @@ def _request(port: int, path: str, auth: str) -> bytes:
         return b"".join(chunks)
 
 
+def take_descriptors(proc: psutil.Process, port: int, upto: int) -> list[socket.socket]:
+    """Idle connections that take the process's descriptors one by one, up to `upto`."""
+    held: list[socket.socket] = []
+    for _ in range(60):
+        if proc.num_fds() >= upto:
+            break
+        before = proc.num_fds()
+        held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        deadline = time.monotonic() + 10
+        while proc.num_fds() == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert proc.num_fds() >= upto, (proc.num_fds(), upto)
+    return held
+
+
 def exhaust_and_check(pid: int, port: int, path: str, auth: str, log) -> None:
     """Take the process's descriptors with idle connections, check the 503 and that the
     loop does not spin, then free them and check that it answers again; no traceback."""
@@ -39,16 +54,7 @@ def exhaust_and_check(pid: int, port: int, path: str, auth: str, log) -> None:
         assert resource.prlimit(pid, resource.RLIMIT_NOFILE)[0] == hard  # raised at start
         limit = proc.num_fds() + 30
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, hard))
-        # idle keep-alive connections take the descriptors one by one, until none is left
-        for _ in range(60):
-            if proc.num_fds() >= limit:
-                break
-            before = proc.num_fds()
-            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
-            deadline = time.monotonic() + 10
-            while proc.num_fds() == before and time.monotonic() < deadline:
-                time.sleep(0.02)
-        assert proc.num_fds() >= limit, (proc.num_fds(), limit)
+        held += take_descriptors(proc, port, limit)
         answer = _request(port, path, auth)
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503"), answer[:200]
@@ -102,5 +108,35 @@ def test_the_limit_is_raised_at_start_as_configured(tmp_path):
     try:
         assert resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE)[0] == max(soft, want)
         assert requests.get(f"{server.url}/status", timeout=10).status_code in (200, 403)
+    finally:
+        server.stop()
+
+
+def test_a_cell_the_server_cannot_send_for_want_of_a_descriptor_is_a_503(tmp_path, make_agent):
+    """One descriptor left: the cell's request is accepted, its connection to the node
+    cannot be opened; the answer is the 503 itself, not a stream that ends 'unknown'."""
+    agent = make_agent(extra=("--AgentApp.cpu_max=100", "--AgentApp.memory_max=100"))
+    server = ServerProcess(tmp_path, [agent])
+    server.start()
+    held: list[socket.socket] = []
+    try:
+        proc = psutil.Process(server.proc.pid)
+        hard = resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE)[1]
+        limit = proc.num_fds() + 20
+        resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (limit, hard))
+        held = take_descriptors(proc, server.port, limit - 1)
+        resp = requests.post(
+            f"{server.url}/executions",
+            json={"command": "echo should-not-run", "fresh": True},
+            headers={"Authorization": f"token {server.token}"},
+            timeout=30,
+        )
+        assert resp.status_code == 503, resp.text[:500]
+        assert resp.json()["reason"] == "too_many_open_files"
+    finally:
+        for conn in held:
+            conn.close()
+    try:
+        assert server.get("executions")["executions"] == []  # nothing kept
     finally:
         server.stop()

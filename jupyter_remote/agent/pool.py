@@ -26,6 +26,7 @@ from jupyter_remote.agent.expiry import expiry_label
 from jupyter_remote.agent.runner_client import RunnerClient, RunnerError
 from jupyter_remote.agent.specs import ContainerSpec, Limits, safe_name
 from jupyter_remote.protocol.errors import RemoteError
+from jupyter_remote.util.failures import log_failure
 
 log = logging.getLogger("jupyter_remote.agent")
 
@@ -115,28 +116,39 @@ class WarmPool:
             log.warning("could not remove warm container %s: %s", warm.container_id[:12], exc)
 
     def _fill_loop(self) -> None:
-        usable = [i for i in self.images if self._usable(i)]
+        usable: list[str] | None = None
         while not self._stopped:
-            failed = False
-            for image in usable:
-                self._recycle(image)
-                while not self._stopped and self.count().get(image, 0) < self.size:
-                    try:
-                        warm = self._create(image)
-                    except (DockerException, RemoteError) as exc:
-                        log.warning("could not start a warm %s container: %s", image, exc)
-                        failed = True
-                        break
-                    with self._lock:
-                        if self._stopped or len(self.ready[image]) >= self.size:
-                            extra = warm
-                        else:
-                            self.ready[image].append(warm)
-                            extra = None
-                    if extra is not None:
-                        self._remove(extra)
+            try:
+                if usable is None:
+                    usable = [i for i in self.images if self._usable(i)]
+                failed = self._fill(usable)
+            except Exception:  # noqa: BLE001 - the pool tries again; cells never need it
+                log_failure(log, "warm pool: filling failed")
+                failed = True
             self._wake.wait(10.0 if failed else 60.0)
             self._wake.clear()
+
+    def _fill(self, usable: list[str]) -> bool:
+        """Top each image's pool up to `size`; False when Docker refused a container."""
+        filled = True
+        for image in usable:
+            self._recycle(image)
+            while not self._stopped and self.count().get(image, 0) < self.size:
+                try:
+                    warm = self._create(image)
+                except (DockerException, RemoteError) as exc:
+                    log.warning("could not start a warm %s container: %s", image, exc)
+                    filled = False
+                    break
+                with self._lock:
+                    if self._stopped or len(self.ready[image]) >= self.size:
+                        extra = warm
+                    else:
+                        self.ready[image].append(warm)
+                        extra = None
+                if extra is not None:
+                    self._remove(extra)
+        return filled
 
     def _usable(self, image: str) -> bool:
         try:
