@@ -10,8 +10,9 @@ import socket
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Dict, Enum, Float, Int, List, Type, Unicode, default
+from traitlets import Dict, Enum, Float, Int, List, TraitError, Type, Unicode, default, validate
 
+from jupyter_remote.protocol.common import ID_PATTERN
 from jupyter_remote.protocol.server_bodies import MAX_EXECUTION_BODY, MAX_JOB_BODY
 from jupyter_remote.util.retention import RetentionTraits
 from jupyter_remote_server.nodes.labels import label_config
@@ -20,6 +21,7 @@ from jupyter_remote_server.nodes.swarm import SwarmTraits, SwarmWatch
 from jupyter_remote.http.open_files import AcceptGuard, raise_open_files_limit
 from jupyter_remote_server.routes import handlers
 from jupyter_remote_server.services.manager import RemoteManager
+from jupyter_remote_server.services.user_quota import parse_limits
 from jupyter_remote_server.store.jobstore import JobStore, SQLiteJobStore
 
 KERNEL_ACTIONS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
@@ -141,6 +143,23 @@ class RemoteApp(SwarmTraits, RetentionTraits, ExtensionApp):
     @default("join_token")
     def _default_join_token(self) -> str:
         return os.environ.get("JUPYTER_REMOTE_JOIN_TOKEN", "")
+
+    @validate("tenant_name")
+    def _check_tenant_name(self, proposal) -> str:
+        if not re.match(ID_PATTERN, proposal.value):
+            raise TraitError(
+                f"c.RemoteApp.tenant_name {proposal.value!r}: letters, digits, '_.:-', "
+                "a letter or digit first, at most 128"
+            )
+        return proposal.value
+
+    @validate("user_quota")
+    def _check_user_quota(self, proposal) -> dict:
+        try:
+            parse_limits(proposal.value)
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+        return proposal.value
 
     @default("tenant_name")
     def _default_tenant_name(self) -> str:

@@ -90,7 +90,7 @@ class KernelSessions(LoggingConfigurable):
         known = self.sessions.get(key)
         on = body.get("on")
         if known and not caller.sees(known):  # another user's owner id: no word about it
-            raise id_used("session owner", kernel_id)
+            raise id_used("session owner", kernel_id, "duplicate_owner")
         if known:
             if node_id and node_id != known["node_id"]:
                 raise Conflict(

@@ -56,10 +56,11 @@ def session_not_found(owner: str, image: str) -> NotFound:
     )
 
 
-def id_used(kind: str, key: str) -> Conflict:
+def id_used(kind: str, key: str, reason: str | None = None) -> Conflict:
     """Another user's id: refused without a word about their record."""
     return Conflict(
-        f"{kind} id {key!r} is already used; choose another", reason=f"duplicate_{kind}"
+        f"{kind} id {key!r} is already used; choose another",
+        reason=reason or f"duplicate_{kind}",
     )
 
 
