@@ -255,7 +255,7 @@ def test_a_worker_cut_mid_batch_is_lost_at_once_then_reconciled(swarm, server):
         print(f"\ncut node lost {lost_in:.2f} s after the cut (lost_after {TIMING['lost_after']})")
         assert lost_in <= 5.0
         waited = time.monotonic()
-        final = server.get("jobs", job_id, "wait", timeout=60)
+        final = server.get("jobs", job_id, "wait", timeout=45)  # under the 60 s read
         print(f"job wait answered after {time.monotonic() - waited:.2f} s: {final['status']}")
         statuses = {t["index"]: t["status"] for t in final["tasks"]}
         assert final["status"] == "degraded" and final["degraded"] is True, statuses
