@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 
 import pytest
@@ -18,6 +19,13 @@ from jupyter_server.auth.identity import IdentityProvider, User
 
 from jupyter_remote_server.handlers.base import RemoteHandler
 from jupyter_remote_server.routes import ID, ROUTES
+from jupyter_remote_server.services.user_quota import (
+    QuotaExceeded,
+    UserQuota,
+    ask_of,
+    job_ask,
+    parse_limits,
+)
 from processes import BUSYBOX, FAST, node_config
 from server_fixtures import healthy, remote_started  # noqa: F401 - a fixture
 
@@ -293,3 +301,25 @@ async def test_job_limits_no_node_can_give_are_a_400(jp_fetch, agents):
     assert body["message"].startswith("task 1: memory")
     assert (await call(jp_fetch, "erin", "GET", "jobs"))[1]["jobs"] == []
     assert all(not a.client.jobs() for a in agents)
+
+
+def test_quota_rules():
+    """Pure logic: the configured quota's checks and what a job holds."""
+    for bad, says in (
+        ({"cpu": 1}, "unknown key 'cpu'"),
+        ({"memory": "lots"}, "user_quota['memory']"),
+        ({"gpus": -1}, "must be a number >= 0"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            parse_limits(bad)
+    assert parse_limits({"memory": "1g", "cpus": 2}) == {"memory": 1 << 30, "cpus": 2.0}
+    specs = [{"cpus": 2}, {"cpus": 1}, {"cpus": 3, "gpus": [0, 1]}]
+    assert job_ask(specs, 2)["cpus"] == 5 and job_ask(specs, None)["cpus"] == 6
+    assert job_ask(specs, 1)["gpus"] == 2 and job_ask([{}], None)["memory"] == 2 << 30
+    quota = UserQuota({"cpus": 4})
+    quota.take("u", "a", ask_of({"cpus": 3}, False), "a")
+    with pytest.raises(QuotaExceeded, match="quota cpus 4 exceeded: 3 in use, b asks 2"):
+        quota.take("u", "b", ask_of({"cpus": 2}, False), "b")
+    quota.take("v", "c", ask_of({"cpus": 4}, False), "c")  # per user
+    quota.give_back("a")
+    quota.take("u", "b", ask_of({"cpus": 2}, False), "b")
