@@ -27,7 +27,7 @@ from jupyter_remote_server.services.user_quota import (
     parse_limits,
 )
 from processes import BUSYBOX, FAST, node_config
-from server_fixtures import healthy, remote_started  # noqa: F401 - a fixture
+from server_fixtures import healthy, remote_started, until  # noqa: F401 - a fixture
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -201,6 +201,16 @@ async def test_another_users_objects_are_404_on_every_route(jp_fetch):
     assert panel == []
     panel = (await call(jp_fetch, "root", "GET", "sessions"))[1]["sessions"]
     assert [r["owner"] for r in panel] == ["alice-o1"]
+
+    # the pool's node answers: a user's own containers only, the operator's all
+    async def containers(who):
+        nodes = (await call(jp_fetch, who, "GET", "nodes"))[1]["nodes"]
+        return {c.get("session_id") for n in nodes for c in n["own_containers"]}
+
+    session_id = sessions["sessions"][0]["session_id"]
+    assert session_id in await until(lambda: _has(containers("root"), session_id), 15)
+    assert session_id in await containers("alice")
+    assert session_id not in await containers("bob")
     # the operator reads and acts on alice's objects
     assert (await call(jp_fetch, "root", "GET", "jobs", "alice-j1"))[0] == 200
     assert (await call(jp_fetch, "root", "GET", "executions", "alice-x1", "events"))[0] == 200
@@ -224,6 +234,11 @@ async def test_another_users_objects_are_404_on_every_route(jp_fetch):
             jp_fetch, "bob", "POST", "executions", body={**what, "command": "true"}
         )
         assert code == 409 and set(body) == {"message", "reason"}, body
+
+
+async def _has(got, item):
+    found = await got
+    return found if item in found else None
 
 
 def agent_sessions(agents) -> list[str]:

@@ -9,13 +9,16 @@ from jupyter_remote.http.handler import bearer, token_matches
 from jupyter_remote.protocol.errors import BadRequest, Unauthorized
 from jupyter_remote.protocol.server_bodies import JoinBody, NodeAddBody
 from jupyter_remote_server.handlers.base import RemoteHandler
+from jupyter_remote_server.services.users import node_view
 
 
 class NodesHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.send({"nodes": self.manager.registry.list()})
+        caller = self.caller
+        nodes = [node_view(self.manager, caller, n) for n in self.manager.registry.list()]
+        self.send({"nodes": nodes})
 
     @web.authenticated
     @authorized
@@ -30,7 +33,8 @@ class NodeHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self, node_id: str) -> None:
-        self.send(self.manager.registry.get(node_id).to_json())
+        node = self.manager.registry.get(node_id).to_json()
+        self.send(node_view(self.manager, self.caller, node))
 
     @web.authenticated
     @authorized

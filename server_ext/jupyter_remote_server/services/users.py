@@ -96,3 +96,24 @@ class Users:
             record = manager.store.get("job_deleted", key)
         if not caller.sees(record):
             raise not_found(kind, key)
+
+
+def node_view(manager, caller: Caller, node: dict) -> dict:
+    """A node's answer with only the caller's own containers (an operator's: all): the
+    pool is shared, another user's containers are no one else's business."""
+    if caller.operator or caller.user is None:
+        return node
+    sessions = {r["session_id"] for r in manager.kernels.sessions.values() if caller.sees(r)}
+
+    def mine(c: dict) -> bool:
+        if c.get("session_id"):
+            return c["session_id"] in sessions
+        if c.get("execution_id"):
+            record = manager.executions.records.get(c["execution_id"])
+            return record is not None and caller.sees(record)
+        if c.get("job_id"):
+            job = manager.jobs.jobs.get(c["job_id"].rsplit(".", 1)[0])
+            return job is not None and caller.sees(job)
+        return False
+
+    return {**node, "own_containers": [c for c in node.get("own_containers") or [] if mine(c)]}
