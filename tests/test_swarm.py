@@ -247,6 +247,14 @@ def test_a_worker_cut_mid_batch_is_lost_at_once_then_reconciled(swarm, server):
     assert {t["node_id"] for t in tasks} == set(names)
     victim = swarm.nodes[1]  # a worker: the manager's API stays up
     on_victim = [t["index"] for t in tasks if t["node_id"] == victim.name]
+    # and one that is still running there when the link comes back
+    body = {"name": "long", "image": BUSYBOX, "nodes": [victim.name]}
+    long_id = server.post("jobs", body={**body, "command": "echo start long; sleep 300"})["job_id"]
+    until(
+        lambda: server.get("jobs", long_id)["tasks"][0]["status"] == "running",
+        30,
+        "the long task running",
+    )
     victim.cut()
     cut_at = time.monotonic()
     try:
@@ -276,11 +284,19 @@ def test_a_worker_cut_mid_batch_is_lost_at_once_then_reconciled(swarm, server):
     tasks = until(reconciled, 30, "the lost tasks reconciled")
     print(f"reconciled {time.monotonic() - restored_at:.2f} s after the restore")
     assert all(tasks[i]["status"] == "lost" for i in on_victim)  # a final status stays
+    for i in on_victim:  # they ended there while it was cut off
+        assert tasks[i]["reconciled"]["outcome"] == "ended", tasks[i]
+    long_task = until(
+        lambda: server.get("jobs", long_id)["tasks"][0].get("reconciled"), 30, "long reconciled"
+    )
+    print(f"long task: {long_task}")
+    assert long_task["outcome"] == "stopped" and "not re-run" in long_task["message"], long_task
 
     # nothing ran twice: one container per task in all the engines, one "start" line each
     made = sum((created(n, since, kind="job") for n in swarm.nodes), Counter())
-    made = Counter({k: v for k, v in made.items() if k.startswith(f"{job_id}.")})
-    assert made == Counter({f"{job_id}.{i}": 1 for i in range(len(tasks))}), made
+    made = Counter({k: v for k, v in made.items() if k.startswith((f"{job_id}.", f"{long_id}."))})
+    want = Counter({f"{job_id}.{i}": 1 for i in range(len(tasks))} | {f"{long_id}.0": 1})
+    assert made == want, made
     for i in range(len(tasks)):
         resp = requests.get(
             f"{server.url}/jobs/{job_id}/logs",
