@@ -130,12 +130,15 @@ def same_404(node, method: str, pattern: str, foreign: str, token: str) -> None:
 
 
 def test_every_route_hides_other_tenants_objects(make_agent, docker_client, tmp_path):
+    gpus = ("--AgentApp.gpus_visible=0,1,2,3", "--AgentApp.gpu_mode=env")
     node = make_agent(
-        token=OPERATOR, extra=(*CALM, "--AgentApp.tenants_file=" + tenants_file(tmp_path))
+        token=OPERATOR,
+        extra=(*CALM, *gpus, "--AgentApp.tenants_file=" + tenants_file(tmp_path)),
     )
-    # alice: a session with a running cell and a finished one, a running job
+    # alice: a session (with a GPU) with a running cell and a finished one, a running job
     sid = new_id("sa")
-    ok(call(node, "POST", "/v1/sessions", ALICE, json={"session_id": sid, "image": BUSYBOX}), 201)
+    body = {"session_id": sid, "image": BUSYBOX, "gpus": 1}
+    ok(call(node, "POST", "/v1/sessions", ALICE, json=body), 201)
     done = new_id("xa")
     assert (
         run_cell(node, ALICE, execution_id=done, session_id=sid, command="echo hi")["status"]
@@ -230,12 +233,26 @@ def test_every_route_hides_other_tenants_objects(make_agent, docker_client, tmp_
     assert listed(BOB) == set()
     assert listed(ALICE) == {sid, done, running, job}
     assert listed(OPERATOR) >= {sid, op_sid, done, running, job}
+    deadline = time.monotonic() + 15  # own_containers is sampled in the background
+    while not {sid, op_sid} <= {
+        c["session_id"] for c in ok(call(node, "GET", "/v1/resources", OPERATOR))["own_containers"]
+    }:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     held = ok(call(node, "GET", "/v1/resources", BOB))["own_containers"]
     assert held == [], held
     mine = {
         c["session_id"] for c in ok(call(node, "GET", "/v1/resources", ALICE))["own_containers"]
     }
     assert sid in mine and op_sid not in mine
+
+    def holders(token: str) -> list[str]:
+        gpus = ok(call(node, "GET", "/v1/resources", token))["gpus"]
+        assert gpus["free"] == 3, gpus  # a device held by someone else is still not free
+        return [h for d in gpus["devices"] for h in d["held_by"]]
+
+    assert holders(BOB) == [] and holders(ALICE) == holders(OPERATOR) == [f"session:{sid}"]
+    assert ok(call(node, "GET", "/v1/whoami", ALICE))["use"]["gpus"] == 1
 
     # the operator acts on anything: it stops alice's job and cancels her cell
     ok(call(node, "POST", f"/v1/executions/{running}/cancel", OPERATOR, json={}))
@@ -255,6 +272,18 @@ def test_ownership_survives_a_restart_and_new_tenants_need_no_restart(make_agent
     for route in (f"/v1/sessions/{sid}", f"/v1/executions/{eid}", f"/v1/jobs/{job}"):
         assert ok(call(node, "GET", route, ALICE))["tenant"] == "alice"
         assert call(node, "GET", route, BOB).status_code == 404
+
+    # /execute's default session is per tenant; one squatted by another is never used
+    ok(
+        call(node, "POST", "/v1/sessions", BOB, json={"session_id": "default", "image": BUSYBOX}),
+        201,
+    )
+    squatted = call(node, "POST", "/execute", OPERATOR, json={"command": "true"})
+    assert squatted.status_code == 409 and "give a session_id" in squatted.text, squatted.text
+    assert (
+        ok(call(node, "POST", "/execute", ALICE, json={"command": "echo hi"}))["output"] == "hi\n"
+    )
+    assert ok(call(node, "GET", "/v1/sessions/default:alice", ALICE))["tenant"] == "alice"
 
     carol = "carol-token-9012"
     assert call(node, "GET", "/v1/whoami", carol).status_code == 401
@@ -414,6 +443,12 @@ def test_the_tenants_file_is_checked_with_clear_errors(tmp_path, capsys):
         assert words in str(err.value) and str(path) in str(err.value), (text, err.value)
     with pytest.raises(TenantsFileError, match="cannot read the tenants file"):
         load_tenants(str(tmp_path / "missing.json"))
+    later = tmp_path / "later.json"  # missing at start (the join flow writes it): no tenants
+    creds = Credentials("", str(later))
+    assert creds.resolve("abcdefgh1") == (False, None) and creds.resolve(None) == (False, None)
+    later.write_text('{"tenants": {"a": {"token": "abcdefgh1"}}}')
+    creds.reload(force=True)
+    assert creds.resolve("abcdefgh1") == (True, "a")
 
     path.write_text('{"tenants": {"a": {"token": "abcdefgh1", "quota": {"memory": "1g"}}}}')
     os.chmod(path, 0o644)

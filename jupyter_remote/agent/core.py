@@ -29,7 +29,7 @@ from jupyter_remote.agent.sessions import SessionManager
 from jupyter_remote.agent.specs import Limits, check_host_fits
 from jupyter_remote.agent.tenants import Credentials, Quotas, ask_of
 from jupyter_remote.protocol.bodies import SessionBody
-from jupyter_remote.protocol.errors import BadRequest, Unavailable
+from jupyter_remote.protocol.errors import BadRequest, Conflict, Unavailable
 from jupyter_remote.util.failures import log_failure
 from jupyter_remote.util.retention import Policy
 
@@ -267,7 +267,14 @@ class Agent:
         if tenant is not None:
             sid = f"{sid}:{tenant}"
         with self._default_session_lock:
-            if sid not in self.sessions.sessions:
+            made = self.sessions.sessions.get(sid)
+            if made is not None and made.tenant != tenant:  # never run in another's container
+                raise Conflict(
+                    f"session id {sid!r} is already used on node {self.node_id!r}, not as this "
+                    "caller's default session; give a session_id",
+                    reason="duplicate_session",
+                )
+            if made is None:
                 _, spec, idle = self.sessions.parse(
                     SessionBody.model_construct(session_id=sid, image=image)
                 )

@@ -154,7 +154,13 @@ class Credentials:
         self._checked = 0.0
         self.tenants: dict[str, Tenant] = {}
         self._table: list[tuple[bytes, str | None]] = []
-        if tenants_file:
+        if tenants_file and not os.path.exists(tenants_file):
+            log.warning(
+                "tenants file %s does not exist yet: no tenants until it is written "
+                "(the join flow writes it; so can the operator)",
+                tenants_file,
+            )
+        elif tenants_file:
             self._load(self._stat())  # TenantsFileError at start: the agent refuses to run
         self._build()
 
