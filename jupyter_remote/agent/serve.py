@@ -85,7 +85,16 @@ async def serve(
     joiner = None
     if app.join:
         url = app.advertise_url or advertised_url(host, port, "https" if tls else "http")
-        joiner = loop.create_task(keep_joined(app.join, app.join_token, url, token))
+        joiner = loop.create_task(
+            keep_joined(
+                app.join,
+                app.join_token,
+                url,
+                token,
+                tenants_file=app.tenants_file,
+                reload=lambda: credentials.reload(force=True),
+            )
+        )
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
