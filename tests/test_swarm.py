@@ -6,8 +6,11 @@ FROM jupyter-remote/python:local; a real `jupyter server` (host namespace) follo
 through the manager's API. It finds the nodes with their labels, places cells by label,
 loses a cut-off worker at once (Swarm's Down, not `lost_after`), reconciles it when its
 link is back without running anything twice, gives a drained node no new work, and takes
-in a 4th node that joins. Cells use busybox (see swarm_cluster.AGENT_DOCKERFILE). Under
-CI=true a missing Docker, dockerd, ip, unshare or nsenter fails the module.
+in a 4th node that joins. Cells use busybox (the exec path): an agent in a container binds
+its runner into session containers from a path inside its own image, which the node's engine
+does not have, so runner-path images need the agent to copy its runner into the data dir
+first (not done yet). Under CI=true a missing Docker, dockerd, ip, unshare or nsenter fails
+the module.
 """
 
 from __future__ import annotations
