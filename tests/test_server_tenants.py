@@ -86,7 +86,12 @@ def make_objects(server, prefix: str, node_id: str) -> dict:
         server,
         "POST",
         "executions",
-        body={"execution_id": f"{prefix}-x1", "image": BUSYBOX, "command": "echo hi > /tmp/f"},
+        body={
+            "execution_id": f"{prefix}-x1",
+            "image": BUSYBOX,
+            "command": "echo hi > /tmp/f",
+            "node": node_id,
+        },
     )
     assert code == 200 and events[-1]["status"] == "completed", events
     code, session = answer(
@@ -154,6 +159,17 @@ def test_two_servers_two_tenants_every_route(servers, agents):
     assert {objects["a"]["session"], b_objs["session"]} <= both
     both = listed(OPERATOR, "/v1/jobs", "jobs", "job_id")
     assert {"a-j1.0", "b-j1.0"} <= both
+    for prefix, objs in objects.items():  # and reads each, with whose it is
+        for path in (
+            f"/v1/sessions/{objs['session']}",
+            f"/v1/executions/{objs['execution']}",
+            f"/v1/jobs/{objs['agent_job']}",
+        ):
+            resp = requests.get(
+                node.url + path, headers={"Authorization": f"Bearer {OPERATOR}"}, timeout=30
+            )
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["tenant"] == f"srv-{prefix}", resp.json()
     # -- the server's route table: server A naming server B's objects ---------------------
     ids = {"execution": b_objs["execution"], "owner": b_objs["owner"], "job": b_objs["job"]}
     kinds = {
