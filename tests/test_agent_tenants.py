@@ -460,3 +460,56 @@ def test_the_tenants_file_is_checked_with_clear_errors(tmp_path, capsys):
     assert creds.resolve("abcdefgh") == (False, None)
     assert creds.resolve(None) == (False, None)
     assert Credentials().resolve(None) == (True, None)  # no token, no file: loopback dev mode
+
+
+def test_gone_records_are_told_to_their_owner_only(make_agent, tmp_path):
+    """Expired by retention (the ledger), deleted, or reaped for idleness (tombstones):
+    the owner hears how it ended, another tenant the unknown id's 404."""
+    retention = ("--retention-max-age", "1", "--retention-min-age", "1")
+    node = make_agent(
+        token=OPERATOR,
+        extra=(
+            *CALM,
+            *retention,
+            "--retention-interval",
+            "0.3",
+            "--AgentApp.tenants_file=" + tenants_file(tmp_path),
+        ),
+    )
+    eid, job, deleted, sid = new_id("xg"), new_id("jg"), new_id("jd"), new_id("sg")
+    run_cell(node, ALICE, execution_id=eid, command="true")
+    start_job(node, ALICE, job, "true")
+    body = {"session_id": sid, "image": BUSYBOX, "idle_timeout": 1}
+    ok(call(node, "POST", "/v1/sessions", ALICE, json=body), 201)
+    gone = {
+        f"/v1/executions/{ID}": (eid, "expired"),
+        f"/v1/jobs/{ID}": (job, "expired"),
+        f"/v1/sessions/{ID}": (sid, "session_expired"),
+    }
+    deadline = time.monotonic() + 30
+    for pattern, (oid, reason) in gone.items():
+        while (resp := call(node, "GET", pattern.replace(ID, oid), ALICE)).status_code != 404:
+            assert time.monotonic() < deadline, resp.text
+            time.sleep(0.2)
+        assert resp.json()["reason"] == reason and resp.json()["tenant"] == "alice", resp.text
+        same_404(node, "GET", pattern, oid, BOB)
+    same_404(node, "GET", f"/v1/executions/{ID}/events", eid, BOB)
+    same_404(node, "GET", f"/v1/jobs/{ID}/logs", job, BOB)
+    # a deleted job: "(it was deleted)" for alice only (unless retention took it first,
+    # which is told alike)
+    start_job(node, ALICE, deleted, "true")
+    while ok(call(node, "GET", f"/v1/jobs/{deleted}", ALICE))["status"] != "completed":
+        time.sleep(0.1)
+    resp = call(node, "DELETE", f"/v1/jobs/{deleted}", ALICE)
+    if resp.status_code == 200:
+        mine = call(node, "GET", f"/v1/jobs/{deleted}", ALICE).json()
+        assert "deleted" in mine["message"] or mine["reason"] == "expired", mine
+        same_404(node, "GET", f"/v1/jobs/{ID}", deleted, BOB)
+    # run-once ids: the owner hears of its record, another tenant only "already used"
+    again = {"execution_id": eid, "command": "true"}
+    assert (
+        call(node, "POST", "/v1/executions", ALICE, json=again).json()["execution"]["tenant"]
+        == "alice"
+    )
+    theirs = call(node, "POST", "/v1/executions", BOB, json=again)
+    assert theirs.status_code == 409 and set(theirs.json()) == {"message", "reason"}, theirs.text
