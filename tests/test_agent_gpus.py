@@ -10,12 +10,16 @@ docs/gpus.md says what is verified here and what is not.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from conftest import BUSYBOX, new_id
+from jupyter_remote.agent.gpus import Gpu, GpuPool
+from jupyter_remote.protocol.errors import Conflict
 
 CALM = ("--AgentApp.cpu_max=100", "--AgentApp.memory_max=100", "--warm-pool-size", "0")
 FOUR = ("--AgentApp.gpus_visible=0,1,2,3",)
@@ -488,3 +492,18 @@ def test_the_resource_monitor_reads_nvml_on_its_own_thread(docker_client, tmp_pa
     monitor.gpu_reader, monitor.gpu_indices = Reader(), [0, 3]
     monitor.refresh()
     assert Reader.calls == 2 and monitor.gpu_metrics[3]["memory_used"] == 3
+
+
+def test_a_take_waits_for_an_ending_holder_and_refuses_at_once_otherwise():
+    """Pure logic: GPUs whose holder is ending (its container being removed) go to the next
+    holder as soon as they are released; GPUs of a live holder are refused at once."""
+    pool = GpuPool([Gpu(index=0), Gpu(index=1)], node_id="n")
+    pool.take("execution:a", 2)
+    t0 = time.monotonic()
+    with pytest.raises(Conflict):
+        pool.take("session:b", 1)
+    assert time.monotonic() - t0 < 0.5  # nobody is ending: no wait
+    pool.ending("execution:a")
+    threading.Timer(0.3, pool.release, args=("execution:a",)).start()
+    assert len(pool.take("session:b", 1)) == 1
+    assert 0.2 < time.monotonic() - t0 < 5

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 from jupyter_remote.agent.state import read_json, write_json
@@ -21,6 +22,7 @@ from jupyter_remote.protocol.errors import BadRequest, Conflict
 log = logging.getLogger("jupyter_remote.agent")
 
 GPU_MODES = ("device_requests", "env")
+ENDING_WAIT = 10.0  # seconds a take waits for ending holders' containers to go
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,9 @@ class GpuPool:
         self.source = source
         self.node_id = node_id
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a holder released its devices
         self.holders: dict[str, tuple[int, ...]] = {}
+        self.ends: set[str] = set()  # holders whose containers are being removed
         if path:
             saved = read_json(path) or {}
             for holder, devices in (saved.get("holders") or {}).items():
@@ -185,10 +189,12 @@ class GpuPool:
         if self.path:
             write_json(self.path, {"holders": {h: list(d) for h, d in self.holders.items()}})
 
-    def held_by(self) -> dict[int, list[str]]:
-        """Each device's holders (devices no holder has are absent)."""
+    def held_by(self, leaving: set[str] | frozenset = frozenset()) -> dict[int, list[str]]:
+        """Each device's holders (devices no holder has are absent), `leaving` left out."""
         out: dict[int, list[str]] = {}
         for holder, devices in sorted(self.holders.items()):
+            if holder in leaving:
+                continue
             for d in devices:
                 out.setdefault(d, []).append(holder)
         return out
@@ -231,28 +237,45 @@ class GpuPool:
 
     def take(self, holder: str, want: int | tuple[int, ...]) -> tuple[int, ...]:
         """Give `holder` the devices it asks for, all or none; 409 `gpus_unavailable` saying
-        how many this node has, how many are free and who holds them."""
+        how many this node has, how many are free and who holds them. When holders that
+        are ending (their container being removed) would free enough, wait for them (at
+        most ENDING_WAIT): back-to-back GPU cells do not race a removal."""
         self.check(want)
-        with self._lock:
-            if holder in self.holders:
-                return self.holders[holder]
-            held = self.held_by()
-            if isinstance(want, int):
-                if self.sharing:
-                    order = sorted(self.gpus, key=lambda i: (len(held.get(i, ())), i))
-                    devices = tuple(sorted(order[:want]))
-                else:
-                    free = [i for i in sorted(self.gpus) if i not in held]
-                    devices = tuple(free[:want]) if len(free) >= want else None
-            else:
-                busy = [i for i in want if i in held]
-                devices = tuple(sorted(want)) if self.sharing or not busy else None
-            if devices is None:
-                raise self._unavailable(want, held)
+        deadline = time.monotonic() + ENDING_WAIT
+        with self._changed:
+            while True:
+                if holder in self.holders:
+                    return self.holders[holder]
+                held = self.held_by()
+                devices = self._pick(want, held)
+                if devices is not None:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0 or self._pick(want, self.held_by(self.ends)) is None:
+                    raise self._unavailable(want, held)
+                self._changed.wait(left)
             self.holders[holder] = devices
             self._save()
         log.info("GPUs %s given to %s", ",".join(map(str, devices)), holder)
         return devices
+
+    def _pick(self, want: int | tuple[int, ...], held: dict[int, list[str]]):
+        """The devices a new holder gets with these holders, or None."""
+        if isinstance(want, int):
+            if self.sharing:
+                order = sorted(self.gpus, key=lambda i: (len(held.get(i, ())), i))
+                return tuple(sorted(order[:want]))
+            free = [i for i in sorted(self.gpus) if i not in held]
+            return tuple(free[:want]) if len(free) >= want else None
+        busy = [i for i in want if i in held]
+        return tuple(sorted(want)) if self.sharing or not busy else None
+
+    def ending(self, holder: str) -> None:
+        """The holder's work has ended and its container is being removed: a take that
+        needs its devices waits for its release rather than refusing."""
+        with self._lock:
+            if holder in self.holders:
+                self.ends.add(holder)
 
     def _unavailable(self, want, held: dict[int, list[str]]) -> Conflict:
         free = [i for i in sorted(self.gpus) if i not in held]
@@ -268,10 +291,12 @@ class GpuPool:
 
     def release(self, holder: str) -> None:
         with self._lock:
+            self.ends.discard(holder)
             devices = self.holders.pop(holder, None)
             if devices is None:
                 return
             self._save()
+            self._changed.notify_all()
         log.info("GPUs %s freed by %s", ",".join(map(str, devices)), holder)
 
     def keep_only(self, alive: set[str]) -> list[str]:

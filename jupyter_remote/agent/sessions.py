@@ -214,6 +214,7 @@ class SessionManager:
         """Kill what runs in it and remove the container (blocking)."""
         session = self.get(sid)
         self.on_delete(sid, reason)
+        self.gpus.ending(self.holder(sid))  # a take that needs its GPUs waits for the removal
         self.factory.remove(session.container_id, session.runner_dir)
         with self._lock:
             self.sessions.pop(sid, None)

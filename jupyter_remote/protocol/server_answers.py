@@ -52,6 +52,9 @@ class Node(Answer):
     sessions: int | None
     own_containers: list[dict]
     images: list[str]
+    # the agent's GPUs as its last /v1/resources gave them: count, free, sharing, source,
+    # devices [{index, uuid, model, memory_used, memory_total, utilization, held_by}]
+    gpus: dict | None = None
 
     @classmethod
     def answer(cls, **fields: object) -> dict:

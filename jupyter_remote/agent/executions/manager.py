@@ -209,6 +209,7 @@ class ExecutionManager(ExecutionStore):
             # Docker's time the client need not wait for. Never lost: a removal that fails
             # (or an agent that dies first) leaves the container to the expiry sweep and to
             # the next start's clean-up of this node's fresh containers.
+            self.gpus.ending(self.holder(ex.execution_id))  # a take may wait for it
             self._remove_later(ex.container_id, ex.runner_dir, self.holder(ex.execution_id))
         elif ex.mode == "fresh":
             self.gpus.release(self.holder(ex.execution_id))  # no container was made

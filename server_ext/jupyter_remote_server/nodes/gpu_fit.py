@@ -39,6 +39,18 @@ def fits(node, want: int | list[int] | tuple[int, ...] | None) -> bool:
     return all(i in held and (sharing or not held[i]) for i in want)
 
 
+def could_fit(node, want: int | list[int] | tuple[int, ...] | None) -> bool:
+    """True when the node has `want` GPUs at all, held or not: a request no node could
+    ever take is a 400, one that waits for a holder to end a 503."""
+    if want is None:
+        return True
+    gpus = _gpus(node)
+    if isinstance(want, int):
+        count = gpus.get("count", 0)
+        return isinstance(count, int) and count >= want
+    return all(i in _held(gpus) for i in want)
+
+
 def describe(node) -> str:
     """`a: 4 GPUs, 1 free (0: session:s-1; 1: job:j/0)`, or `a: no GPUs`."""
     gpus = _gpus(node)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jupyter_remote.protocol.errors import BadRequest, Conflict, Unavailable
+from jupyter_remote_server.nodes import gpu_fit
 from jupyter_remote_server.nodes.labels import Labels, lacks, shown
 from jupyter_remote_server.nodes.registry import Node, NodeRegistry
 
@@ -30,6 +31,9 @@ class NodeChooser:
         return running + (self.busy_penalty if node.state == "busy" else 0), free
 
 
+Gpus = int | list[int]  # a body's `gpus`: how many, or which devices
+
+
 class ExecutorPool:
     """Gives out nodes for work: the one asked for, else the chooser's pick."""
 
@@ -43,10 +47,12 @@ class ExecutorPool:
         image: str | None = None,
         among: list[str] | None = None,
         on: Labels | None = None,
+        gpus: Gpus | None = None,
     ) -> Node:
-        """A node that may take work now (with the labels `on` asks for: never another);
-        404 for an unknown node, 409 for a named node without the labels, 503 when none
-        can take it now, 400 when no node has the labels at all."""
+        """A node that may take work now (with the labels `on` asks for: never another;
+        with `gpus` free as it last reported); 404 for an unknown node, 409 for a named node
+        without the labels, 503 when none can take it now, 400 when no node has the labels
+        at all. A named node's GPUs are left to it: its 409 names their holders exactly."""
         if node_id:
             node = self.registry.get(node_id)
             if not node.has_labels(on):
@@ -58,10 +64,14 @@ class ExecutorPool:
                     reason="image_not_on_node",
                 )
             return node
-        return self.chooser.choose(self.candidates(image, among, on), image)
+        return self.chooser.choose(self.candidates(image, among, on, gpus), image)
 
     def candidates(
-        self, image: str | None = None, among: list[str] | None = None, on: Labels | None = None
+        self,
+        image: str | None = None,
+        among: list[str] | None = None,
+        on: Labels | None = None,
+        gpus: Gpus | None = None,
     ) -> list[Node]:
         """Usable nodes with the image and the labels (within `among`); 503 saying why when
         there are none now, 400 when no node has the labels."""
@@ -80,6 +90,19 @@ class ExecutorPool:
             else:
                 why = f"no usable node has image {image!r} (nodes never pull images)"
             raise Unavailable(why, reason="no_node")
+        if gpus is not None:
+            # free as last reported, or freed since (its agent still decides, exactly)
+            fitting = [
+                n
+                for n in with_image
+                if gpu_fit.fits(n, gpus) or (n.gpus_freed and gpu_fit.could_fit(n, gpus))
+            ]
+            if fitting:
+                return fitting
+            why = gpu_fit.why_none(with_image, gpus)
+            if not any(gpu_fit.could_fit(n, gpus) for n in nodes):
+                raise BadRequest(why, reason="no_gpus")  # no node has them, held or not
+            raise Unavailable(why, reason="no_gpus")  # held now: free when a holder ends
         return with_image
 
     def matching(self, on: Labels, among: list[str] | None = None) -> list[Node]:

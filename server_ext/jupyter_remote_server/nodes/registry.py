@@ -45,6 +45,7 @@ class Node:
     resources: dict = field(default_factory=dict)
     inflight: int = 0  # executions this server is streaming from the node right now
     placing: int = 0  # picked for a cell or a session that has not started there yet
+    gpus_freed: bool = False  # GPU work ended here since the last poll: its report is stale
     polling: bool = False
     provisional: bool = False  # named after its URL until the agent tells its own id
     instance: str | None = None  # a joined agent's process (made at its start)
@@ -112,6 +113,7 @@ class Node:
             sessions=res.get("sessions", {}).get("count"),
             own_containers=res.get("own_containers", []),
             images=res.get("images", []),
+            gpus=res.get("gpus"),
         )
 
 
@@ -340,6 +342,7 @@ class NodeRegistry(LoggingConfigurable):
             node.polling = False
         node.last_seen, node.last_seen_at = time.monotonic(), time.time()
         node.health, node.resources, node.poll_error = health, resources, None
+        node.gpus_freed = False
         own_id = health.get("node_id")
         if node.provisional and own_id and own_id not in self.nodes:
             # before any work reached it (work needs a first answer): take the agent's name

@@ -112,6 +112,8 @@ class ExecutionService(ExecutionRecords, ExecutionPlacement, LoggingConfigurable
             answer.close(reuse=lines.exit is not None)
             if lines.exit is not None:
                 self._finish(record, lines.exit)
+                if agent_body.get("gpus") is not None and not agent_body.get("session_id"):
+                    node.gpus_freed = True  # its GPUs are back before the next poll says so
             elif record["status"] == "running":  # the caller left before the end
                 record.update(status="unknown", message="the caller went away; cancelled")
                 self._save(record)

@@ -120,7 +120,10 @@ class JobService(JobIntake, JobDeletion, LoggingConfigurable):
                 await self._send(job, task, node)
 
     def _choose(self, job: dict, task: dict) -> Node:
-        candidates = self.pool.candidates(task["spec"]["image"], job["nodes"], job.get("on"))
+        spec = task["spec"]
+        candidates = self.pool.candidates(
+            spec["image"], job["nodes"], job.get("on"), spec.get("gpus")
+        )
         mine = {n.node_id: 0 for n in candidates}
         for t in job["tasks"]:
             if t["status"] == "running" and t["node_id"] in mine:

@@ -17,8 +17,8 @@ from jupyter_remote_server.services.users import SERVER, Caller, id_used
 
 log = logging.getLogger("jupyter_remote_server")
 
-SESSION_FIELDS = ("image", "memory", "cpus", "pids_limit", "network")
-LIMIT_FIELDS = ("memory", "cpus", "pids_limit", "network")  # fixed when a session is made
+SESSION_FIELDS = ("image", "memory", "cpus", "pids_limit", "network", "gpus")
+LIMIT_FIELDS = ("memory", "cpus", "pids_limit", "network", "gpus")  # fixed when it is made
 
 
 class KernelSessions(LoggingConfigurable):
@@ -111,7 +111,7 @@ class KernelSessions(LoggingConfigurable):
         self.pool.refuse_missing_image(
             image, [node_id] if node_id else None, None if node_id else on
         )
-        node = self.pool.pick(node_id, image, on=on)
+        node = self.pool.pick(node_id, image, on=on, gpus=body.get("gpus"))
         digest = hashlib.sha1(image.encode()).hexdigest()[:8]
         session_id = f"k-{kernel_id}-{digest}"
         spec = {k: body[k] for k in SESSION_FIELDS if body.get(k) is not None}
@@ -134,7 +134,8 @@ class KernelSessions(LoggingConfigurable):
             "node_id": node.node_id,
             "session_id": session_id,
             "kind": kind,
-            "limits": {k: made.get(k) for k in LIMIT_FIELDS},
+            # `gpus` as asked (a count or devices), not the devices the agent gave
+            "limits": {k: made.get("gpu_request" if k == "gpus" else k) for k in LIMIT_FIELDS},
             "quota": ask_of(body, True),
         }
         if caller.user is not None:
@@ -207,6 +208,7 @@ class KernelSessions(LoggingConfigurable):
             try:
                 node = self.registry.get(record["node_id"])
                 await node.client.delete_session(record["session_id"])
+                node.gpus_freed |= bool((record.get("limits") or {}).get("gpus"))
             except NotFound:
                 pass  # the node or the session is gone already
             except RemoteError as exc:

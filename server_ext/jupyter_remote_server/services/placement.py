@@ -62,7 +62,7 @@ class ExecutionPlacement:
         agent_body["image"] = image
         if on and not req["node"]:  # a named node without the labels is pick()'s 409
             self.pool.refuse_missing_image(image, None, on)
-        return self.pool.pick(req["node"], image, on=on), agent_body, []
+        return self.pool.pick(req["node"], image, on=on, gpus=body.get("gpus")), agent_body, []
 
     @staticmethod
     def _agent_body(body: dict, session_id: str | None) -> dict:

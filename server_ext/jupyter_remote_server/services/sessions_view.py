@@ -151,5 +151,6 @@ async def remove_one(manager, owner: str, image: str, caller: Caller = SERVER) -
         except NotFound:
             pass  # gone already: only the record is left
         manager.registry.sessions.drop(node.node_id, record["session_id"])
+        node.gpus_freed |= bool((record.get("limits") or {}).get("gpus"))
     kernels.forget(owner, image)
     return record
