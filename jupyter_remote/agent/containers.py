@@ -13,7 +13,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 
 import jupyter_remote.protocol.records
 import jupyter_remote.runner
-from jupyter_remote.agent import labels
+from jupyter_remote.agent import labels, runner_src
 from jupyter_remote.agent.identity import Workdirs, hostname
 from jupyter_remote.agent.specs import KEPT_CAPS, ContainerSpec
 from jupyter_remote.protocol.errors import BadRequest, Unavailable
@@ -121,6 +121,11 @@ class ContainerFactory:
             )
             runner_root = None
         self.runner_root = runner_root
+        self.runner_src, self.protocol_src = RUNNER_SRC, PROTOCOL_SRC
+        if runner_root:  # a copy beside the runner dirs (runner_src.py says why)
+            self.runner_src, self.protocol_src = runner_src.stage(
+                os.path.dirname(runner_root), RUNNER_SRC, PROTOCOL_SRC
+            )
         self._python: dict[str, bool] = {}
         self._probe_lock = threading.Lock()
         # set by the Agent from its Limits (gpus.py): how GPUs reach a container, whether
@@ -209,8 +214,8 @@ class ContainerFactory:
         if spec.user is not None:
             self._open_run_dir(host_dir, spec.user)
         binds = {
-            RUNNER_SRC: {"bind": RUNNER_MOUNT, "mode": "ro"},
-            PROTOCOL_SRC: {"bind": PROTOCOL_MOUNT, "mode": "ro"},
+            self.runner_src: {"bind": RUNNER_MOUNT, "mode": "ro"},
+            self.protocol_src: {"bind": PROTOCOL_MOUNT, "mode": "ro"},
             host_dir: {"bind": RUN_DIR, "mode": "rw"},
         }
         try:

@@ -11,7 +11,7 @@ import signal
 from tornado.httpserver import HTTPServer
 
 from jupyter_remote._version import __version__
-from jupyter_remote.agent import daemon
+from jupyter_remote.agent import daemon, data_lock
 from jupyter_remote.agent.core import Agent
 from jupyter_remote.agent.expiry import SWEEP_EVERY
 from jupyter_remote.agent.join import advertised_url, keep_joined
@@ -61,6 +61,10 @@ async def serve(
     SIGHUP re-reads the tenants file."""
     body_limits = BodyLimits(execution=app.max_execution_bytes, other=app.max_request_bytes)
     tls = app.ssl_context()  # a bad certificate is refused before anything starts
+    try:  # before anything reads the data directory: one agent recovers it, once
+        await asyncio.to_thread(data_lock.hold, app.data_dir)
+    except data_lock.DataDirBusy as exc:
+        raise UsageFailure(str(exc)) from None
     agent = build(app, limits)
     agent.credentials = credentials
     loop = asyncio.get_running_loop()
