@@ -288,3 +288,38 @@ def test_joining_mints_the_servers_credential(make_agent, tmp_path):
         assert OPERATOR.encode() not in store and minted.encode() in store
     finally:
         server.stop()
+
+
+def test_an_agent_joining_with_a_tenants_file_sends_its_minted_token(make_agent, tmp_path):
+    """The whole flow from the command line: `agent --join URL --join-token T` with a
+    tenants file joins as the server's tenant, never with the operator token."""
+    tenants = write_tenants(tmp_path / "tenants.json", {})
+    where = tmp_path / "server"
+    where.mkdir()
+    server = ServerProcess(where, [], join_token="join-me", tenant_name="team-y").start()
+    try:
+        base = server.url.removesuffix("/remote/api")
+        make_agent(
+            host="127.0.0.3",
+            token=OPERATOR,
+            extra=(
+                *CALM,
+                f"--AgentApp.tenants_file={tenants}",
+                "--join",
+                base,
+                "--join-token",
+                "join-me",
+            ),
+        )
+        server.wait_for(
+            lambda: [n["state"] for n in server.get("nodes")["nodes"]] in (["healthy"], ["busy"]),
+            60,
+        )
+        with open(tenants) as fh:
+            minted = json.load(fh)["tenants"]["team-y"]["token"]
+        store = (where / "remote.sqlite").read_bytes() + b"".join(
+            p.read_bytes() for p in where.glob("remote.sqlite-*")
+        )
+        assert OPERATOR.encode() not in store and minted.encode() in store
+    finally:
+        server.stop()
