@@ -95,3 +95,24 @@ def test_names_and_reasons_are_escaped():
     assert "<script>" not in nodes.children[1].name.value
     assert "&lt;b&gt;x&lt;/b&gt;" in nodes.children[1].name.value
     nodes.close()
+
+
+def test_a_row_shows_the_nodes_labels_and_a_drained_state():
+    """Where work can go with --on, and a node its engine drains (it takes no new work)."""
+    from jupyter_remote.kernel.widgets.nodes import STATE_COLORS, NodeRow
+
+    row = NodeRow()
+    node = {
+        "node_id": "n2",
+        "state": "drained",
+        "reason": "swarm: availability drain",
+        "labels": {"zone": "eu-1", "gpu": "a100"},
+        "health": [],
+        "warnings": [],
+        "running_executions": 0,
+    }
+    row.update(node)
+    assert "zone=eu-1 · gpu=a100" in row.name.value
+    assert "⏸ drained" in row.name.value and STATE_COLORS["drained"] in row.name.value
+    row.update({**node, "state": "healthy", "labels": {}})
+    assert "zone=" not in row.name.value and "⏸" not in row.name.value

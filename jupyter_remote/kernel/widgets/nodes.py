@@ -13,6 +13,7 @@ STATE_COLORS = {
     "healthy": "#2e7d32",
     "busy": "#b26a00",
     "unhealthy": "#ef6c00",
+    "drained": "#6d4c41",  # its engine (Swarm) gives it no new work
     "suspect": "#f9a825",
     "lost": "#c62828",
     "unknown": "#757575",
@@ -122,12 +123,14 @@ class NodeRow(w.HBox):
 
     def update(self, node: dict) -> None:
         state = node["state"]
-        marker = {"healthy": "", "busy": "⚠ "}.get(state, "✖ ")
+        marker = {"healthy": "", "busy": "⚠ ", "drained": "⏸ "}.get(state, "✖ ")
         color = STATE_COLORS.get(state, "#757575")
+        labels = " · ".join(f"{k}={v}" for k, v in (node.get("labels") or {}).items())
         self.name.value = (
             f"<b>{html.escape(node['node_id'])}</b><br>"
             f"<span style='color:{color}' title='{html.escape(node.get('reason') or '')}'>"
             f"{marker}{html.escape(state)}</span>"
+            + (f"<br><span style='color:#757575'>{html.escape(labels)}</span>" if labels else "")
         )
         for key, bar in self.bars.items():
             bar.update((node.get(key) or {}).get("percent"))

@@ -106,6 +106,7 @@ function makeRow(n: INode): HTMLElement {
       h('span', { class: 'jr-running' }),
       h('button', { class: 'jr-remove', 'data-node': n.node_id, title: 'Remove from the pool' }, '✕')
     ),
+    h('div', { class: 'jr-labels', title: 'node labels: %%remote --on LABEL=VALUE places work by them' }),
     h('div', {
       class: 'jr-warnings',
       title: 'busy: still takes work; new work prefers other nodes'
@@ -125,6 +126,10 @@ function updateRow(row: HTMLElement, n: INode): void {
   const free = gpus?.count ? ` · ${gpus.free ?? 0} of ${gpus.count} GPUs free` : '';
   setText(find(row, '.jr-running'), `${n.running_executions} running${free}`);
   updateGpus(find(row, '.jr-gpus'), gpus);
+  const labels = Object.entries(n.labels ?? {}).map(([k, v]) => `${k}=${v}`);
+  const labelRow = find(row, '.jr-labels');
+  show(labelRow, labels.length > 0);
+  setText(labelRow, labels.join(' · '));
   // Why a node is busy: it still takes work, so a warning, not an error.
   const warnings = find(row, '.jr-warnings');
   const list = n.warnings ?? [];
