@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import uuid
 
 import pytest
+import requests
 from jupyter_server.auth.identity import IdentityProvider, User
 
 from jupyter_remote_server.handlers.base import RemoteHandler
@@ -28,6 +30,7 @@ from jupyter_remote_server.services.user_quota import (
 )
 from processes import BUSYBOX, FAST, node_config
 from server_fixtures import healthy, remote_started, until  # noqa: F401 - a fixture
+from server_process import ServerProcess
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -338,3 +341,41 @@ def test_quota_rules():
     quota.take("v", "c", ask_of({"cpus": 4}, False), "c")  # per user
     quota.give_back("a")
     quota.take("u", "b", ask_of({"cpus": 2}, False), "b")
+
+
+def test_owners_and_quota_holds_survive_a_server_restart(agents, tmp_path):
+    """A real server process, killed -9 and started again: records keep their user, and
+    the quota counts what is already held."""
+    server = ServerProcess(tmp_path, agents, user_quota={"sessions": 1})
+    config = json.loads(server.config.read_text())
+    config["ServerApp"]["identity_provider_class"] = "test_server_users.TokenUsers"
+    server.config.write_text(json.dumps(config))
+    here = os.path.dirname(os.path.abspath(__file__))
+    server.env["PYTHONPATH"] = os.pathsep.join([here, server.env.get("PYTHONPATH", "")])
+
+    def ask(who, method, *path, **kw):
+        resp = requests.request(
+            method,
+            "/".join([server.url, *path]),
+            headers={"Authorization": f"token {who}-token"},
+            timeout=60,
+            **kw,
+        )
+        return resp.status_code, resp.json()
+
+    server.start()
+    try:
+        body = {"owner": "alice-r1", "image": BUSYBOX}
+        assert ask("alice", "POST", "sessions", json=body)[0] == 201
+        server.kill9()
+        server.start()
+        code, refused = ask("alice", "POST", "sessions", json={**body, "owner": "alice-r2"})
+        assert code == 403 and refused["reason"] == "quota_exceeded", refused
+        assert ask("bob", "POST", "sessions", json={**body, "owner": "bob-r1"})[0] == 201
+        gone = ask("bob", "DELETE", "sessions", "alice-r1", params={"image": BUSYBOX})
+        assert gone[0] == 404, gone
+        mine = ask("alice", "GET", "kernels", "alice-r1", "sessions")[1]["sessions"]
+        assert [s["user"] for s in mine] == ["alice"]
+        assert ask("alice", "DELETE", "sessions", "alice-r1", params={"image": BUSYBOX})[0] == 200
+    finally:
+        server.stop()
