@@ -5,12 +5,14 @@ take is a 400, one whose GPUs are held a clear refusal naming the holders."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
 from conftest import BUSYBOX
+from jupyter_remote.kernel.api import RemoteDockerEnvironment, RemoteEnvironment
 from server_fixtures import FAST, api, execute, healthy, jp_server_config, remote_started, until
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -78,3 +80,19 @@ async def test_gpu_work_goes_where_the_gpus_are_free(jp_fetch, agents):
     assert code in (409, 503) and error["reason"] in ("no_gpus", "gpus_unavailable"), error
     assert "session:" in error["message"], error
     assert [s["owner"] for s in (await api(jp_fetch, "sessions"))["sessions"]] == ["owner-a"]
+
+
+async def test_the_python_api_asks_for_gpus(jp_fetch, agents):
+    gpu_node, _ = agents
+    await healthy(jp_fetch, 2)
+
+    def scripted():  # the blocking client, as a script uses it (the server is on this loop)
+        with RemoteDockerEnvironment(image=BUSYBOX, gpus=[1]) as env:
+            ran = env.execute("echo $NVIDIA_VISIBLE_DEVICES")
+        batch = RemoteEnvironment("gpu-batch", image=BUSYBOX)
+        return ran, batch.add("echo $NVIDIA_VISIBLE_DEVICES", gpus=1).submit(autostop=True)
+
+    ran, job = await asyncio.to_thread(scripted)
+    assert ran["returncode"] == 0 and ran["node_id"] == gpu_node.node_id
+    assert ran["output"].strip() == "1"
+    assert job["status"] == "completed" and job["nodes_used"] == [gpu_node.node_id]

@@ -33,6 +33,7 @@ class RemoteDockerEnvironment:
         node: str | None = None,
         memory: str | None = None,
         cpus: float | None = None,
+        gpus: int | list[int] | None = None,
         on: dict[str, str] | None = None,
         client: RemoteClient | None = None,
     ) -> None:
@@ -40,8 +41,9 @@ class RemoteDockerEnvironment:
         self.image = image
         self.timeout = timeout
         self.node = node
-        # on: only a node with every one of these labels takes the session
-        fields = {"memory": memory, "cpus": cpus, "on": on}
+        # gpus: a count or device indices, held by the session; on: only a node with every
+        # one of these labels takes it
+        fields = {"memory": memory, "cpus": cpus, "gpus": gpus, "on": on}
         self.limits = {k: v for k, v in fields.items() if v}
         self.owner = f"env-{uuid.uuid4().hex[:12]}"
         self.session: dict | None = None
