@@ -24,10 +24,11 @@ from jupyter_remote.agent.ledger import Ledger
 from jupyter_remote.agent.monitor import ResourceMonitor
 from jupyter_remote.agent.oom import OomWatcher
 from jupyter_remote.agent.pool import WarmPool
+from jupyter_remote.agent.quotas import Quotas, ask_of
 from jupyter_remote.agent.retention import Retention
 from jupyter_remote.agent.sessions import SessionManager
 from jupyter_remote.agent.specs import Limits, check_host_fits
-from jupyter_remote.agent.tenants import Credentials, Quotas, ask_of
+from jupyter_remote.agent.tenants import Credentials
 from jupyter_remote.protocol.bodies import SessionBody
 from jupyter_remote.protocol.errors import BadRequest, Conflict, Unavailable
 from jupyter_remote.util.failures import log_failure

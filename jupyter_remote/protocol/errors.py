@@ -43,6 +43,16 @@ class Conflict(RemoteError):
     reason = "conflict"
 
 
+class QuotaExceeded(RemoteError):
+    """Over a tenant's (agent) or a user's (server) quota: nothing was made."""
+
+    status = 403
+    reason = "quota_exceeded"
+
+
+QUOTA_KEYS = ("sessions", "cpus", "memory", "gpus")  # what a quota may limit, both sides
+
+
 class PayloadTooLarge(RemoteError):
     status = 413
     reason = "payload_too_large"
@@ -55,7 +65,14 @@ class Unavailable(RemoteError):
 
 _BY_STATUS = {
     cls.status: cls
-    for cls in (BadRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge, Unavailable)
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        Unavailable,
+    )
 }
 
 

@@ -7,7 +7,7 @@ import asyncio
 import os
 
 from jupyter_remote.agent.eventlog import read_file
-from jupyter_remote.agent.tenants import ask_of
+from jupyter_remote.agent.quotas import ask_of
 from jupyter_remote.agent.web.base import AgentHandler
 from jupyter_remote.protocol.bodies import CancelBody, ExecutionBody, LegacyExecuteBody
 from jupyter_remote.protocol.errors import BadRequest

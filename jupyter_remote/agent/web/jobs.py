@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from jupyter_remote.agent.tenants import job_ask
+from jupyter_remote.agent.quotas import job_ask
 from jupyter_remote.agent.web.base import AgentHandler
 from jupyter_remote.protocol.bodies import JobBody
 from jupyter_remote.protocol.queries import PageQuery, page_query

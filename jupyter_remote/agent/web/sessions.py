@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jupyter_remote.agent.tenants import ask_of
+from jupyter_remote.agent.quotas import ask_of
 from jupyter_remote.agent.web.base import AgentHandler
 from jupyter_remote.protocol.bodies import SessionBody
 

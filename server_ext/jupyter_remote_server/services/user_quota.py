@@ -12,16 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from jupyter_remote.protocol.bodies import memory_bytes
-from jupyter_remote.protocol.errors import RemoteError
+from jupyter_remote.protocol.errors import QUOTA_KEYS, QuotaExceeded
 
-KEYS = ("sessions", "cpus", "memory", "gpus")
+KEYS = QUOTA_KEYS
 UNSET_CPUS = 1.0  # the agent's default limits (AgentApp.cpus, AgentApp.memory)
 UNSET_MEMORY = 2 << 30
-
-
-class QuotaExceeded(RemoteError):
-    status = 403
-    reason = "quota_exceeded"
 
 
 def parse_limits(config: dict) -> dict[str, float]:
