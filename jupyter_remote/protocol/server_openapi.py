@@ -103,7 +103,13 @@ PATHS: dict[str, dict[str, tuple]] = {
         "get": (
             "An agent checks its join token",
             None,
-            {200: ("accepted", obj(join_token=STRING)), 401: "wrong join token"},
+            {
+                200: (
+                    "accepted; `tenant`: the name the agent files this server's credential under",
+                    obj(join_token=STRING, tenant=STRING),
+                ),
+                401: "wrong join token",
+            },
         ),
         "post": (
             "An agent joins by itself (Authorization: Bearer JOIN_TOKEN)",
@@ -314,7 +320,7 @@ def _operation(path: str, method: str, entry: tuple) -> dict:
     codes = dict(responses)
     if model is not None or params:
         codes.setdefault(400, "bad input: the message names the field and the rule")
-    codes.setdefault(403, "not authenticated")
+    codes.setdefault(403, "not authenticated, or over a quota (reason quota_exceeded)")
     for code, what in sorted(codes.items()):
         if isinstance(what, str):
             out["responses"][str(code)] = {"description": what or "not found", **ERROR}

@@ -12,13 +12,13 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Dict, Enum, Float, Int, List, TraitError, Type, Unicode, default, validate
 
+from jupyter_remote.http.open_files import AcceptGuard, raise_open_files_limit
 from jupyter_remote.protocol.common import ID_PATTERN
 from jupyter_remote.protocol.server_bodies import MAX_EXECUTION_BODY, MAX_JOB_BODY
 from jupyter_remote.util.retention import RetentionTraits
 from jupyter_remote_server.nodes.labels import label_config
 from jupyter_remote_server.nodes.pool import NodeChooser
 from jupyter_remote_server.nodes.swarm import SwarmTraits, SwarmWatch
-from jupyter_remote.http.open_files import AcceptGuard, raise_open_files_limit
 from jupyter_remote_server.routes import handlers
 from jupyter_remote_server.services.manager import RemoteManager
 from jupyter_remote_server.services.user_quota import parse_limits
