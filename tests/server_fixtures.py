@@ -13,10 +13,15 @@ import pytest
 from processes import FAST, node_config
 
 
+CALM = ("--AgentApp.cpu_max=100", "--AgentApp.memory_max=100")
+
+
 @pytest.fixture
 def agents(make_agent):
-    """Three real agents on three loopback addresses."""
-    return [make_agent(host=f"127.0.0.{i}") for i in (2, 3, 4)]
+    """Three real agents on three loopback addresses. Calm: a loaded test machine never
+    turns them busy (placement tests count on load by work, not by the machine); tests of
+    pressure make agents of their own (test_server_nodes_busy.py)."""
+    return [make_agent(host=f"127.0.0.{i}", extra=CALM) for i in (2, 3, 4)]
 
 
 @pytest.fixture

@@ -23,8 +23,9 @@ def trio(make_agent):
     return {
         # never busy, however hard other tests work this machine
         "calm": make_agent(host="127.0.0.2", extra=("--cpu-max", "100", "--memory-max", "100")),
-        "busy": make_agent(host="127.0.0.3", extra=("--AgentApp.memory_max=0",)),
-        "broken": make_agent(host="127.0.0.4", extra=("--AgentApp.disk_max=0",)),
+        # CPU left out (cpu_max 100): a loaded test machine must not add a CPU warning
+        "busy": make_agent(host="127.0.0.3", extra=("--AgentApp.memory_max=0", "--cpu-max", "100")),
+        "broken": make_agent(host="127.0.0.4", extra=("--AgentApp.disk_max=0", "--cpu-max", "100")),
     }
 
 
