@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 
+import psutil
 import pytest
 import requests
 
@@ -18,11 +20,26 @@ def test_sigterm_answers_long_polls_and_ends_streams_with_their_exit(make_agent)
     headers = {"Authorization": f"Bearer {agent.token}"}
     answers: dict[str, object] = {}
 
+    # the long poll is connected and sent from this thread, and accepted by the agent,
+    # before the stop: a thread left to connect by itself could come after the listener
+    # closed (a CI failure: connection refused)
+    conn = socket.create_connection((agent.host, agent.port), timeout=60)
+    conn.sendall(
+        f"GET /v1/jobs?since=0&wait=30 HTTP/1.1\r\nHost: {agent.host}\r\n"
+        f"Authorization: Bearer {agent.token}\r\nConnection: close\r\n\r\n".encode()
+    )
+    mine = conn.getsockname()[1]
+    deadline = time.monotonic() + 10
+    while not any(
+        c.raddr and c.raddr.port == mine for c in psutil.Process(agent.proc.pid).net_connections()
+    ):
+        assert time.monotonic() < deadline, "the agent never accepted the long poll"
+        time.sleep(0.02)
+
     def long_poll() -> None:
-        resp = requests.get(
-            agent.url + "/v1/jobs", params={"since": 0, "wait": 30}, headers=headers, timeout=60
-        )
-        answers["poll"] = (resp.status_code, resp.json())
+        raw = b"".join(iter(lambda: conn.recv(65536), b""))
+        head, _, body = raw.partition(b"\r\n\r\n")
+        answers["poll"] = (int(head.split()[1]), json.loads(body))
 
     poller = threading.Thread(target=long_poll)
     poller.start()
