@@ -52,6 +52,9 @@ def test_polls_refresh_only_what_someone_looks_at():
         assert n.client.calls == 0  # nobody looked
         await snaps.get(n)
         await snaps.after_poll(n)
+        assert n.client.calls == 1  # just fetched: the next poll leaves it
+        snaps.snapshots["n1"].at -= 10.0  # two polls later
+        await snaps.after_poll(n)
         assert n.client.calls == 2
         snaps.forget("n1")
         await snaps.after_poll(n)
@@ -87,5 +90,30 @@ def test_a_session_made_or_removed_here_shows_before_the_next_poll():
         assert set(await snaps.get(n)) == {"s-1", "s-2"}
         snaps.drop("n1", "s-1")
         assert set(await snaps.get(n)) == {"s-2"} and n.client.calls == 1
+
+    asyncio.run(go())
+
+
+def test_a_shared_answer_is_built_once_for_every_panel_polling_meanwhile():
+    """Ten panels at once cost one build; a new key (a session made or forgotten moves the
+    version in it) is built at once; after the TTL it is built again."""
+    from jupyter_remote_server.services.shared_answers import SharedAnswers
+
+    builds = []
+
+    async def build():
+        builds.append(1)
+        await asyncio.sleep(0.05)
+        return {"sessions": [], "n": len(builds)}
+
+    async def go():
+        shared = SharedAnswers(ttl=0.3)
+        first = await asyncio.gather(*(shared.encoded(("s", 0), build) for _ in range(10)))
+        assert len(builds) == 1 and len(set(first)) == 1 and b'"n": 1' in first[0]
+        assert await shared.encoded(("s", 0), build) == first[0]  # within the TTL
+        await shared.encoded(("s", 1), build)  # a session made or forgotten
+        assert len(builds) == 2
+        await asyncio.sleep(0.35)
+        assert b'"n": 3' in await shared.encoded(("s", 1), build)
 
     asyncio.run(go())

@@ -16,9 +16,13 @@ class NodesHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        caller = self.caller
-        nodes = [node_view(self.manager, caller, n) for n in self.manager.registry.list()]
-        self.send({"nodes": nodes})
+        manager, caller = self.manager, self.caller
+
+        async def build():
+            return {"nodes": [node_view(manager, caller, n) for n in manager.registry.list()]}
+
+        key = ("nodes", caller.user, caller.operator, manager.registry.version)
+        self.send_encoded(await manager.shared.encoded(key, build))
 
     @web.authenticated
     @authorized

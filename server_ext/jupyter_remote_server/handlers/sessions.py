@@ -47,8 +47,15 @@ class SessionsHandler(RemoteHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        notebooks = await sessions_view.notebooks_by_kernel(self.settings.get("session_manager"))
-        self.send(await sessions_view.sessions_model(self.manager, notebooks, self.caller))
+        manager, caller = self.manager, self.caller
+        jupyter_sessions = self.settings.get("session_manager")
+
+        async def build():
+            notebooks = await sessions_view.notebooks_by_kernel(jupyter_sessions)
+            return await sessions_view.sessions_model(manager, notebooks, caller)
+
+        key = ("sessions", caller.user, caller.operator, manager.kernels.version)
+        self.send_encoded(await manager.shared.encoded(key, build))
 
 
 class SessionOwnerHandler(RemoteHandler):

@@ -177,6 +177,7 @@ class NodeRegistry(LoggingConfigurable):
         self._task: asyncio.Task | None = None
         self._polls: set[asyncio.Task] = set()
         self.sessions = SessionSnapshots(self.poll_interval)
+        self.version = 0  # moves when a node is added, removed or renamed (shared answers)
         self.starved_at = -float("inf")  # when a poll last failed: this process out of files
 
     def make_client(self, url: str, token: str | None) -> NodeClient:
@@ -227,6 +228,7 @@ class NodeRegistry(LoggingConfigurable):
             provisional=node_id is None,
         )
         self.nodes[node.node_id] = node
+        self.version += 1
         return node
 
     async def add_checked(self, url: str, token: str | None, source: str) -> tuple[Node, bool]:
@@ -254,6 +256,7 @@ class NodeRegistry(LoggingConfigurable):
             return existing, False
         node = Node(node_id=node_id, url=url, source=source, client=client, token=token)
         self.nodes[node_id] = node
+        self.version += 1
         return node, True
 
     def set_verdict(self, node: Node, verdict: tuple[str, str] | None) -> None:
@@ -272,6 +275,7 @@ class NodeRegistry(LoggingConfigurable):
     def remove(self, node_id: str) -> Node:
         node = self.get(node_id)
         del self.nodes[node_id]
+        self.version += 1
         self.sessions.forget(node_id)
         _close_later(node.client)
         return node
@@ -349,6 +353,7 @@ class NodeRegistry(LoggingConfigurable):
             self.nodes.pop(node.node_id, None)
             node.node_id, node.provisional = own_id, False
             self.nodes[own_id] = node
+            self.version += 1
         state = state_of(health)
         if node.verdict and (node.verdict[0] == "lost" or state[0] in ANSWERING):
             state = node.verdict  # its engine's word (Swarm: down, drained) outranks a poll

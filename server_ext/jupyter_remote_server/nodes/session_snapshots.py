@@ -17,6 +17,7 @@ from jupyter_remote.protocol.errors import RemoteError
 
 AGENT_TIMEOUT = 5.0  # a node slower than this shows its sessions as "node unavailable"
 WATCH_FOR = 60.0  # seconds a view keeps a node's list refreshed by the polls
+REFRESH_POLLS = 2  # a watched list is refreshed every other poll (its running cells are ours)
 
 
 @dataclass
@@ -35,19 +36,26 @@ class SessionSnapshots:
         self._fetching: dict[str, asyncio.Future] = {}
 
     def fresh(self, node_id: str) -> Snapshot | None:
-        """The node's snapshot if a poll made it recently enough (two poll intervals)."""
+        """The node's snapshot if polls made it recently enough (a refresh every other
+        poll, REFRESH_POLLS, with room for one that is late)."""
         snap = self.snapshots.get(node_id)
-        max_age = 2 * self.poll_interval + AGENT_TIMEOUT
+        max_age = (REFRESH_POLLS + 1) * self.poll_interval + AGENT_TIMEOUT
         return snap if snap and time.monotonic() - snap.at <= max_age else None
 
-    async def get(self, node) -> dict[str, dict] | str:
-        """The node's sessions by id, or why it cannot tell now. Marks it watched."""
+    def peek(self, node) -> dict[str, dict] | str | None:
+        """What get() answers when it needs no call: the fresh snapshot, or why the node
+        cannot tell; None when it must be asked. Marks it watched."""
         self.watched_until[node.node_id] = time.monotonic() + WATCH_FOR
         if not node.answering:
             return f"node {node.node_id!r} is {node.state}: {node.reason}"
         snap = self.fresh(node.node_id)
-        if snap is not None:
-            return snap.models
+        return snap.models if snap is not None else None
+
+    async def get(self, node) -> dict[str, dict] | str:
+        """The node's sessions by id, or why it cannot tell now. Marks it watched."""
+        known = self.peek(node)
+        if known is not None:
+            return known
         pending = self._fetching.get(node.node_id)
         if pending is None:
             pending = asyncio.ensure_future(self._fetch(node))
@@ -60,7 +68,11 @@ class SessionSnapshots:
 
     async def after_poll(self, node) -> None:
         """Called by the registry after a node answered its poll: refresh a watched list."""
-        if self.watched(node.node_id) and node.node_id not in self._fetching:
+        if not self.watched(node.node_id) or node.node_id in self._fetching:
+            return
+        snap = self.snapshots.get(node.node_id)
+        due = REFRESH_POLLS * self.poll_interval - self.poll_interval / 2
+        if snap is None or time.monotonic() - snap.at >= due:
             await self._fetch(node)
 
     def note(self, node_id: str, model: dict) -> None:

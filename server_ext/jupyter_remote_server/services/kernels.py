@@ -41,6 +41,7 @@ class KernelSessions(LoggingConfigurable):
         self.store = self.parent.store
         self.quota = self.parent.quota
         self.sessions: dict[str, dict] = {r["key"]: r for r in self.store.load("kernel_session")}
+        self.version = 0  # moves on every session made or forgotten (the sessions view's cache)
         # one lock per (owner, image): a kernel's cells wait for its session, not for
         # every other kernel's (sessions are made concurrently)
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # key -> (lock, [users])
@@ -141,6 +142,7 @@ class KernelSessions(LoggingConfigurable):
         if caller.user is not None:
             record["user"] = caller.user
         self.sessions[key] = record
+        self.version += 1
         self.registry.sessions.note(node.node_id, made)
         self.store.save("kernel_session", key, record)
         log.info("kernel %s: session %s on node %s", kernel_id, session_id, node.node_id)
@@ -165,6 +167,7 @@ class KernelSessions(LoggingConfigurable):
         """Drop the record of a session its node no longer has; the next ensure makes one."""
         key = self.key(kernel_id, image)
         record = self.sessions.pop(key, None)
+        self.version += 1
         self.store.delete("kernel_session", key)
         self.quota.give_back(f"session:{key}")
         return record
@@ -215,6 +218,7 @@ class KernelSessions(LoggingConfigurable):
                 log.warning("could not remove session %s: %s", record["session_id"], exc)
                 continue  # kept, so a later clean-up tries again
             self.sessions.pop(record["key"], None)
+            self.version += 1
             self.store.delete("kernel_session", record["key"])
             self.quota.give_back(f"session:{record['key']}")
             removed.append(record)

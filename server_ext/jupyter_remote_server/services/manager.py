@@ -17,6 +17,7 @@ from jupyter_remote_server.nodes.registry import NodeRegistry
 from jupyter_remote_server.services.executions import ExecutionService
 from jupyter_remote_server.services.jobs import JobService
 from jupyter_remote_server.services.kernels import KernelSessions
+from jupyter_remote_server.services.shared_answers import SharedAnswers
 from jupyter_remote_server.services.user_quota import UserQuota, parse_limits
 from jupyter_remote_server.services.users import SERVER, Caller, Users
 from jupyter_remote_server.store.retention import Retention
@@ -69,6 +70,7 @@ class RemoteManager(LoggingConfigurable):
         self.quota = UserQuota(parse_limits(app.user_quota))
         self.kernels = KernelSessions(parent=self)
         self.executions = ExecutionService(parent=self, default_image=app.default_image)
+        self.shared = SharedAnswers()  # what open panels poll, built at most once a second
         self.jobs = JobService(parent=self, default_image=app.default_image)
         self.quota.load(self._holders())
         self.retention = Retention(store, Policy.from_traits(app), self._forget)

@@ -36,8 +36,8 @@ async def sessions_model(manager, notebooks: dict[str, dict], caller: Caller = S
     mine = (r for r in manager.kernels.sessions.values() if caller.sees(r))
     records = sorted(mine, key=lambda r: r["key"])
     node_ids = sorted({r["node_id"] for r in records})
-    answers = await asyncio.gather(*(_node_sessions(manager, n) for n in node_ids))
-    agent = dict(zip(node_ids, answers, strict=True))
+    agent = await _node_sessions(manager, node_ids)
+    containers = _containers(manager, node_ids)
     now = time.time()
     running = _running_by_session(manager.executions.records.values())
     last_end = _last_end_by_session(manager.executions.records.values())
@@ -45,23 +45,45 @@ async def sessions_model(manager, notebooks: dict[str, dict], caller: Caller = S
     for record in records:
         node = manager.registry.nodes.get(record["node_id"])
         theirs = agent[record["node_id"]]
-        rows.append(_row(record, node, theirs, notebooks, running, last_end, now))
+        container = containers.get(record["session_id"], {})
+        rows.append(_row(record, node, theirs, notebooks, running, last_end, now, container))
     return {"sessions": rows, "now": now}
 
 
-async def _node_sessions(manager, node_id: str) -> dict[str, dict] | str:
-    """The node's sessions as of its last poll (nodes/session_snapshots.py)."""
-    node = manager.registry.nodes.get(node_id)
-    if node is None:
-        return f"node {node_id!r} is not in the pool"
-    return await manager.registry.sessions.get(node)
+async def _node_sessions(manager, node_ids: list[str]) -> dict[str, dict | str]:
+    """Each node's sessions as of its last poll (nodes/session_snapshots.py); only nodes
+    with no fresh snapshot are asked now."""
+    registry = manager.registry
+    out: dict[str, dict | str] = {}
+    ask = []
+    for node_id in node_ids:
+        node = registry.nodes.get(node_id)
+        if node is None:
+            out[node_id] = f"node {node_id!r} is not in the pool"
+        elif (known := registry.sessions.peek(node)) is not None:
+            out[node_id] = known
+        else:
+            ask.append(node)
+    answers = await asyncio.gather(*(registry.sessions.get(node) for node in ask))
+    out.update({node.node_id: answer for node, answer in zip(ask, answers, strict=True)})
+    return out
 
 
-def _row(record, node, theirs, notebooks, running, last_end, now) -> dict:
+def _containers(manager, node_ids: list[str]) -> dict[str, dict]:
+    """Each session's container sample (per-container stats) from its node's last poll."""
+    out: dict[str, dict] = {}
+    for node_id in node_ids:
+        node = manager.registry.nodes.get(node_id)
+        for container in (node.resources.get("own_containers") or []) if node else []:
+            if container.get("session_id"):
+                out[container["session_id"]] = container
+    return out
+
+
+def _row(record, node, theirs, notebooks, running, last_end, now, container) -> dict:
     sid = record["session_id"]
     owner = record["kernel_id"]
     notebook = notebooks.get(owner) if record.get("kind", "kernel") == "kernel" else None
-    container = _container(node, sid)
     row = {
         "session_id": sid,
         "owner": owner,
@@ -103,16 +125,6 @@ def _row(record, node, theirs, notebooks, running, last_end, now) -> dict:
         since = last_end.get(sid) or model.get("last_used_at") or model.get("created_at")
         row["idle_for"] = max(0.0, now - since) if since else None
     return row
-
-
-def _container(node, session_id: str) -> dict:
-    """The node's last resource sample of this session's container (per-container stats)."""
-    if node is None:
-        return {}
-    for container in node.resources.get("own_containers") or []:
-        if container.get("session_id") == session_id:
-            return container
-    return {}
 
 
 def _running_by_session(records) -> dict[str, dict]:
