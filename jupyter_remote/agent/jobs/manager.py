@@ -167,11 +167,12 @@ class JobManager(JobStore):
             if refused is None:
                 self._start_admitted(job, task)
                 return
+        self._not_started(job, task, refused.message)
+
+    def _not_started(self, job: dict, task: dict, why: str) -> None:
+        """A task whose turn came but that cannot start (quota, GPUs): failed, never run."""
         task.update(
-            status="failed",
-            returncode=-1,
-            finished_at=time.time(),
-            message=f"not started: {refused.message}",
+            status="failed", returncode=-1, finished_at=time.time(), message=f"not started: {why}"
         )
         self._finish_if_done(job)
         self.save(job)
@@ -188,14 +189,7 @@ class JobManager(JobStore):
                     ),
                 )
             except RemoteError as exc:  # GPUs held by others when a later task's turn came
-                task.update(
-                    status="failed",
-                    returncode=-1,
-                    finished_at=time.time(),
-                    message=f"not started: {exc.message}",
-                )
-                self._finish_if_done(job)
-                self.save(job)
+                self._not_started(job, task, exc.message)
                 return
             task["spec"]["gpus"] = list(spec.gpus)
         task.update(status="running", started_at=time.time())
